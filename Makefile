@@ -1,0 +1,22 @@
+# The few commands people type. Everything runs inside .venv (created by `make install`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install demo test test-all lint bench bench-quick
+
+install:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+
+demo: install
+	bash examples/two_devices.sh
+
+test: install
+	$(PY) -m pytest -q -x -m "not slow"
+
+test-all: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .

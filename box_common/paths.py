@@ -1,0 +1,80 @@
+"""The one definition of a valid Box path, used by the client and the server alike.
+
+A Box path is relative, '/'-separated, NFC-normalised, and never leaves the synced folder.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+MAX_DEPTH = 64
+
+
+class InvalidPath(ValueError):
+    """A path that must not be synced; the message says why, naming the path."""
+
+
+def normalize_path(path: str) -> str:
+    """Return `path` in canonical form (NFC, '/'-separated), or raise InvalidPath.
+
+    Refuses absolute paths, '..' and '.' components, empty components, NUL and other
+    control characters, backslashes (a separator on Windows), and over-long names.
+    """
+    if not isinstance(path, str) or path == "":
+        raise InvalidPath("empty path")
+    shown = repr(path)
+    if "\x00" in path:
+        raise InvalidPath(f"path {shown} contains a NUL byte")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise InvalidPath(f"path {shown} contains a control character")
+    if "\\" in path:
+        raise InvalidPath(f"path {shown} contains a backslash")
+    if path.startswith("/"):
+        raise InvalidPath(f"path {shown} is absolute; Box paths are relative to the box root")
+    if len(path) >= 2 and path[1] == ":":
+        raise InvalidPath(f"path {shown} looks like a drive path")
+    path = unicodedata.normalize("NFC", path)
+    parts = path.split("/")
+    if len(parts) > MAX_DEPTH:
+        raise InvalidPath(f"path {shown} is nested deeper than {MAX_DEPTH} levels")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise InvalidPath(f"path {shown} has an empty, '.' or '..' component")
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise InvalidPath(f"path {shown} has a name longer than {MAX_NAME_BYTES} bytes")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"path {shown} is not valid UTF-8") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise InvalidPath(f"path {shown} is longer than {MAX_PATH_BYTES} bytes")
+    return path
+
+
+def is_valid_path(path: str) -> bool:
+    """True if `path` is already a canonical Box path."""
+    try:
+        return normalize_path(path) == path
+    except InvalidPath:
+        return False
+
+
+def normalize_prefix(prefix: str) -> str:
+    """Canonical folder prefix: '' for the whole box ('' '.' or '/'), else a valid path."""
+    stripped = prefix.strip("/") if prefix not in ("", ".", "/") else ""
+    if stripped in ("", "."):
+        return ""
+    return normalize_path(stripped)
+
+
+def is_under(path: str, prefix: str) -> bool:
+    """True if `path` is `prefix` itself or lies inside folder `prefix` ('' is the whole box)."""
+    return prefix == "" or path == prefix or path.startswith(prefix + "/")
+
+
+def parent_paths(path: str) -> list[str]:
+    """The folders that contain `path`, outermost first: 'a/b/c' -> ['a', 'a/b']."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]

@@ -1,0 +1,60 @@
+"""Content-defined chunking (FastCDC, compiled) and SHA-256 block ids, streamed in bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyfastcdc.cy import FastCDC
+
+from box_common.content import content_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One chunk of a file: its SHA-256 (raw digest), where it sits, and its bytes."""
+
+    digest: bytes
+    offset: int
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hex()
+
+
+class Chunker:
+    """Cuts files the same way on every device of a box (the sizes are fixed per box)."""
+
+    def __init__(self, min_size: int, avg_size: int, max_size: int) -> None:
+        self.min_size = min_size
+        self.cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size)
+
+    def blocks(self, path: Path | str) -> Iterator[Block]:
+        """The blocks of the file at `path`, in order; memory stays within a few maximum block sizes."""
+        with open(path, "rb", buffering=0) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size <= self.min_size:
+                # A small file is one block: skip the chunker's set-up cost.
+                data = stream.read()
+                if data:
+                    yield Block(hashlib.sha256(data).digest(), 0, data)
+                return
+            for chunk in self.cdc.cut_stream(stream):
+                data = bytes(chunk.data)
+                yield Block(hashlib.sha256(data).digest(), chunk.offset, data)
+
+    def digests(self, path: Path | str) -> tuple[bytes, int]:
+        """The concatenated block digests of a file and its size, without keeping any block."""
+        parts: list[bytes] = []
+        size = 0
+        for block in self.blocks(path):
+            parts.append(block.digest)
+            size += len(block.data)
+        return b"".join(parts), size
+
+
+__all__ = ["Block", "Chunker", "content_hash"]

@@ -1,0 +1,453 @@
+"""The `boxctl` command line: parses arguments, calls the engine, prints, and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from boxctl import __version__
+from boxctl.config import BOX_DIR, BoxConfig, Credentials, find_root, load_credentials, normalize_url, save_credentials
+from boxctl.engine import Engine
+from boxctl.errors import BoxError, UsageError
+from boxctl.index import Index
+from boxctl.timeparse import parse_time
+from boxctl.transport import Transport
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Box: keep a folder in sync, with every version.")
+admin_app = typer.Typer(no_args_is_help=True, help="Server administration (runs on the server's data folder).")
+app.add_typer(admin_app, name="admin")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    """Options shared by every command."""
+
+    quiet = False
+    directory: Path | None = None
+
+
+STATE = State()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+
+
+@app.callback()
+def main_options(
+    directory: Annotated[Path | None, typer.Option("-C", help="Run as if started in this folder.")] = None,
+    quiet: QuietOpt = False,
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+) -> None:
+    """Box: a Dropbox-style synced folder with a git/rsync-style command line."""
+    if version:
+        out.print(f"boxctl {__version__}")
+        raise typer.Exit()
+    STATE.quiet = quiet
+    STATE.directory = directory
+
+
+def say(message: str) -> None:
+    if not STATE.quiet:
+        out.print(message, markup=False)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def here() -> Path:
+    return (STATE.directory or Path.cwd()).resolve()
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar on a terminal; a no-op callback when piped, quiet or in --json mode."""
+    if not enabled or STATE.quiet or not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total or None)
+            bar.update(tasks[phase], completed=done, total=total or None)
+
+        yield update
+
+
+@contextmanager
+def open_engine(json_mode: bool = False) -> Iterator[Engine]:
+    """The engine of the synced folder around the current directory."""
+    root = find_root(here())
+    config = BoxConfig.load(root)
+    creds = load_credentials(config.server)
+    transport = Transport(config.server, creds.token)
+    with progress_bar(not json_mode) as update:
+        engine = Engine(root, config, transport, progress=update)
+        try:
+            yield engine
+        finally:
+            engine.close()
+            transport.close()
+
+
+# --- server ---------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    data: Annotated[Path, typer.Option("--data", help="Folder for the database and blocks (created if absent).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the Box server in the foreground until interrupted."""
+    from server_min.app import serve as run_server
+
+    data.mkdir(parents=True, exist_ok=True)
+    err.print(f"box server on http://{host}:{port} (data in {data.resolve()}); Ctrl-C to stop", markup=False)
+    run_server(data.resolve(), host, port, log_level)
+
+
+@admin_app.command("add-user")
+def add_user(
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
+    data: Annotated[Path, typer.Option("--data", help="The server's data folder.")],
+) -> None:
+    """Create a user and print its first device token (alone on stdout)."""
+    from server_min.errors import ServerError
+    from server_min.service import Service
+
+    try:
+        token = Service(data.resolve()).add_user(name)
+    except ServerError as exc:
+        raise UsageError(exc.message) from None
+    sys.stdout.write(token + "\n")
+
+
+# --- account and set-up ---------------------------------------------------------------------
+
+
+@app.command()
+def login(
+    url: Annotated[str, typer.Argument(help="The server, e.g. http://127.0.0.1:8765")],
+    user: Annotated[str, typer.Option("--user", help="Your user name.")],
+    token: Annotated[str | None, typer.Option("--token", help="A device token from 'boxctl admin add-user'.")] = None,
+) -> None:
+    """Check and store credentials for a server (in your config folder, mode 0600)."""
+    server = normalize_url(url)
+    token = token or os.environ.get("BOX_TOKEN")
+    if not token:
+        raise UsageError("give --token TOKEN (or set BOX_TOKEN)")
+    transport = Transport(server, token, retries=2)
+    me = transport.get_json("/me")
+    path = save_credentials(Credentials(server, user, token))
+    if me["user"] != user:
+        raise UsageError(f"that token belongs to user {me['user']!r}, not {user!r}")
+    say(f"logged in to {server} as {me['user']} (credentials in {path})")
+
+
+def _register(transport: Transport, device: str | None) -> tuple[int, str]:
+    name = device or socket.gethostname() or "device"
+    answer = transport.post_json("/devices", {"name": name, "kind": "desktop"}, idempotent=False)
+    return int(answer["id"]), str(answer["name"])
+
+
+def _make_folder(root: Path, box: dict[str, Any], server: str, device_id: int, device_name: str) -> BoxConfig:
+    (root / BOX_DIR).mkdir(parents=True, exist_ok=True)
+    chunking = box["chunking"]
+    config = BoxConfig(server=server, box_id=int(box["id"]), box_name=box["name"], owner=box["owner"],
+                       device_id=device_id, device_name=device_name, min_size=chunking["min"],
+                       avg_size=chunking["avg"], max_size=chunking["max"], prefix=box.get("prefix", ""))
+    config.save(root)
+    Index(root / BOX_DIR / "index.db").close()
+    return config
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="The folder to sync (created if absent).")] = Path("."),
+    server: Annotated[str | None, typer.Option("--server", help="Server URL (or BOX_SERVER).")] = None,
+    box: Annotated[str, typer.Option("--box", help="Box name: created if new, linked if yours.")] = "",
+    device: Annotated[str | None, typer.Option("--device", help="This device's name (default: host name).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a folder a synced folder of a box (creating the box on the server if needed)."""
+    if not box:
+        raise UsageError("give the box name with --box NAME")
+    root = (here() / directory).resolve() if not directory.is_absolute() else directory
+    if (root / BOX_DIR / "config").exists():
+        raise UsageError(f"{root} is already a synced folder")
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a folder")
+    creds = load_credentials(server)
+    transport = Transport(creds.server, creds.token)
+    info = transport.get_json("/boxes", name=box) if "/" in box else transport.post_json("/boxes", {"name": box})
+    if info["role"] not in ("owner", "editor"):
+        raise UsageError(f"you can only read box {box!r}; use 'boxctl clone' to get a copy")
+    device_id, device_name = _register(transport, device)
+    root.mkdir(parents=True, exist_ok=True)
+    _make_folder(root, info, creds.server, device_id, device_name)
+    if json_out:
+        emit_json({"root": str(root), "box": info, "device": {"id": device_id, "name": device_name}})
+    else:
+        say(f"{root} now syncs box {info['owner']}/{info['name']} on {creds.server} as device {device_name!r}")
+        say("next: 'boxctl push' to upload what is here, 'boxctl pull' to fetch what the box holds")
+
+
+@app.command()
+def clone(
+    url: Annotated[str, typer.Argument(help="Server URL.")],
+    name: Annotated[str, typer.Argument(help="Box name (yours) or OWNER/BOX.")],
+    directory: Annotated[Path | None, typer.Argument(help="New folder (default: the box name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="This device's name (default: host name).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a new synced folder holding the box's current files."""
+    creds = load_credentials(url)
+    root = (here() / (directory or Path(name.rsplit("/", 1)[-1]))).resolve()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UsageError(f"{root} already exists and is not an empty folder")
+    transport = Transport(creds.server, creds.token)
+    info = transport.get_json("/boxes", name=name)
+    device_id, device_name = _register(transport, device)
+    root.mkdir(parents=True, exist_ok=True)
+    config = _make_folder(root, info, creds.server, device_id, device_name)
+    with progress_bar(not json_out) as update:
+        engine = Engine(root, config, transport, progress=update)
+        try:
+            result = engine.pull()
+        finally:
+            engine.close()
+    if json_out:
+        emit_json({"root": str(root), "box": info, "pull": result.as_json()})
+    else:
+        say(f"cloned {info['owner']}/{info['name']} into {root}: {len(result.written)} path(s)")
+
+
+# --- everyday commands ----------------------------------------------------------------------
+
+
+@app.command()
+def status(json_out: JsonOpt = False) -> None:
+    """Show local changes since the last sync and how many remote changes wait."""
+    with open_engine(json_out) as engine:
+        result = engine.status()
+    if json_out:
+        emit_json(result.as_json())
+        return
+    for label, paths in (("added", result.added), ("modified", result.modified), ("deleted", result.deleted)):
+        for path in paths:
+            say(f"{label:9} {path}")
+    for path, reason in result.skipped:
+        err.print(f"not synced: {path}: {reason}", markup=False)
+    if result.clean:
+        say("no local changes")
+    say(f"{result.remote_waiting} remote change(s) waiting" + (": run 'boxctl pull'" if result.remote_waiting else ""))
+
+
+@app.command()
+def push(
+    message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be pushed; send nothing.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload the blocks the server lacks and commit all local changes atomically."""
+    with open_engine(json_out) as engine:
+        started = time.monotonic()
+        result = engine.push(message, dry_run=dry_run)
+        elapsed = time.monotonic() - started
+    if json_out:
+        emit_json(result.as_json() | {"seconds": round(elapsed, 3)})
+        return
+    for path, reason in result.skipped:
+        err.print(f"not pushed: {path}: {reason}", markup=False)
+    if not result.changes:
+        say("nothing to push")
+        return
+    verb = "would push" if dry_run else "pushed"
+    for c in result.changes:
+        say(f"{c.status:9} {c.path}")
+    tail = "" if dry_run else (f" as commit {result.seq}: {result.blocks_sent} new block(s), "
+                               f"{_size(result.bytes_sent)} sent in {elapsed:.1f}s")
+    say(f"{verb} {len(result.changes)} change(s){tail}")
+
+
+@app.command()
+def pull(json_out: JsonOpt = False) -> None:
+    """Apply remote changes; a file changed on both sides keeps both versions."""
+    with open_engine(json_out) as engine:
+        result = engine.pull()
+    _print_pull(result, json_out)
+
+
+def _print_pull(result: Any, json_out: bool) -> None:
+    if json_out:
+        emit_json(result.as_json())
+        return
+    for path in result.written:
+        say(f"updated   {path}")
+    for path in result.deleted:
+        say(f"deleted   {path}")
+    for c in result.conflicts:
+        say(f"conflict  {c['path']}: your version kept as {c['copy']!r}")
+    for path in result.kept:
+        say(f"kept      {path} (changed here; it will be pushed)")
+    for path, reason in result.refused:
+        err.print(f"refused   {path}: {reason}", markup=False)
+    if not (result.written or result.deleted or result.conflicts or result.kept):
+        say("already up to date")
+    if result.conflicts:
+        say("conflicted copies are new files: run 'boxctl push' to sync them")
+
+
+@app.command()
+def sync(
+    message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Pull, then push: one command for cron and CI."""
+    with open_engine(json_out) as engine:
+        pulled = engine.pull()
+        pushed = engine.push(message)
+    if json_out:
+        emit_json({"pull": pulled.as_json(), "push": pushed.as_json()})
+        return
+    _print_pull(pulled, False)
+    if pushed.changes:
+        say(f"pushed {len(pushed.changes)} change(s) as commit {pushed.seq}")
+    else:
+        say("nothing to push")
+
+
+@app.command()
+def log(
+    path: Annotated[str | None, typer.Argument(help="Show the revisions of this file or folder.")] = None,
+    limit: Annotated[int, typer.Option("-n", help="How many entries.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show commits (who, device, when, message, paths) or the revisions of one path."""
+    if limit < 1:
+        raise UsageError("-n must be at least 1")
+    with open_engine(json_out) as engine:
+        data = engine.log(path, limit)
+    if json_out:
+        emit_json(data)
+        return
+    if "revisions" in data:
+        if not data["revisions"]:
+            say(f"no history for {path}")
+        for r in data["revisions"]:
+            what = "deleted" if r["op"] == "delete" else f"{_size(r['size'])}" if r["kind"] == "file" else r["kind"]
+            say(f"rev {r['rev']:<6} {_when(r['time'])}  {r['user']}@{r['device'] or '-'}  {r['path']}  {what}")
+        return
+    for c in data["commits"]:
+        say(f"commit {c['seq']}  {_when(c['time'])}  {c['user']}@{c['device'] or '-'}  {c['message']}")
+        for p in c["paths"][:20]:
+            say(f"    {'-' if p['op'] == 'delete' else '+'} {p['path']}")
+        if c["changes"] > 20:
+            say(f"    ... and {c['changes'] - 20} more")
+
+
+@app.command()
+def restore(
+    path: Annotated[str, typer.Argument(help="File or folder to restore ('.' for the whole box).")],
+    rev: Annotated[int | None, typer.Option("--rev", help="Commit number (see 'boxctl log').")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="A time: '2026-11-25 10:15', '@EPOCH' or '2h'.")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="Write it here instead of changing the box.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Bring a file, deleted file, folder or the whole box back to an earlier version."""
+    if (rev is None) == (at is None):
+        raise UsageError("give exactly one of --rev REV or --at TIME")
+    when = parse_time(at) if at is not None else None
+    with open_engine(json_out) as engine:
+        result = engine.restore(path, rev, when, to.resolve() if to else None)
+    if json_out:
+        emit_json(result)
+        return
+    if to is not None:
+        say(f"wrote {result['restored']} as of commit {result['seq']} to {result['to']} ({result['files']} file(s))")
+    elif result["seq"] is None:
+        say(f"{result['restored']} is already as it was at commit {result['from_seq']}")
+    else:
+        say(f"restored {result['restored']} to commit {result['from_seq']} as new commit {result['seq']} "
+            f"({result['changes']} change(s))")
+
+
+@app.command()
+def ls(
+    path: Annotated[str, typer.Argument(help="Folder or file in the box.")] = "",
+    remote: Annotated[bool, typer.Option("--remote", help="List what the server holds (the default).")] = True,
+    at: Annotated[int | None, typer.Option("--rev", help="As of this commit.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List what the box holds on the server, without downloading it."""
+    with open_engine(json_out) as engine:
+        prefix = engine.box_path(path) if path else ""
+        data = engine.tree(prefix, at)
+    if json_out:
+        emit_json(data)
+        return
+    for e in data["entries"]:
+        size = _size(e["size"]) if e["kind"] == "file" else e["kind"]
+        say(f"{size:>10}  rev {e['seq']:<6} {e['path']}" + ("/" if e["kind"] == "dir" else ""))
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def main() -> None:
+    """Entry point: run the app, turning every BoxError into one line on stderr and its exit code."""
+    try:
+        app(standalone_mode=False)
+    except BoxError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except OSError as exc:
+        err.print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), markup=False)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Where the client keeps its settings: `.box/config` in a synced folder, credentials in the user's
+config directory (mode 0600, never inside the synced folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from boxctl.errors import AuthError, NotABox, UsageError
+
+BOX_DIR = ".box"
+
+
+def config_home() -> Path:
+    """The user's Box config directory ($BOX_CONFIG_DIR, else $XDG_CONFIG_HOME/box, else ~/.config/box)."""
+    if os.environ.get("BOX_CONFIG_DIR"):
+        return Path(os.environ["BOX_CONFIG_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "box"
+
+
+def normalize_url(url: str) -> str:
+    """A server URL without a trailing slash; refuses anything but http(s)."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"server URL {url!r} must start with http:// or https://")
+    return url
+
+
+@dataclass
+class Credentials:
+    """A user name and device token for one server."""
+
+    server: str
+    user: str
+    token: str
+
+
+def _credentials_file() -> Path:
+    return config_home() / "credentials.json"
+
+
+def save_credentials(creds: Credentials) -> Path:
+    """Store credentials for `creds.server`, readable only by this user."""
+    path = _credentials_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = _read_credentials()
+    data[creds.server] = {"user": creds.user, "token": creds.token}
+    temp = path.with_suffix(".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
+    return path
+
+
+def _read_credentials() -> dict[str, dict[str, str]]:
+    try:
+        return json.loads(_credentials_file().read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise AuthError(f"cannot read {_credentials_file()}: {exc}") from None
+
+
+def load_credentials(server: str | None) -> Credentials:
+    """Credentials for `server` (or $BOX_SERVER): $BOX_TOKEN wins over the stored token."""
+    server = server or os.environ.get("BOX_SERVER")
+    stored = _read_credentials()
+    if server:
+        server = normalize_url(server)
+    elif len(stored) == 1:
+        server = next(iter(stored))
+    else:
+        raise AuthError("no server given: pass a URL, set BOX_SERVER, or run 'boxctl login URL'")
+    token = os.environ.get("BOX_TOKEN")
+    entry = stored.get(server, {})
+    if token:
+        return Credentials(server, entry.get("user", os.environ.get("BOX_USER", "")), token)
+    if not entry:
+        raise AuthError(f"not logged in to {server}: run 'boxctl login {server} --user NAME --token TOKEN'")
+    return Credentials(server, entry["user"], entry["token"])
+
+
+@dataclass
+class BoxConfig:
+    """The contents of `.box/config`: which box on which server this folder syncs, as which device."""
+
+    server: str
+    box_id: int
+    box_name: str
+    owner: str
+    device_id: int
+    device_name: str
+    min_size: int
+    avg_size: int
+    max_size: int
+    prefix: str = ""
+
+    def save(self, root: Path) -> None:
+        path = root / BOX_DIR / "config"
+        temp = path.with_suffix(".tmp")
+        temp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(temp, path)
+
+    @classmethod
+    def load(cls, root: Path) -> BoxConfig:
+        path = root / BOX_DIR / "config"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise NotABox(f"{root} is not a synced folder: run 'boxctl init' or 'boxctl clone'") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise NotABox(f"{path} is damaged ({exc}); clone the box again into a new folder") from None
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above `start` that holds `.box/`."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / BOX_DIR / "config").is_file():
+            return folder
+    raise NotABox(f"{start} is not inside a synced folder: run 'boxctl init' or 'boxctl clone' first")

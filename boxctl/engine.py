@@ -1,0 +1,583 @@
+"""The sync rules: status, push, pull, conflicts and restore. No printing and no HTTP details here.
+
+The engine compares three states of every path: the disk now (workspace), the disk at the
+last sync (index), and the server (journal entries after the cursor). Push sends local changes
+as one atomic commit that names the revision each change was based on; pull applies remote
+changes without ever overwriting a local edit (rules 3 and 4 of DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from box_common.paths import InvalidPath, is_under, normalize_prefix
+from boxctl.chunking import Chunker, content_hash
+from boxctl.config import BoxConfig
+from boxctl.errors import BoxError, NotFound, UsageError
+from boxctl.index import Index, IndexEntry
+from boxctl.transfer import BlockUploader, download_blocks
+from boxctl.transport import Transport
+from boxctl.workspace import LocalEntry, UnsafePath, Workspace, fsync_write, make_link, remove_path
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class LocalChange:
+    """One path that differs from the index: what to commit for it."""
+
+    path: str
+    op: str  # put | delete
+    kind: str
+    local: LocalEntry | None
+    base: IndexEntry | None
+    digests: bytes = b""
+    size: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.op == "delete":
+            return "deleted"
+        return "added" if self.base is None else "modified"
+
+
+@dataclass
+class Status:
+    """What `boxctl status` reports."""
+
+    added: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    remote_waiting: int = 0
+    cursor: int = 0
+    head: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.added or self.modified or self.deleted)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "modified": self.modified, "deleted": self.deleted,
+            "remote_waiting": self.remote_waiting, "cursor": self.cursor, "head": self.head,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+@dataclass
+class PushResult:
+    """What a push did (or, with dry_run, would do)."""
+
+    changes: list[LocalChange]
+    seq: int | None = None
+    blocks_sent: int = 0
+    bytes_sent: int = 0
+    bytes_plain: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    dry_run: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "dry_run": self.dry_run,
+            "added": [c.path for c in self.changes if c.status == "added"],
+            "modified": [c.path for c in self.changes if c.status == "modified"],
+            "deleted": [c.path for c in self.changes if c.status == "deleted"],
+            "blocks_sent": self.blocks_sent, "bytes_sent": self.bytes_sent, "bytes_plain": self.bytes_plain,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+@dataclass
+class PullResult:
+    """What a pull did."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, str]] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    cursor: int = 0
+    bytes_received: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "written": self.written, "deleted": self.deleted, "conflicts": self.conflicts, "kept": self.kept,
+            "refused": [{"path": p, "reason": r} for p, r in self.refused], "cursor": self.cursor,
+            "bytes_received": self.bytes_received,
+        }
+
+
+def conflict_name(path: str, device: str, when: float | None = None) -> str:
+    """`dir/report (conflicted copy from laptop 2026-11-25 10-15-00).txt` for `dir/report.txt`."""
+    folder, _, name = path.rpartition("/")
+    stamp = time.strftime("%Y-%m-%d %H-%M-%S", time.localtime(when if when is not None else time.time()))
+    dot = name.rfind(".")
+    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+    new = f"{stem} (conflicted copy from {device} {stamp}){ext}"
+    return f"{folder}/{new}" if folder else new
+
+
+class Engine:
+    """Sync rules for one synced folder, talking to the server through a Transport."""
+
+    def __init__(self, root: Path, config: BoxConfig, transport: Transport, progress: Progress | None = None,
+                 threads: int = 4) -> None:
+        self.root = root
+        self.config = config
+        self.transport = transport
+        self.index = Index(root / ".box" / "index.db")
+        self.workspace = Workspace(root)
+        self.chunker = Chunker(config.min_size, config.avg_size, config.max_size)
+        self.progress = progress or _no_progress
+        self.threads = threads
+
+    def close(self) -> None:
+        self.index.close()
+
+    @property
+    def box(self) -> str:
+        return f"/boxes/{self.config.box_id}"
+
+    # --- local changes ----------------------------------------------------------------------
+
+    def _candidates(self) -> tuple[list[LocalChange], list[LocalChange]]:
+        """Paths that surely changed, and files whose stat changed and that must be hashed to tell."""
+        scan = self.workspace.scan()
+        for temp in self.workspace.temps:  # left by a pull that was cut off: never a user's file
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        base = self.index.entries()
+        sure: list[LocalChange] = []
+        maybe: list[LocalChange] = []
+        for path, local in scan.items():
+            old = base.get(path)
+            if old is None or old.kind != local.kind:
+                sure.append(LocalChange(path, "put", local.kind, local, old))
+            elif local.kind == "file":
+                if (old.size, old.mtime_ns, old.inode, old.mode) != (local.size, local.mtime_ns, local.inode,
+                                                                     local.mode):
+                    maybe.append(LocalChange(path, "put", "file", local, old))
+            elif local.kind == "link" and old.target != local.target:
+                sure.append(LocalChange(path, "put", "link", local, old))
+        for path, old in base.items():
+            if path not in scan and not self.workspace.is_ignored(path, old.kind == "dir"):
+                sure.append(LocalChange(path, "delete", old.kind, None, old))
+        return sure, maybe
+
+    def _unchanged(self, change: LocalChange) -> bool:
+        """True if a hashed file turns out to hold what the index says (only its stat moved)."""
+        old = change.base
+        return (old is not None and old.kind == "file" and old.mode == (change.local.mode if change.local else -1)
+                and old.content_hash == content_hash("file", change.digests, None))
+
+    def _refresh(self, changes: list[LocalChange]) -> None:
+        """Record the new stat of files whose content did not change, so they are not hashed again."""
+        entries = []
+        for c in changes:
+            if c.base is not None and c.local is not None:
+                entries.append(IndexEntry(c.path, c.kind, c.local.size, c.local.mtime_ns, c.local.inode,
+                                          c.base.mode, c.base.rev, c.base.content_hash, c.base.blocks, c.base.target))
+        if entries:
+            with self.index.transaction() as conn:
+                self.index.put(entries, conn)
+
+    def local_changes(self, hash_files: bool = True) -> list[LocalChange]:
+        """Every local change since the last sync, files hashed where their stat moved."""
+        sure, maybe = self._candidates()
+        same = []
+        for change in maybe:
+            try:
+                change.digests, change.size = self.chunker.digests(self.root / change.path)
+            except FileNotFoundError:
+                continue
+            if self._unchanged(change):
+                same.append(change)
+            else:
+                sure.append(change)
+        self._refresh(same)
+        return sorted(sure, key=lambda c: c.path)
+
+    def status(self, remote: bool = True) -> Status:
+        """Local changes, and how many remote changes wait to be pulled."""
+        result = Status(cursor=self.index.cursor)
+        for change in self.local_changes():
+            getattr(result, change.status).append(change.path)
+        result.skipped = list(self.workspace.skipped)
+        if remote:
+            pending = self.transport.get_json(f"{self.box}/pending", cursor=result.cursor,
+                                              device=self.config.device_id)
+            result.remote_waiting, result.head = pending["waiting"], pending["head"]
+        return result
+
+    # --- push -------------------------------------------------------------------------------
+
+    def push(self, message: str = "", dry_run: bool = False) -> PushResult:
+        """Upload the blocks the server lacks and commit every local change in one atomic commit."""
+        sure, maybe = self._candidates()
+        files = [c for c in sure + maybe if c.op == "put" and c.kind == "file"]
+        total = sum(c.local.size for c in files if c.local)
+        skipped = list(self.workspace.skipped)
+        if dry_run:
+            changes = self.local_changes()
+            return PushResult(changes, dry_run=True, skipped=skipped)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            self.progress("push", done, total)
+
+        uploader = BlockUploader(self.transport, self.threads, on_progress=advance)
+        changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]
+        same: list[LocalChange] = []
+        maybe_ids = {id(c) for c in maybe}
+        try:
+            for change in files:
+                if not self._chunk_and_queue(change, uploader, skipped):
+                    continue
+                (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+            stats = uploader.finish()
+        except BaseException:
+            uploader.pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        self._refresh(same)
+        result = PushResult(sorted(changes, key=lambda c: c.path), blocks_sent=stats.blocks_sent,
+                            bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped)
+        if not changes:
+            return result
+        body = {
+            "message": message or _default_message(changes),
+            "device": self.config.device_id,
+            "changes": [self._change_json(c) for c in result.changes],
+        }
+        answer = self.transport.post_json(f"{self.box}/commits", body, idempotent=False)
+        result.seq = int(answer["seq"])
+        self._record_push(result.changes, result.seq, int(answer["previous_head"]))
+        return result
+
+    def _chunk_and_queue(self, change: LocalChange, uploader: BlockUploader, skipped: list[tuple[str, str]]) -> bool:
+        """Chunk one file, queueing its blocks; False (and a note in `skipped`) if it changed meanwhile."""
+        full = self.root / change.path
+        digests: list[bytes] = []
+        size = 0
+        try:
+            for block in self.chunker.blocks(full):
+                digests.append(block.digest)
+                size += len(block.data)
+                uploader.add(block)
+        except FileNotFoundError:
+            skipped.append((change.path, "deleted while pushing; it will sync next time"))
+            return False
+        except PermissionError:
+            skipped.append((change.path, "cannot read it (permission denied)"))
+            return False
+        now = self.workspace.stat(change.path)
+        before = change.local
+        if now is None or before is None or (now.size, now.mtime_ns) != (before.size, before.mtime_ns) \
+                or size != now.size:
+            skipped.append((change.path, "changed while pushing; it will sync next time"))
+            return False
+        change.digests, change.size = b"".join(digests), size
+        return True
+
+    def _change_json(self, c: LocalChange) -> dict[str, Any]:
+        parent = c.base.rev if c.base is not None else 0
+        if c.op == "delete":
+            return {"path": c.path, "op": "delete", "kind": c.kind, "parent_rev": parent}
+        local = c.local
+        assert local is not None
+        return {
+            "path": c.path, "op": "put", "kind": c.kind, "parent_rev": parent, "size": c.size,
+            "mtime_ns": max(0, local.mtime_ns), "mode": local.mode,
+            "blocks": [c.digests[i : i + 32].hex() for i in range(0, len(c.digests), 32)],
+            "target": local.target,
+        }
+
+    def _record_push(self, changes: list[LocalChange], seq: int, previous_head: int) -> None:
+        puts = []
+        for c in changes:
+            if c.op == "put" and c.local is not None:
+                puts.append(IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, seq,
+                                       content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target))
+        with self.index.transaction() as conn:
+            self.index.put(puts, conn)
+            self.index.delete([c.path for c in changes if c.op == "delete"], conn)
+            # Nothing else landed between our cursor and this commit: we are up to date with it.
+            if previous_head == self.index.cursor:
+                self.index.set_cursor(seq, conn)
+
+    # --- pull -------------------------------------------------------------------------------
+
+    def remote_changes(self, cursor: int) -> tuple[dict[str, dict[str, Any]], int]:
+        """The latest journal entry of each path changed after `cursor`, and the new cursor."""
+        latest: dict[str, dict[str, Any]] = {}
+        while True:
+            page = self.transport.get_json(f"{self.box}/changes", cursor=cursor)
+            for entry in page["entries"]:
+                latest[entry["path"]] = entry
+            cursor = int(page["cursor"])
+            if not page["more"]:
+                return latest, cursor
+
+    def pull(self) -> PullResult:
+        """Apply remote changes; local edits are never overwritten (conflicted copies keep both)."""
+        latest, cursor = self.remote_changes(self.index.cursor)
+        result = PullResult(cursor=cursor)
+        base = self.index.entries()
+        writes: list[dict[str, Any]] = []
+        index_puts: list[IndexEntry] = []
+        index_dels: list[str] = []
+        deletes: list[dict[str, Any]] = []
+        for path in sorted(latest):
+            remote = latest[path]
+            old = base.get(path)
+            if old is not None and old.rev == remote["seq"]:
+                continue  # our own commit, or one we already applied
+            try:
+                self.workspace.safe_path(path)
+            except UnsafePath as exc:
+                result.refused.append((path, exc.message))
+                continue
+            local = self.workspace.stat(path)
+            changed = self._locally_changed(local, old)
+            if remote["op"] == "delete":
+                if local is None:
+                    index_dels.append(path)
+                elif not changed:
+                    deletes.append(remote | {"local_kind": local.kind})
+                else:
+                    index_dels.append(path)  # keep the local edit: it becomes a new file to push
+                    result.kept.append(path)
+                continue
+            if local is not None and changed and not self._same_content(local, remote):
+                if local.kind == "dir" and remote["kind"] == "dir":
+                    index_puts.append(self._entry_from_remote(remote, local))
+                    continue
+                copy = conflict_name(path, self.config.device_name)
+                os.rename(self.root / path, self.root / copy)
+                result.conflicts.append({"path": path, "copy": copy})
+                local = None
+            elif local is not None and self._same_content(local, remote):
+                index_puts.append(self._entry_from_remote(remote, local))
+                continue
+            writes.append(remote | {"expect": local})
+        self._apply_writes(writes, result, index_puts)
+        self._apply_deletes(deletes, result, index_dels)
+        with self.index.transaction() as conn:
+            self.index.put(index_puts, conn)
+            self.index.delete(index_dels, conn)
+            self.index.set_cursor(cursor, conn)
+        result.bytes_received = self.transport.received_bytes
+        with contextlib.suppress(BoxError):
+            self.transport.post_json(f"{self.box}/ack", {"device": self.config.device_id, "cursor": cursor})
+        return result
+
+    def _locally_changed(self, local: LocalEntry | None, old: IndexEntry | None) -> bool:
+        if local is None or old is None:
+            return (local is None) != (old is None)
+        if local.kind != old.kind:
+            return True
+        if local.kind == "link":
+            return local.target != old.target
+        if local.kind == "dir":
+            return False
+        if (old.size, old.mtime_ns, old.inode, old.mode) == (local.size, local.mtime_ns, local.inode, local.mode):
+            return False
+        digests, _ = self.chunker.digests(self.root / local.path)
+        return content_hash("file", digests, None) != old.content_hash or local.mode != old.mode
+
+    def _same_content(self, local: LocalEntry, remote: dict[str, Any]) -> bool:
+        if local.kind != remote["kind"]:
+            return False
+        if local.kind == "dir":
+            return True
+        if local.kind == "link":
+            return local.target == remote["target"]
+        if local.size != remote["size"]:
+            return False
+        digests, _ = self.chunker.digests(self.root / local.path)
+        return content_hash("file", digests, None) == remote["content_hash"]
+
+    def _entry_from_remote(self, remote: dict[str, Any], local: LocalEntry) -> IndexEntry:
+        return IndexEntry(remote["path"], remote["kind"], local.size, local.mtime_ns, local.inode, local.mode,
+                          int(remote["seq"]), remote["content_hash"],
+                          b"".join(bytes.fromhex(h) for h in remote["blocks"]), remote["target"])
+
+    def _apply_writes(self, writes: list[dict[str, Any]], result: PullResult, index_puts: list[IndexEntry]) -> None:
+        """Create folders and links, then stream every file's blocks into place (temp, fsync, rename)."""
+        for remote in writes:
+            if remote["kind"] == "dir":
+                full = self.workspace.safe_path(remote["path"], create_parents=True)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(full, 0o755)
+                self._done(remote, result, index_puts)
+        for remote in writes:
+            if remote["kind"] == "link":
+                full = self.workspace.safe_path(remote["path"], create_parents=True)
+                if self._still_as_expected(remote):
+                    make_link(full, remote["target"])
+                    self._done(remote, result, index_puts)
+        files = [r for r in writes if r["kind"] == "file"]
+        total = sum(r["size"] for r in files)
+        done = 0
+        stream = download_blocks(self.transport, _block_sizes(files), self.threads)
+        for remote in files:
+            full = self.workspace.safe_path(remote["path"], create_parents=True)
+            chunks = _take(stream, len(remote["blocks"]))
+            if not self._still_as_expected(remote):
+                for _ in chunks:  # keep the shared stream in step, but write nothing
+                    pass
+                result.kept.append(remote["path"])
+                continue
+            fsync_write(self.root, full, chunks, remote["mode"], remote["mtime_ns"])
+            done += remote["size"]
+            self.progress("pull", done, total)
+            self._done(remote, result, index_puts)
+
+    def _still_as_expected(self, remote: dict[str, Any]) -> bool:
+        """Right before replacing a path, check it is still as we saw it (a local edit wins the race)."""
+        expected: LocalEntry | None = remote.get("expect")
+        now = self.workspace.stat(remote["path"])
+        if expected is None:
+            return now is None or (now.kind == "dir" and remote["kind"] == "dir")
+        return now is not None and (now.kind, now.size, now.mtime_ns, now.inode) == (
+            expected.kind, expected.size, expected.mtime_ns, expected.inode)
+
+    def _done(self, remote: dict[str, Any], result: PullResult, index_puts: list[IndexEntry]) -> None:
+        local = self.workspace.stat(remote["path"])
+        if local is not None:
+            index_puts.append(self._entry_from_remote(remote, local))
+            result.written.append(remote["path"])
+
+    def _apply_deletes(self, deletes: list[dict[str, Any]], result: PullResult, index_dels: list[str]) -> None:
+        for remote in sorted(deletes, key=lambda r: r["path"], reverse=True):
+            full = self.root / remote["path"]
+            if remove_path(full, remote["local_kind"]):
+                result.deleted.append(remote["path"])
+            else:
+                result.kept.append(remote["path"])  # a folder that still holds unsynced files
+            index_dels.append(remote["path"])
+
+    # --- history ----------------------------------------------------------------------------
+
+    def log(self, path: str | None, limit: int) -> dict[str, Any]:
+        """Commits newest first, or the revisions of one path."""
+        if path:
+            path = self.box_path(path)
+        return self.transport.get_json(f"{self.box}/log", path=path or None, limit=limit)
+
+    def box_path(self, path: str) -> str:
+        """A user-given path (relative to the current folder or the root) as a box path ('' for the root)."""
+        given = Path(path)
+        full = given if given.is_absolute() else Path.cwd() / given
+        try:
+            rel = os.path.relpath(os.path.abspath(full), self.root)
+        except ValueError:
+            raise UsageError(f"{path} is not inside {self.root}") from None
+        if rel == "." or rel == "":
+            return ""
+        if rel.startswith(".."):
+            raise UsageError(f"{path} is not inside the synced folder {self.root}")
+        try:
+            return normalize_prefix(rel.replace(os.sep, "/"))
+        except InvalidPath as exc:
+            raise UsageError(str(exc)) from None
+
+    def tree(self, prefix: str, at: int | None = None, when: float | None = None) -> dict[str, Any]:
+        return self.transport.get_json(f"{self.box}/tree", path=prefix, at=at, time=when)
+
+    def restore(self, path: str, at: int | None, when: float | None, to: Path | None) -> dict[str, Any]:
+        """Bring `path` back as it was at commit `at` (or time `when`): as a new commit, or into `to`."""
+        prefix = self.box_path(path)
+        then = self.tree(prefix, at, when)
+        wanted = {e["path"]: e for e in then["entries"]}
+        if not wanted:
+            where = f"commit {then['seq']}"
+            raise NotFound(f"{prefix or 'the box'} did not exist at {where}; see 'boxctl log {path}'")
+        if to is not None:
+            written = self._export(wanted, prefix, to)
+            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written}
+        now = {e["path"]: e for e in self.tree(prefix)["entries"]}
+        changes = []
+        for p, e in wanted.items():
+            cur = now.get(p)
+            if cur is not None and (cur["kind"], cur["content_hash"], cur["mode"]) == (
+                    e["kind"], e["content_hash"], e["mode"]):
+                continue
+            changes.append({"path": p, "op": "put", "kind": e["kind"], "parent_rev": cur["seq"] if cur else 0,
+                            "size": e["size"], "mtime_ns": e["mtime_ns"], "mode": e["mode"], "blocks": e["blocks"],
+                            "target": e["target"]})
+        for p, cur in now.items():
+            if p not in wanted:
+                changes.append({"path": p, "op": "delete", "kind": cur["kind"], "parent_rev": cur["seq"]})
+        seq = None
+        if changes:
+            label = prefix or "the box"
+            body = {"message": f"restore {label} to commit {then['seq']}", "device": self.config.device_id,
+                    "changes": changes}
+            seq = self.transport.post_json(f"{self.box}/commits", body, idempotent=False)["seq"]
+        pulled = self.pull()
+        return {"restored": prefix or ".", "from_seq": then["seq"], "seq": seq, "changes": len(changes),
+                "pull": pulled.as_json()}
+
+    def _export(self, wanted: dict[str, dict[str, Any]], prefix: str, to: Path) -> int:
+        """Write a past version into `to` (a folder, or a file name when restoring one file)."""
+        single = len(wanted) == 1 and prefix in wanted and wanted[prefix]["kind"] == "file"
+        if single and not to.is_dir():
+            targets = {prefix: to}
+        else:
+            base = prefix.rsplit("/", 1)[-1] if prefix else ""
+            targets = {}
+            for p in wanted:
+                rel = p[len(prefix) + 1:] if prefix and p != prefix else (base if prefix else p)
+                targets[p] = to / base / rel if prefix and p != prefix else to / rel
+        for p, dest in sorted(targets.items()):
+            e = wanted[p]
+            if e["kind"] == "dir":
+                dest.mkdir(parents=True, exist_ok=True)
+        files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file"]
+        stream = download_blocks(self.transport, _block_sizes(files), self.threads)
+        for e in files:
+            dest = targets[e["path"]]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fsync_write(dest.parent, dest, _take(stream, len(e["blocks"])), e["mode"], e["mtime_ns"])
+        for p, e in wanted.items():
+            if e["kind"] == "link":
+                dest = targets[p]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                make_link(dest, e["target"])
+        return len(files)
+
+
+def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
+    for remote in files:
+        blocks = remote["blocks"]
+        each = remote["size"] // max(1, len(blocks))
+        for sha in blocks:
+            yield sha, each
+
+
+def _take(stream: Iterator[bytes], count: int) -> Iterator[bytes]:
+    for _ in range(count):
+        yield next(stream)
+
+
+def _default_message(changes: list[LocalChange]) -> str:
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+__all__ = ["Engine", "LocalChange", "PullResult", "PushResult", "Status", "conflict_name", "is_under"]

@@ -1,0 +1,110 @@
+"""The local index (`.box/index.db`): what each path looked like at the last sync, and the cursor."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, mode INTEGER NOT NULL, rev INTEGER NOT NULL, content_hash TEXT NOT NULL,
+    blocks BLOB NOT NULL, target TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# A file whose mtime is this close to "now" when we record it could still change within the same
+# timestamp tick without us noticing (git's "racily clean" problem): record it so it gets hashed again.
+RACY_NS = 2_000_000_000
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    """A path as it was when this device last synced it."""
+
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    inode: int
+    mode: int
+    rev: int
+    content_hash: str
+    blocks: bytes
+    target: str | None = None
+
+    @property
+    def block_ids(self) -> list[str]:
+        return [self.blocks[i : i + 32].hex() for i in range(0, len(self.blocks), 32)]
+
+
+class Index:
+    """SQLite index of one synced folder; every update runs in one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def entries(self) -> dict[str, IndexEntry]:
+        """Every indexed path."""
+        return {
+            row[0]: IndexEntry(*row)
+            for row in self.conn.execute(
+                "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target FROM entries"
+            )
+        }
+
+    def get(self, path: str) -> IndexEntry | None:
+        row = self.conn.execute(
+            "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target FROM entries "
+            "WHERE path = ?",
+            (path,),
+        ).fetchone()
+        return IndexEntry(*row) if row else None
+
+    def put(self, entries: Iterable[IndexEntry], conn: sqlite3.Connection | None = None) -> None:
+        """Insert or replace entries (inside the caller's transaction if given)."""
+        now = time.time_ns()
+        rows = (
+            (e.path, e.kind, e.size, 0 if now - e.mtime_ns < RACY_NS else e.mtime_ns, e.inode, e.mode, e.rev,
+             e.content_hash, e.blocks, e.target)
+            for e in entries
+        )
+        (conn or self.conn).executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).executemany("DELETE FROM entries WHERE path = ?", ((p,) for p in paths))
+
+    def get_meta(self, key: str, default: str = "") -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def cursor(self) -> int:
+        """The seq up to which this device has applied the box's journal."""
+        return int(self.get_meta("cursor", "0"))
+
+    def set_cursor(self, seq: int, conn: sqlite3.Connection | None = None) -> None:
+        self.set_meta("cursor", str(seq), conn)

@@ -1,0 +1,222 @@
+"""Moving blocks: batched, pipelined uploads of what the server lacks, and ordered, prefetched downloads.
+
+Both directions keep a bounded number of batches in flight, so memory stays flat whatever the
+file size, while hashing, compression and the network overlap on several threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import zstandard
+
+from box_common.frames import CODEC_RAW, CODEC_ZSTD, Frame, encode_frame
+from boxctl.chunking import Block
+from boxctl.errors import BoxError
+from boxctl.transport import Transport
+
+BATCH_BYTES = 8 << 20
+BATCH_BLOCKS = 2000
+IN_FLIGHT = 4
+ZSTD_LEVEL = 3
+
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return cctx
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def encode_block(digest: bytes, data: bytes) -> bytes:
+    """One upload frame: zstd when that makes the block smaller, raw otherwise."""
+    # Probe a sample first: incompressible data (media, archives) is common and costly to compress whole.
+    if len(data) > 65536:
+        sample = data[:16384]
+        if len(_compressor().compress(sample)) > len(sample) * 0.97:
+            return encode_frame(Frame(digest.hex(), CODEC_RAW, data))
+    packed = _compressor().compress(data)
+    if len(packed) < len(data):
+        return encode_frame(Frame(digest.hex(), CODEC_ZSTD, packed))
+    return encode_frame(Frame(digest.hex(), CODEC_RAW, data))
+
+
+def decode_block(frame: Frame, expected: str, max_size: int = 64 << 20) -> bytes:
+    """The plain bytes of a downloaded frame, verified against the hash we asked for (rule 5)."""
+    if frame.sha256 != expected:
+        raise BoxError(f"the server sent block {frame.sha256} where {expected} was asked for")
+    if frame.codec == CODEC_ZSTD:
+        data = _decompressor().decompress(frame.payload, max_output_size=max_size)
+    elif frame.codec == CODEC_RAW:
+        data = bytes(frame.payload)
+    else:
+        raise BoxError(f"block {expected} came with an unknown codec {frame.codec}")
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise BoxError(f"block {expected} arrived damaged (its SHA-256 does not match); nothing was written")
+    return data
+
+
+@dataclass
+class UploadStats:
+    """What an upload sent."""
+
+    blocks_seen: int = 0
+    blocks_sent: int = 0
+    bytes_plain: int = 0
+    bytes_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class BlockUploader:
+    """Collects blocks into batches; for each batch asks which are missing and uploads those.
+
+    `add` returns quickly: batches run on a thread pool, at most IN_FLIGHT at once. Call
+    `finish` to wait for all of them (it re-raises the first error).
+    """
+
+    def __init__(self, transport: Transport, threads: int = IN_FLIGHT,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.transport = transport
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
+        self.slots = threading.Semaphore(threads)
+        self.pending: list[Future[None]] = []
+        self.seen: set[bytes] = set()
+        self.batch: list[Block] = []
+        self.batch_bytes = 0
+        self.stats = UploadStats()
+        self.on_progress = on_progress
+
+    def add(self, block: Block) -> None:
+        """Queue one block for upload (a block seen before in this run is skipped)."""
+        self.stats.blocks_seen += 1
+        if block.digest in self.seen:
+            self._progress(len(block.data))
+            return
+        self.seen.add(block.digest)
+        self.batch.append(block)
+        self.batch_bytes += len(block.data)
+        if self.batch_bytes >= BATCH_BYTES or len(self.batch) >= BATCH_BLOCKS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the current batch to the pool (blocking while IN_FLIGHT batches are already running)."""
+        if not self.batch:
+            return
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        self._raise_failed()
+        self.slots.acquire()
+        future = self.pool.submit(self._send, batch)
+        future.add_done_callback(lambda _: self.slots.release())
+        self.pending.append(future)
+
+    def _raise_failed(self) -> None:
+        still = []
+        for future in self.pending:
+            if future.done():
+                future.result()
+            else:
+                still.append(future)
+        self.pending = still
+
+    def _send(self, batch: list[Block]) -> None:
+        missing = self.transport.missing([b.sha256 for b in batch])
+        body: list[bytes] = []
+        size = 0
+        for block in batch:
+            if block.sha256 not in missing:
+                self._progress(len(block.data))
+                continue
+            frame = encode_block(block.digest, block.data)
+            body.append(frame)
+            size += len(frame)
+            with self.stats.lock:
+                self.stats.blocks_sent += 1
+                self.stats.bytes_plain += len(block.data)
+                self.stats.bytes_sent += len(frame)
+            self._progress(len(block.data))
+            if size >= 32 << 20:
+                self.transport.upload_pack(b"".join(body))
+                body, size = [], 0
+        if body:
+            self.transport.upload_pack(b"".join(body))
+
+    def _progress(self, n: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(n)
+
+    def finish(self) -> UploadStats:
+        """Wait for every batch; re-raise the first failure."""
+        try:
+            self.flush()
+            for future in self.pending:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.stats
+
+
+def download_blocks(transport: Transport, hashes: Iterable[tuple[str, int]], threads: int = IN_FLIGHT,
+                    local: Callable[[str], bytes | None] | None = None) -> Iterator[bytes]:
+    """Yield the plain bytes of each (hash, size) in order, fetching batches ahead on a thread pool.
+
+    `local` may supply a block from the device itself (then it is not downloaded).
+    """
+    groups = _groups(hashes)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="download") as pool:
+        ahead: deque[tuple[list[str], Future[dict[str, bytes]]]] = deque()
+        for group in groups:
+            ahead.append((group, pool.submit(_fetch_group, transport, group, local)))
+            if len(ahead) > threads:
+                yield from _drain(ahead.popleft())
+        while ahead:
+            yield from _drain(ahead.popleft())
+
+
+def _drain(item: tuple[list[str], Future[dict[str, bytes]]]) -> Iterator[bytes]:
+    group, future = item
+    blocks = future.result()
+    for sha in group:
+        yield blocks[sha]
+
+
+def _groups(hashes: Iterable[tuple[str, int]]) -> Iterator[list[str]]:
+    group: list[str] = []
+    size = 0
+    for sha, length in hashes:
+        group.append(sha)
+        size += length
+        if size >= BATCH_BYTES or len(group) >= BATCH_BLOCKS:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], bytes | None] | None
+                 ) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    wanted = []
+    for sha in dict.fromkeys(group):
+        data = local(sha) if local is not None else None
+        if data is not None and hashlib.sha256(data).hexdigest() == sha:
+            found[sha] = data
+        else:
+            wanted.append(sha)
+    if wanted:
+        for frame, sha in zip(transport.fetch(wanted), wanted, strict=True):
+            found[sha] = decode_block(frame, sha)
+    return found

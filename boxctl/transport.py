@@ -1,0 +1,189 @@
+"""The HTTP client: one pooled session per server, retries with backoff and jitter, typed calls.
+
+Errors come back as BoxError subclasses; nothing above this module sees `requests`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from box_common.frames import HEADER, Frame, FrameError
+from boxctl.errors import AuthError, BoxError, NetworkError, NotFound, PushRejected, ServerRefused
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class Transport:
+    """Calls to one server as one user; safe to share between threads."""
+
+    def __init__(self, server: str, token: str, *, timeout: float = 60.0, retries: int = 6,
+                 backoff: float = 0.5, max_backoff: float = 30.0, pool: int = 16) -> None:
+        self.server = server
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "boxctl/0.1"
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _count(self, sent: int, received: int) -> None:
+        with self._lock:
+            self.sent_bytes += sent
+            self.received_bytes += received
+
+    def request(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
+                params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+                stream: bool = False, idempotent: bool = True, timeout: float | None = None) -> requests.Response:
+        """Send a request, retrying connection errors, 429 and 5xx with exponential backoff and jitter."""
+        url = f"{self.server}/v1{path}"
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(
+                    method, url, json=json, data=data, params=params, headers=headers, stream=stream,
+                    timeout=(10.0, timeout or self.timeout),
+                )
+            except requests.exceptions.ConnectionError as exc:
+                # A refused or reset connection before an answer: safe to retry when idempotent or unsent.
+                if attempt >= self.retries or not (idempotent or _not_sent(exc)):
+                    raise NetworkError(f"cannot reach {self.server}: {_reason(exc)}; is the server running?") from None
+                self._sleep(attempt, None)
+                attempt += 1
+                continue
+            except requests.exceptions.Timeout:
+                if attempt >= self.retries or not idempotent:
+                    raise NetworkError(f"{self.server} did not answer in time; try again later") from None
+                self._sleep(attempt, None)
+                attempt += 1
+                continue
+            except requests.exceptions.RequestException as exc:
+                raise NetworkError(f"request to {self.server} failed: {exc}") from None
+            if response.status_code in RETRY_STATUSES and attempt < self.retries and idempotent:
+                retry_after = response.headers.get("Retry-After")
+                response.close()
+                self._sleep(attempt, retry_after)
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                raise _error_for(response)
+            return response
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = min(self.max_backoff, self.backoff * (2**attempt))
+        delay = random.uniform(delay / 2, delay)  # jitter: clients that failed together retry apart
+        if retry_after:
+            delay = max(delay, _parse_retry_after(retry_after))
+        time.sleep(min(delay, self.max_backoff))
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        response = self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        self._count(0, len(response.content))
+        return response.json()
+
+    def post_json(self, path: str, body: Any, idempotent: bool = True) -> Any:
+        response = self.request("POST", path, json=body, idempotent=idempotent)
+        self._count(len(response.request.body or b""), len(response.content))
+        return response.json()
+
+    # --- blocks -----------------------------------------------------------------------------
+
+    def missing(self, hashes: list[str]) -> set[str]:
+        """Which of `hashes` this user must upload."""
+        found: set[str] = set()
+        for start in range(0, len(hashes), 10_000):
+            found.update(self.post_json("/blocks/missing", {"hashes": hashes[start : start + 10_000]})["missing"])
+        return found
+
+    def upload_pack(self, body: bytes) -> dict[str, Any]:
+        """Upload a body of frames (idempotent: the server skips blocks it already holds)."""
+        response = self.request("POST", "/blocks/pack", data=body,
+                                headers={"Content-Type": "application/x-box-frames"})
+        self._count(len(body), len(response.content))
+        return response.json()
+
+    def fetch(self, hashes: list[str]) -> Iterator[Frame]:
+        """Download blocks as frames, in the order asked (the caller verifies each hash)."""
+        response = self.request("POST", "/blocks/fetch", json={"hashes": hashes}, stream=True)
+        try:
+            raw = response.raw
+            for _ in hashes:
+                header = _read_exact(raw, HEADER.size)
+                digest, codec, length = HEADER.unpack(header)
+                payload = _read_exact(raw, length)
+                self._count(0, HEADER.size + length)
+                yield Frame(digest.hex(), codec, payload)
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise NetworkError(f"download from {self.server} broke off: {_reason(exc)}") from None
+        finally:
+            response.close()
+
+
+def _read_exact(raw: Any, size: int) -> bytes:
+    parts = []
+    remaining = size
+    while remaining:
+        part = raw.read(remaining)
+        if not part:
+            raise FrameError("the server closed the download early")
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def _not_sent(exc: Exception) -> bool:
+    text = str(exc)
+    return "Connection refused" in text or "NewConnectionError" in text or "Failed to establish" in text
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Connection reset", "Name or service not known", "timed out"):
+        if marker in text:
+            return marker.lower()
+    return text.split("(Caused by", 1)[0].strip()[:200] or type(exc).__name__
+
+
+def _parse_retry_after(value: str) -> float:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else 0.0
+
+
+def _error_for(response: requests.Response) -> BoxError:
+    try:
+        body = response.json()
+        message = str(body.get("message") or body.get("detail") or response.reason)
+    except ValueError:
+        body, message = {}, f"{response.status_code} {response.reason}"
+    status = response.status_code
+    if status == 401:
+        return AuthError(f"the server refused your token ({message}); log in again with 'boxctl login'")
+    if status == 403:
+        return AuthError(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return PushRejected(message, conflicts=body.get("conflicts", []))
+    if status in (400, 413, 422):
+        return ServerRefused(f"the server refused the request: {message}")
+    return ServerRefused(f"server error {status}: {message}")

@@ -1,0 +1,198 @@
+"""A synced folder on disk: walking it (with .boxignore rules) and safe paths inside it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from box_common.paths import InvalidPath, normalize_path, parent_paths
+from boxctl.config import BOX_DIR
+from boxctl.errors import UsageError
+
+IGNORE_FILE = ".boxignore"
+TEMP_PREFIX = ".box-tmp-"
+
+
+@dataclass(slots=True)
+class LocalEntry:
+    """What one path looks like on disk right now."""
+
+    path: str
+    kind: str  # file | dir | link
+    size: int
+    mtime_ns: int
+    inode: int
+    mode: int
+    target: str | None = None
+
+
+class UnsafePath(UsageError):
+    """A path that would leave the synced folder or pass through a symlink."""
+
+
+class Workspace:
+    """The files of one synced folder, as the sync engine sees them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ignore = self._load_ignore()
+        self.skipped: list[tuple[str, str]] = []
+        self.temps: list[str] = []
+
+    def _load_ignore(self) -> pathspec.PathSpec | None:
+        try:
+            lines = (self.root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {IGNORE_FILE}: {exc}") from None
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def is_ignored(self, path: str, is_dir: bool = False) -> bool:
+        """True if `path` must never be synced: .box/, our temp files, or a .boxignore match."""
+        name = path.rsplit("/", 1)[-1]
+        if path == BOX_DIR or path.startswith(BOX_DIR + "/") or name.startswith(TEMP_PREFIX):
+            return True
+        if self.ignore is None:
+            return False
+        return self.ignore.match_file(path + "/" if is_dir else path)
+
+    def scan(self) -> dict[str, LocalEntry]:
+        """Every syncable path under the root, without following symlinks; odd names go to `skipped`."""
+        found: dict[str, LocalEntry] = {}
+        self.skipped = []
+        self.temps = []
+        self._walk(str(self.root), "", found)
+        return found
+
+    def _walk(self, folder: str, rel: str, found: dict[str, LocalEntry]) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            self.skipped.append((rel or ".", f"cannot list: {exc.strerror}"))
+            return
+        for entry in entries:
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.name.startswith(TEMP_PREFIX):
+                self.temps.append(entry.path)  # left by a transfer that was cut off
+                continue
+            try:
+                if normalize_path(path) != path:
+                    self.skipped.append((path, "name is not in NFC form"))
+                    continue
+            except InvalidPath as exc:
+                self.skipped.append((path, str(exc)))
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # vanished while we looked
+            if stat.S_ISDIR(st.st_mode):
+                if self.is_ignored(path, is_dir=True):
+                    continue
+                found[path] = LocalEntry(path, "dir", 0, 0, st.st_ino, 0o755)
+                self._walk(entry.path, path, found)
+            elif self.is_ignored(path):
+                continue
+            elif stat.S_ISREG(st.st_mode):
+                found[path] = LocalEntry(path, "file", st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777)
+            elif stat.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(entry.path)
+                except OSError:
+                    continue
+                found[path] = LocalEntry(path, "link", 0, st.st_mtime_ns, st.st_ino, 0o777, target)
+            else:
+                self.skipped.append((path, "not a regular file, folder or symlink"))
+
+    def stat(self, path: str) -> LocalEntry | None:
+        """The current state of one path (None if absent), never following a final symlink."""
+        full = self.root / path
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return LocalEntry(path, "dir", 0, 0, st.st_ino, 0o755)
+        if stat.S_ISLNK(st.st_mode):
+            return LocalEntry(path, "link", 0, st.st_mtime_ns, st.st_ino, 0o777, os.readlink(full))
+        if stat.S_ISREG(st.st_mode):
+            return LocalEntry(path, "file", st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777)
+        return None
+
+    def safe_path(self, path: str, create_parents: bool = False) -> Path:
+        """The on-disk path of a box path from the network, refusing escapes and symlinked parents."""
+        try:
+            canonical = normalize_path(path)
+        except InvalidPath as exc:
+            raise UnsafePath(f"refusing path from the server: {exc}") from None
+        if canonical != path or self.is_ignored(path):
+            raise UnsafePath(f"refusing path from the server: {path!r}")
+        for parent in parent_paths(path):
+            full = self.root / parent
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                if not create_parents:
+                    continue
+                os.mkdir(full, 0o755)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"refusing to write {path!r}: {parent!r} is not a plain folder")
+        return self.root / path
+
+
+def fsync_write(root: Path, final: Path, chunks: Iterable[bytes], mode: int, mtime_ns: int) -> None:
+    """Write `chunks` to a temp file beside `final`, fsync, set mode and mtime, then rename over `final`.
+
+    A reader never sees a half-written file: until the rename, `final` is untouched.
+    """
+    temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, mode & 0o777)
+        os.utime(temp, ns=(mtime_ns, mtime_ns))
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def make_link(final: Path, target: str) -> None:
+    """Create (or replace) a symlink at `final` pointing to `target`, atomically."""
+    temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def remove_path(full: Path, kind: str) -> bool:
+    """Remove a file, link or empty folder; False if a folder still holds something."""
+    try:
+        if kind == "dir" and full.is_dir() and not full.is_symlink():
+            os.rmdir(full)
+        else:
+            os.unlink(full)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+

@@ -1,0 +1,254 @@
+"""The HTTP surface of server_min: routes, request validation, auth and error bodies; no SQL, no paths."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from box_common.frames import CODEC_IDS, Frame, encode_frame
+from server_min.errors import BadRequest, ServerError, TooLarge
+from server_min.notify import Notifier
+from server_min.service import Caller, Service
+
+MAX_JSON_BODY = 256 << 20
+MAX_PACK_BODY = 80 << 20
+MAX_WAIT = 300.0
+DEFAULT_WAIT = 30.0
+
+
+class DeviceIn(BaseModel):
+    name: str = Field(max_length=64)
+    kind: str = "desktop"
+
+
+class Chunking(BaseModel):
+    min: int
+    avg: int
+    max: int
+
+
+class BoxIn(BaseModel):
+    name: str = Field(max_length=64)
+    chunking: Chunking | None = None
+
+
+class HashesIn(BaseModel):
+    hashes: list[str]
+
+
+class ChangeIn(BaseModel):
+    path: str
+    op: str
+    kind: str = "file"
+    parent_rev: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    mode: int = 0o644
+    blocks: list[str] = []
+    target: str | None = None
+
+
+class CommitIn(BaseModel):
+    message: str = Field(default="", max_length=10_000)
+    device: int | None = None
+    changes: list[ChangeIn]
+
+
+class AckIn(BaseModel):
+    device: int
+    cursor: int = Field(ge=0)
+
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def current_caller(request: Request,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    """The user behind the request's bearer token (401 when missing, wrong or revoked)."""
+    return request.app.state.service.authenticate(creds.credentials if creds else None)
+
+
+Auth = Annotated[Caller, Depends(current_caller)]
+
+
+def create_app(data_dir: Path) -> FastAPI:
+    """The ASGI app serving one data folder."""
+    notifier = Notifier()
+    service = Service(data_dir, on_commit=notifier.publish)
+    app = FastAPI(title="Box server_min", version="1", description="Chunk and metadata service of Box.")
+    app.state.service = service
+    app.state.notifier = notifier
+
+    @app.exception_handler(ServerError)
+    async def server_error(_: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        status = 400 if first.get("type") == "json_invalid" else 422
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return JSONResponse({"error": "invalid", "message": message}, status_code=status)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        limit = MAX_PACK_BODY if request.url.path.startswith("/v1/blocks/") else MAX_JSON_BODY
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse(
+                {"error": "too_large", "message": f"request body is over the limit of {limit} bytes"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.on_event("startup")
+    async def bind_loop() -> None:
+        notifier.bind(asyncio.get_running_loop())
+
+    @app.get("/v1/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "api": "v1"}
+
+    @app.get("/v1/me")
+    def me(who: Auth) -> dict[str, Any]:
+        return {"user": who.name, "device": who.device_id, "boxes": service.list_boxes(who)}
+
+    @app.post("/v1/devices")
+    def add_device(body: DeviceIn, who: Auth) -> dict[str, Any]:
+        return service.register_device(who, body.name, body.kind)
+
+    @app.post("/v1/boxes")
+    def create_box(body: BoxIn, who: Auth) -> dict[str, Any]:
+        sizes = (body.chunking.min, body.chunking.avg, body.chunking.max) if body.chunking else None
+        return service.create_box(who, body.name, sizes)
+
+    @app.get("/v1/boxes")
+    def find_box(who: Auth, name: str = Query(max_length=200)) -> dict[str, Any]:
+        return service.find_box(who, name)
+
+    @app.get("/v1/boxes/{box_id}")
+    def box_info(box_id: int, who: Auth) -> dict[str, Any]:
+        return service.box_info(who, box_id)
+
+    @app.post("/v1/blocks/missing")
+    def missing(body: HashesIn, who: Auth) -> dict[str, Any]:
+        return {"missing": service.missing(who, body.hashes)}
+
+    @app.post("/v1/blocks/pack")
+    async def upload_pack(request: Request, who: Auth) -> dict[str, Any]:
+        body = await _read_limited(request, MAX_PACK_BODY)
+        return await run_in_threadpool(service.store_pack, who, body)
+
+    @app.put("/v1/blocks/{sha256}")
+    async def upload_block(sha256: str, request: Request, who: Auth) -> dict[str, Any]:
+        codec = CODEC_IDS.get(request.headers.get("x-box-codec", "raw"))
+        if codec is None:
+            raise BadRequest("X-Box-Codec must be 'raw' or 'zstd'")
+        body = await _read_limited(request, MAX_PACK_BODY)
+        if len(sha256) != 64:
+            raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256")
+        try:
+            frame = encode_frame(Frame(sha256, codec, body))
+        except ValueError:
+            raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256") from None
+        return await run_in_threadpool(service.store_pack, who, frame)
+
+    @app.get("/v1/blocks/{sha256}")
+    def download_block(sha256: str, who: Auth) -> Response:
+        return Response(service.read_block(who, sha256), media_type="application/octet-stream")
+
+    @app.post("/v1/blocks/fetch")
+    def fetch_blocks(body: HashesIn, who: Auth) -> StreamingResponse:
+        rows = service.readable_frames(who, body.hashes)
+
+        def frames() -> Iterator[bytes]:
+            for sha, row in rows:
+                yield from service.frame_bytes(sha, row)
+
+        return StreamingResponse(frames(), media_type="application/x-box-frames")
+
+    @app.post("/v1/boxes/{box_id}/commits")
+    def commit(box_id: int, body: CommitIn, who: Auth) -> dict[str, Any]:
+        changes = [c.model_dump() for c in body.changes]
+        return service.commit(who, box_id, body.message, body.device, changes)
+
+    @app.get("/v1/boxes/{box_id}/changes")
+    def changes(box_id: int, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+                limit: int = Query(20_000, ge=1, le=100_000)) -> dict[str, Any]:
+        return service.changes(who, box_id, cursor, limit)
+
+    @app.get("/v1/boxes/{box_id}/pending")
+    def pending(box_id: int, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+                device: int | None = Query(None, ge=0, lt=1 << 62)) -> dict[str, Any]:
+        return service.pending(who, box_id, cursor, device)
+
+    @app.post("/v1/boxes/{box_id}/ack")
+    def ack(box_id: int, body: AckIn, who: Auth) -> dict[str, Any]:
+        service.ack(who, box_id, body.device, body.cursor)
+        return {"ok": True}
+
+    @app.get("/v1/boxes/{box_id}/wait")
+    async def wait(box_id: int, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+                   timeout: float = Query(DEFAULT_WAIT, ge=0, le=MAX_WAIT)) -> dict[str, Any]:
+        # Register before reading the head, so a commit landing in between still wakes us.
+        future = notifier.register(box_id)
+        try:
+            head = await run_in_threadpool(service.head, who, box_id)
+            if head <= cursor:
+                try:
+                    head = await asyncio.wait_for(asyncio.shield(future), timeout)
+                except TimeoutError:
+                    return {"changes": False, "head": head, "backoff": 0}
+            return {"changes": head > cursor, "head": head, "backoff": 0}
+        finally:
+            notifier.unregister(box_id, future)
+
+    @app.get("/v1/boxes/{box_id}/tree")
+    def tree(box_id: int, who: Auth, at: int | None = Query(None, ge=0, lt=1 << 62),
+             time_: float | None = Query(None, alias="time", ge=0, lt=1e12),
+             path: str = Query("", max_length=4096)) -> dict[str, Any]:
+        return service.tree(who, box_id, at, time_, path)
+
+    @app.get("/v1/boxes/{box_id}/log")
+    def log(box_id: int, who: Auth, path: str | None = Query(None, max_length=4096),
+            limit: int = Query(50, ge=1, le=10_000), before: int | None = Query(None, ge=0, lt=1 << 62)
+            ) -> dict[str, Any]:
+        return service.log(who, box_id, path, limit, before)
+
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes even when no Content-Length was sent."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise TooLarge(f"request body is over the limit of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def serve(data_dir: Path, host: str, port: int, log_level: str = "warning") -> None:
+    """Run the server in the foreground until interrupted."""
+    import uvicorn
+
+    app = create_app(data_dir)
+    started = time.time()
+    app.state.started = started
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75)
+
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,378 @@
+"""The default metadata store: one SQLite database in WAL mode, every write in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+    kind TEXT NOT NULL, created REAL NOT NULL, last_seen REAL);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), device_id INTEGER,
+    created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS boxes (
+    id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+    min_size INTEGER NOT NULL, avg_size INTEGER NOT NULL, max_size INTEGER NOT NULL,
+    created REAL NOT NULL, head INTEGER NOT NULL DEFAULT 0, UNIQUE (owner_id, name));
+CREATE TABLE IF NOT EXISTS members (
+    box_id INTEGER NOT NULL REFERENCES boxes(id), user_id INTEGER NOT NULL REFERENCES users(id),
+    prefix TEXT NOT NULL DEFAULT '', role TEXT NOT NULL, PRIMARY KEY (box_id, user_id, prefix));
+CREATE TABLE IF NOT EXISTS device_cursors (
+    device_id INTEGER NOT NULL, box_id INTEGER NOT NULL, cursor INTEGER NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (device_id, box_id));
+CREATE TABLE IF NOT EXISTS commits (
+    box_id INTEGER NOT NULL, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, device_id INTEGER,
+    message TEXT NOT NULL, time REAL NOT NULL, nchanges INTEGER NOT NULL, PRIMARY KEY (box_id, seq));
+CREATE INDEX IF NOT EXISTS commits_time ON commits (box_id, time);
+CREATE TABLE IF NOT EXISTS journal (
+    box_id INTEGER NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL,
+    kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
+    blocks BLOB NOT NULL, content_hash TEXT NOT NULL, target TEXT,
+    PRIMARY KEY (box_id, seq, path)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS journal_path ON journal (box_id, path, seq);
+CREATE TABLE IF NOT EXISTS files (
+    box_id INTEGER NOT NULL, path TEXT NOT NULL, rev INTEGER NOT NULL, present INTEGER NOT NULL,
+    PRIMARY KEY (box_id, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    sha256 BLOB PRIMARY KEY, size INTEGER NOT NULL, stored_size INTEGER NOT NULL, codec INTEGER NOT NULL,
+    pack TEXT NOT NULL, offset INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    user_id INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (user_id, sha256)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS box_blocks (
+    box_id INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (box_id, sha256)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# SQLite's limit on bound variables is far higher, but small batches keep each statement cheap.
+BATCH = 500
+
+
+def batched(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    """Slices of `items` of at most `size` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqliteMeta:
+    """Metadata in one SQLite file; one connection per thread, writes serialised by SQLite itself."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self.conn.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL makes every commit durable before the client hears it is done (rule 1).
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on any error."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot for every query inside it."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # --- users, devices, tokens -------------------------------------------------------------
+
+    def add_user(self, name: str, token_hash: str) -> int:
+        with self.write() as conn:
+            cur = conn.execute("INSERT INTO users (name, created) VALUES (?, ?)", (name, time.time()))
+            user_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO tokens (hash, user_id, created) VALUES (?, ?, ?)", (token_hash, user_id, time.time())
+            )
+            return user_id
+
+    def user_by_name(self, name: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+
+    def token(self, token_hash: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT t.user_id, t.device_id, t.revoked, u.name FROM tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE t.hash = ?",
+            (token_hash,),
+        ).fetchone()
+
+    def add_device(self, user_id: int, name: str, kind: str) -> int:
+        with self.write() as conn:
+            now = time.time()
+            cur = conn.execute(
+                "INSERT INTO devices (user_id, name, kind, created, last_seen) VALUES (?, ?, ?, ?, ?)",
+                (user_id, name, kind, now, now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def device(self, device_id: int) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+
+    def devices(self, user_id: int) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM devices WHERE user_id = ? ORDER BY id", (user_id,)).fetchall()
+
+    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None) -> None:
+        with self.write() as conn:
+            now = time.time()
+            conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (now, device_id))
+            if box_id is not None and cursor is not None:
+                conn.execute(
+                    "INSERT INTO device_cursors (device_id, box_id, cursor, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (device_id, box_id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor), "
+                    "updated = excluded.updated",
+                    (device_id, box_id, cursor, now),
+                )
+
+    # --- boxes and members ------------------------------------------------------------------
+
+    def create_box(self, owner_id: int, name: str, sizes: tuple[int, int, int]) -> int:
+        with self.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO boxes (owner_id, name, min_size, avg_size, max_size, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (owner_id, name, *sizes, time.time()),
+            )
+            box_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO members (box_id, user_id, prefix, role) VALUES (?, ?, '', 'owner')", (box_id, owner_id)
+            )
+            return box_id
+
+    def box_by_name(self, owner_id: int, name: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT b.*, u.name AS owner FROM boxes b JOIN users u ON u.id = b.owner_id "
+            "WHERE b.owner_id = ? AND b.name = ?",
+            (owner_id, name),
+        ).fetchone()
+
+    def box(self, box_id: int) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT b.*, u.name AS owner FROM boxes b JOIN users u ON u.id = b.owner_id WHERE b.id = ?", (box_id,)
+        ).fetchone()
+
+    def memberships(self, box_id: int, user_id: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT prefix, role FROM members WHERE box_id = ? AND user_id = ?", (box_id, user_id)
+        ).fetchall()
+
+    def boxes_of(self, user_id: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT b.*, u.name AS owner, m.role, m.prefix FROM members m JOIN boxes b ON b.id = m.box_id "
+            "JOIN users u ON u.id = b.owner_id WHERE m.user_id = ? ORDER BY b.id",
+            (user_id,),
+        ).fetchall()
+
+    def head(self, box_id: int) -> int:
+        row = self.conn.execute("SELECT head FROM boxes WHERE id = ?", (box_id,)).fetchone()
+        return int(row["head"]) if row else 0
+
+    # --- blocks -----------------------------------------------------------------------------
+
+    def existing_blocks(self, conn: sqlite3.Connection, digests: Sequence[bytes]) -> dict[bytes, sqlite3.Row]:
+        """The rows of those `digests` the block store holds."""
+        found: dict[bytes, sqlite3.Row] = {}
+        for part in batched(digests):
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT * FROM blocks WHERE sha256 IN ({marks})", part):
+                found[bytes(row["sha256"])] = row
+        return found
+
+    def readable_blocks(self, conn: sqlite3.Connection, user_id: int, digests: Sequence[bytes]) -> set[bytes]:
+        """Those `digests` that `user_id` has proved to hold or may read through a box."""
+        readable: set[bytes] = set()
+        box_ids = [r[0] for r in conn.execute("SELECT DISTINCT box_id FROM members WHERE user_id = ?", (user_id,))]
+        for part in batched(digests):
+            marks = ",".join("?" * len(part))
+            readable.update(
+                bytes(r[0])
+                for r in conn.execute(
+                    f"SELECT sha256 FROM uploads WHERE user_id = ? AND sha256 IN ({marks})", (user_id, *part)
+                )
+            )
+        rest = [d for d in digests if d not in readable]
+        for box_id in box_ids:
+            if not rest:
+                break
+            for part in batched(rest):
+                marks = ",".join("?" * len(part))
+                readable.update(
+                    bytes(r[0])
+                    for r in conn.execute(
+                        f"SELECT sha256 FROM box_blocks WHERE box_id = ? AND sha256 IN ({marks})", (box_id, *part)
+                    )
+                )
+            rest = [d for d in rest if d not in readable]
+        return readable
+
+    def add_blocks(self, user_id: int, rows: Iterable[tuple[bytes, int, int, int, str, int]],
+                   proved: Iterable[bytes]) -> None:
+        """Record newly stored blocks and every block this user has proved to hold, in one transaction."""
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO blocks (sha256, size, stored_size, codec, pack, offset) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO uploads (user_id, sha256) VALUES (?, ?)", ((user_id, d) for d in proved)
+            )
+
+    def block(self, digest: bytes) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM blocks WHERE sha256 = ?", (digest,)).fetchone()
+
+    # --- journal ----------------------------------------------------------------------------
+
+    def heads_of(self, conn: sqlite3.Connection, box_id: int, paths: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """Current (rev, present) of each of `paths` that the box has ever held."""
+        heads: dict[str, sqlite3.Row] = {}
+        for part in batched(paths):
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(
+                f"SELECT path, rev, present FROM files WHERE box_id = ? AND path IN ({marks})", (box_id, *part)
+            ):
+                heads[row["path"]] = row
+        return heads
+
+    def append_commit(
+        self,
+        conn: sqlite3.Connection,
+        box_id: int,
+        user_id: int,
+        device_id: int | None,
+        message: str,
+        entries: Sequence[dict[str, Any]],
+    ) -> tuple[int, float]:
+        """Write one commit and its journal entries inside the caller's transaction; return (seq, time)."""
+        seq = self.head_in(conn, box_id) + 1
+        now = time.time()
+        conn.execute(
+            "INSERT INTO commits (box_id, seq, user_id, device_id, message, time, nchanges) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (box_id, seq, user_id, device_id, message, now, len(entries)),
+        )
+        conn.executemany(
+            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (box_id, seq, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"],
+                 e["blocks"], e["content_hash"], e["target"])
+                for e in entries
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO files (box_id, path, rev, present) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present",
+            ((box_id, e["path"], seq, int(e["op"] == "put")) for e in entries),
+        )
+        digests = {bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)}
+        conn.executemany(
+            "INSERT OR IGNORE INTO box_blocks (box_id, sha256) VALUES (?, ?)", ((box_id, d) for d in digests)
+        )
+        conn.execute("UPDATE boxes SET head = ? WHERE id = ?", (seq, box_id))
+        return seq, now
+
+    def head_in(self, conn: sqlite3.Connection, box_id: int) -> int:
+        return int(conn.execute("SELECT head FROM boxes WHERE id = ?", (box_id,)).fetchone()[0])
+
+    def changes(self, box_id: int, cursor: int, limit: int) -> tuple[list[sqlite3.Row], int]:
+        """Journal entries of whole commits after `cursor`, about `limit` entries; and the last seq covered."""
+        with self.read() as conn:
+            # Find the last seq whose entries still fit in the page, but always take at least one commit.
+            upto = cursor
+            total = 0
+            for row in conn.execute(
+                "SELECT seq, nchanges FROM commits WHERE box_id = ? AND seq > ? ORDER BY seq", (box_id, cursor)
+            ):
+                if total and total + row["nchanges"] > limit:
+                    break
+                upto = row["seq"]
+                total += row["nchanges"]
+            rows = conn.execute(
+                "SELECT * FROM journal WHERE box_id = ? AND seq > ? AND seq <= ? ORDER BY seq, path",
+                (box_id, cursor, upto),
+            ).fetchall()
+            return rows, upto
+
+    def tree(self, box_id: int, seq: int, prefix: str) -> list[sqlite3.Row]:
+        """The entries present at `seq` (the latest put of each path not deleted since), under `prefix`."""
+        lo, hi = (prefix + "/", prefix + "0") if prefix else ("", "\U0010ffff")
+        with self.read() as conn:
+            return conn.execute(
+                "SELECT j.* FROM journal j JOIN (SELECT path, MAX(seq) AS seq FROM journal "
+                "WHERE box_id = ? AND seq <= ? AND ((path >= ? AND path < ?) OR path = ?) GROUP BY path) x "
+                "ON j.box_id = ? AND j.path = x.path AND j.seq = x.seq WHERE j.op = 'put' ORDER BY j.path",
+                (box_id, seq, lo, hi, prefix, box_id),
+            ).fetchall()
+
+    def seq_at(self, box_id: int, when: float) -> int:
+        """The last commit seq at or before time `when` (0 if none)."""
+        row = self.conn.execute(
+            "SELECT MAX(seq) FROM commits WHERE box_id = ? AND time <= ?", (box_id, when)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def commits(self, box_id: int, limit: int, before: int | None) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT c.*, u.name AS user, d.name AS device FROM commits c JOIN users u ON u.id = c.user_id "
+            "LEFT JOIN devices d ON d.id = c.device_id WHERE c.box_id = ? AND c.seq < ? "
+            "ORDER BY c.seq DESC LIMIT ?",
+            (box_id, before if before is not None else 1 << 62, limit),
+        ).fetchall()
+
+    def commit_paths(self, box_id: int, seq: int, limit: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT path, op, kind FROM journal WHERE box_id = ? AND seq = ? ORDER BY path LIMIT ?",
+            (box_id, seq, limit),
+        ).fetchall()
+
+    def path_history(self, box_id: int, prefix: str, limit: int) -> list[sqlite3.Row]:
+        """Every journal entry of `prefix` or anything under it, newest first, with who and when."""
+        lo, hi = prefix + "/", prefix + "0"
+        return self.conn.execute(
+            "SELECT j.seq, j.path, j.op, j.kind, j.size, j.content_hash, c.time, c.message, u.name AS user, "
+            "d.name AS device FROM journal j JOIN commits c ON c.box_id = j.box_id AND c.seq = j.seq "
+            "JOIN users u ON u.id = c.user_id LEFT JOIN devices d ON d.id = c.device_id "
+            "WHERE j.box_id = ? AND (j.path = ? OR (j.path >= ? AND j.path < ?)) ORDER BY j.seq DESC, j.path LIMIT ?",
+            (box_id, prefix, lo, hi, limit),
+        ).fetchall()
+
+    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = ? AND seq > ? "
+            "AND (device_id IS NOT ? OR device_id IS NULL)",
+            (box_id, cursor, exclude_device),
+        ).fetchone()
+        return int(row[0])

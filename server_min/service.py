@@ -1,0 +1,460 @@
+"""What the server decides: who may do what, which blocks are missing, and atomic commits.
+
+The HTTP layer (app.py) calls these methods; they raise ServerError subclasses that carry
+their status. Nothing here knows about HTTP, SQL strings or file paths of the block store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from box_common.content import content_hash
+from box_common.frames import CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
+from box_common.paths import InvalidPath, is_under, normalize_path, normalize_prefix
+from server_min.blocks.local import LocalBlocks
+from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
+from server_min.meta.sqlite import SqliteMeta
+
+MAX_BLOCK = 16 << 20
+MAX_CHANGES = 500_000
+MAX_HASHES = 100_000
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_SIZES = (256 << 10, 1 << 20, 4 << 20)
+KINDS = ("file", "dir", "link")
+ROLES_WRITE = ("owner", "editor")
+
+_local = threading.local()
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 32 random bytes, so one SHA-256 is enough: only this hash is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh device token."""
+    return "box_" + secrets.token_urlsafe(32)
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes:
+    """The block's plain bytes: decompressed when its codec says zstd, never more than `limit`."""
+    if frame.codec == CODEC_RAW:
+        return bytes(frame.payload)
+    try:
+        return _decompressor().decompress(frame.payload, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise Unprocessable(f"block {frame.sha256} is not valid zstd: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user (and device) behind a request."""
+
+    user_id: int
+    name: str
+    device_id: int | None
+
+
+@dataclass(frozen=True)
+class Access:
+    """A caller's rights on one box: its role and the folder it is confined to ('' for all)."""
+
+    box: sqlite3.Row
+    role: str
+    prefix: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in ROLES_WRITE
+
+
+class Service:
+    """The server's rules over one metadata store and one block store."""
+
+    def __init__(self, data_dir: Path, on_commit: Callable[[int, int], None] | None = None) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.meta = SqliteMeta(data_dir / "meta.db")
+        self.blocks = LocalBlocks(data_dir / "blocks")
+        self.on_commit = on_commit
+
+    # --- users and devices ------------------------------------------------------------------
+
+    def add_user(self, name: str) -> str:
+        """Create a user and return its first token (shown once; only the hash is kept)."""
+        if not NAME_RE.match(name):
+            raise BadRequest(f"user name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if self.meta.user_by_name(name):
+            raise Conflict(f"user {name!r} already exists")
+        token = new_token()
+        self.meta.add_user(name, hash_token(token))
+        return token
+
+    def authenticate(self, token: str | None) -> Caller:
+        """The caller a bearer token belongs to, or Unauthorized."""
+        if not token:
+            raise Unauthorized("missing token: run 'boxctl login URL --user NAME --token TOKEN'")
+        row = self.meta.token(hash_token(token))
+        if row is None or row["revoked"]:
+            raise Unauthorized("invalid or revoked token")
+        return Caller(int(row["user_id"]), str(row["name"]), row["device_id"])
+
+    def register_device(self, caller: Caller, name: str, kind: str) -> dict[str, Any]:
+        """Record a new device of the caller."""
+        name = name.strip()
+        if not name or len(name) > 64 or any(ord(ch) < 32 or ch in "/\\" for ch in name):
+            raise BadRequest("device name must be 1-64 printable characters without slashes")
+        if kind not in ("desktop", "laptop", "server", "phone", "ci", "other"):
+            raise BadRequest(f"unknown device kind {kind!r}")
+        device_id = self.meta.add_device(caller.user_id, name, kind)
+        return {"id": device_id, "name": name, "kind": kind}
+
+    def check_device(self, caller: Caller, device_id: int | None) -> int | None:
+        """A device id the caller may speak for, or None."""
+        if device_id is None:
+            return caller.device_id
+        row = self.meta.device(device_id)
+        if row is None or row["user_id"] != caller.user_id:
+            raise BadRequest(f"device {device_id} is not one of yours")
+        return device_id
+
+    # --- boxes ------------------------------------------------------------------------------
+
+    def create_box(self, caller: Caller, name: str, sizes: tuple[int, int, int] | None) -> dict[str, Any]:
+        """Create a box owned by the caller, or return it if it exists already."""
+        if not NAME_RE.match(name):
+            raise BadRequest(f"box name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        existing = self.meta.box_by_name(caller.user_id, name)
+        if existing is not None:
+            return self._box_json(self.access(caller, int(existing["id"])))
+        sizes = sizes or DEFAULT_SIZES
+        lo, avg, hi = sizes
+        if not (64 <= lo <= avg <= hi <= MAX_BLOCK) or not (256 <= avg <= 4 << 20) or hi < 1024:
+            raise BadRequest("chunk sizes must satisfy 64 <= min <= avg <= max <= 16 MiB")
+        try:
+            box_id = self.meta.create_box(caller.user_id, name, sizes)
+        except sqlite3.IntegrityError:
+            box_id = int(self.meta.box_by_name(caller.user_id, name)["id"])
+        return self._box_json(self.access(caller, box_id))
+
+    def find_box(self, caller: Caller, ref: str) -> dict[str, Any]:
+        """Resolve 'BOX' (the caller's own) or 'OWNER/BOX' to a box the caller may read."""
+        owner_name, _, box_name = ref.rpartition("/")
+        owner = self.meta.user_by_name(owner_name) if owner_name else None
+        owner_id = caller.user_id if not owner_name else (int(owner["id"]) if owner else -1)
+        row = self.meta.box_by_name(owner_id, box_name)
+        if row is None:
+            raise NotFound(f"no box named {ref!r} that you can access")
+        return self._box_json(self.access(caller, int(row["id"])))
+
+    def list_boxes(self, caller: Caller) -> list[dict[str, Any]]:
+        return [
+            {"id": r["id"], "name": r["name"], "owner": r["owner"], "role": r["role"], "prefix": r["prefix"],
+             "head": r["head"]}
+            for r in self.meta.boxes_of(caller.user_id)
+        ]
+
+    def access(self, caller: Caller, box_id: int, write: bool = False) -> Access:
+        """The caller's rights on a box: NotFound when it has none (no one learns what exists)."""
+        box = self.meta.box(box_id)
+        rows = self.meta.memberships(box_id, caller.user_id) if box is not None else []
+        if box is None or not rows:
+            raise NotFound(f"no box {box_id} that you can access")
+        best = min(rows, key=lambda r: (len(r["prefix"]), r["role"] not in ROLES_WRITE))
+        access = Access(box, str(best["role"]), str(best["prefix"]))
+        if write and not access.can_write:
+            raise Forbidden(f"you have {access.role} access to box {box['name']!r}; pushing needs editor access")
+        return access
+
+    def _box_json(self, access: Access) -> dict[str, Any]:
+        box = access.box
+        return {
+            "id": box["id"], "name": box["name"], "owner": box["owner"], "role": access.role,
+            "prefix": access.prefix, "head": box["head"],
+            "chunking": {"min": box["min_size"], "avg": box["avg_size"], "max": box["max_size"]},
+        }
+
+    def box_info(self, caller: Caller, box_id: int) -> dict[str, Any]:
+        return self._box_json(self.access(caller, box_id))
+
+    # --- blocks -----------------------------------------------------------------------------
+
+    def missing(self, caller: Caller, hashes: list[str]) -> list[str]:
+        """Which of `hashes` the caller must upload: all that it has not proved to hold."""
+        digests = _digests(hashes)
+        with self.meta.read() as conn:
+            stored = self.meta.existing_blocks(conn, digests)
+            readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
+        # A block stored for someone else is still "missing" for this caller: no oracle.
+        return [d.hex() for d in dict.fromkeys(digests) if d not in readable]
+
+    def store_pack(self, caller: Caller, body: bytes) -> dict[str, int]:
+        """Verify every frame of an upload body, store the new blocks in one pack, record possession."""
+        try:
+            frames = list(decode_frames(body, max_payload=MAX_BLOCK + 1024))
+        except FrameError as exc:
+            raise BadRequest(f"malformed upload body: {exc}") from None
+        verified: dict[bytes, tuple[Frame, int]] = {}
+        for frame in frames:
+            plain = plain_bytes(frame)
+            if hashlib.sha256(plain).hexdigest() != frame.sha256:
+                raise Unprocessable(f"block {frame.sha256} does not match its SHA-256; nothing was stored")
+            verified.setdefault(bytes.fromhex(frame.sha256), (frame, len(plain)))
+        with self.meta.read() as conn:
+            stored = self.meta.existing_blocks(conn, list(verified))
+        new = [(d, f, size) for d, (f, size) in verified.items() if d not in stored]
+        rows: list[tuple[bytes, int, int, int, str, int]] = []
+        if new:
+            pack, offsets = self.blocks.write_pack([f.payload for _, f, _ in new])
+            rows = [
+                (d, size, len(f.payload), f.codec, pack, off) for (d, f, size), off in zip(new, offsets, strict=True)
+            ]
+        self.meta.add_blocks(caller.user_id, rows, verified.keys())
+        return {"received": len(frames), "stored": len(new), "bytes": sum(len(f.payload) for _, f, _ in new)}
+
+    def readable_frames(self, caller: Caller, hashes: list[str]) -> list[tuple[str, sqlite3.Row]]:
+        """The stored rows of `hashes`, after checking the caller may read every one."""
+        digests = list(dict.fromkeys(_digests(hashes)))
+        with self.meta.read() as conn:
+            stored = self.meta.existing_blocks(conn, digests)
+            readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
+        for d in digests:
+            if d not in readable:
+                raise NotFound(f"no block {d.hex()} that you can read")
+        return [(d.hex(), stored[d]) for d in digests]
+
+    def frame_bytes(self, sha: str, row: sqlite3.Row) -> Iterator[bytes]:
+        """One frame (header then payload) of a stored block, as read from its pack."""
+        payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+        yield HEADER.pack(bytes.fromhex(sha), row["codec"], len(payload))
+        yield payload
+
+    def read_block(self, caller: Caller, sha: str) -> bytes:
+        """The plain bytes of one block the caller may read, checked against its hash."""
+        ((_, row),) = self.readable_frames(caller, [sha])
+        payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+        plain = plain_bytes(Frame(sha, row["codec"], payload))
+        if hashlib.sha256(plain).hexdigest() != sha:
+            raise OSError(f"block {sha} is damaged in the store")
+        return plain
+
+    # --- commits and the journal ------------------------------------------------------------
+
+    def commit(self, caller: Caller, box_id: int, message: str, device_id: int | None,
+               changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply `changes` as one atomic commit, or nothing at all (409 naming every conflicting path)."""
+        access = self.access(caller, box_id, write=True)
+        device_id = self.check_device(caller, device_id)
+        if not changes:
+            raise BadRequest("a commit needs at least one change")
+        if len(changes) > MAX_CHANGES:
+            raise TooLarge(f"a commit may hold at most {MAX_CHANGES} changes")
+        entries = [_entry(c, access.prefix) for c in changes]
+        if len({e["path"] for e in entries}) != len(entries):
+            raise BadRequest("a commit names the same path twice")
+        wanted = list({bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)})
+        with self.meta.write() as conn:
+            stored = self.meta.existing_blocks(conn, wanted)
+            readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
+            absent = [d.hex() for d in wanted if d not in readable]
+            if absent:
+                raise Unprocessable(
+                    f"{len(absent)} block(s) of this commit are not on the server; upload them first",
+                    missing=absent[:100],
+                )
+            for e in entries:
+                if e["kind"] == "file":
+                    total = sum(stored[bytes(e["blocks"][i : i + 32])]["size"]
+                                for i in range(0, len(e["blocks"]), 32))
+                    if total != e["size"]:
+                        raise Unprocessable(f"{e['path']}: size {e['size']} does not match its blocks ({total})")
+            heads = self.meta.heads_of(conn, box_id, [e["path"] for e in entries])
+            conflicts = []
+            for e, change in zip(entries, changes, strict=True):
+                head = heads.get(e["path"])
+                parent = int(change.get("parent_rev") or 0)
+                current, present = (int(head["rev"]), bool(head["present"])) if head else (0, False)
+                if e["op"] == "put" and (parent == current or (not present and parent == 0)):
+                    continue
+                if e["op"] == "delete" and present and parent == current:
+                    continue
+                conflicts.append({"path": e["path"], "parent_rev": parent, "head_rev": current, "present": present})
+            if conflicts:
+                raise Conflict(
+                    f"{len(conflicts)} path(s) changed on the server since your last pull; "
+                    "run 'boxctl pull' and push again",
+                    conflicts=conflicts[:1000],
+                )
+            previous = self.meta.head_in(conn, box_id)
+            seq, when = self.meta.append_commit(conn, box_id, caller.user_id, device_id, message, entries)
+        if device_id is not None:
+            self.meta.touch_device(device_id)
+        if self.on_commit is not None:
+            self.on_commit(box_id, seq)
+        return {"seq": seq, "time": when, "previous_head": previous, "changes": len(entries)}
+
+    def changes(self, caller: Caller, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
+        """Journal entries after `cursor` (whole commits), within the caller's folder."""
+        access = self.access(caller, box_id)
+        rows, upto = self.meta.changes(box_id, cursor, max(1, min(limit, 100_000)))
+        if caller.device_id is not None:
+            self.meta.touch_device(caller.device_id, box_id, cursor)
+        head = self.meta.head(box_id)
+        return {
+            "entries": [_entry_json(r, access.prefix) for r in rows if is_under(r["path"], access.prefix)],
+            "cursor": upto,
+            "head": head,
+            "more": upto < head,
+        }
+
+    def ack(self, caller: Caller, box_id: int, device_id: int, cursor: int) -> None:
+        """Record that a device has applied the journal up to `cursor`."""
+        self.access(caller, box_id)
+        self.check_device(caller, device_id)
+        self.meta.touch_device(device_id, box_id, cursor)
+
+    def head(self, caller: Caller, box_id: int) -> int:
+        self.access(caller, box_id)
+        return self.meta.head(box_id)
+
+    def pending(self, caller: Caller, box_id: int, cursor: int, device_id: int | None) -> dict[str, int]:
+        self.access(caller, box_id)
+        return {"head": self.meta.head(box_id), "waiting": self.meta.count_after(box_id, cursor, device_id)}
+
+    def tree(self, caller: Caller, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
+        """The box (or a folder of it) as it was at commit `at`, at time `when`, or now."""
+        access = self.access(caller, box_id)
+        try:
+            prefix = normalize_prefix(prefix)
+        except InvalidPath as exc:
+            raise BadRequest(str(exc)) from None
+        scope = _join(access.prefix, prefix)
+        head = self.meta.head(box_id)
+        seq = head if at is None and when is None else (at if at is not None else self.meta.seq_at(box_id, when or 0))
+        if seq < 0 or seq > head:
+            raise NotFound(f"box has no commit {seq}; its head is {head}")
+        rows = self.meta.tree(box_id, seq, scope)
+        return {"seq": seq, "head": head, "entries": [_entry_json(r, access.prefix) for r in rows]}
+
+    def log(self, caller: Caller, box_id: int, path: str | None, limit: int, before: int | None) -> dict[str, Any]:
+        """Commits newest first, or every revision of one path (or folder), deletions included."""
+        access = self.access(caller, box_id)
+        limit = max(1, min(limit, 10_000))
+        if path:
+            try:
+                scope = _join(access.prefix, normalize_prefix(path))
+            except InvalidPath as exc:
+                raise BadRequest(str(exc)) from None
+            rows = self.meta.path_history(box_id, scope, limit)
+            return {"revisions": [
+                {"rev": r["seq"], "path": _strip(r["path"], access.prefix), "op": r["op"], "kind": r["kind"],
+                 "size": r["size"], "content_hash": r["content_hash"], "time": r["time"], "user": r["user"],
+                 "device": r["device"], "message": r["message"]}
+                for r in rows
+            ]}
+        commits = []
+        for c in self.meta.commits(box_id, limit, before):
+            paths = [p for p in self.meta.commit_paths(box_id, c["seq"], 1000) if is_under(p["path"], access.prefix)]
+            if access.prefix and not paths:
+                continue
+            commits.append({
+                "seq": c["seq"], "time": c["time"], "user": c["user"], "device": c["device"],
+                "message": c["message"], "changes": c["nchanges"],
+                "paths": [{"path": _strip(p["path"], access.prefix), "op": p["op"], "kind": p["kind"]}
+                          for p in paths],
+            })
+        return {"commits": commits}
+
+
+def _digests(hashes: list[str]) -> list[bytes]:
+    if not isinstance(hashes, list) or len(hashes) > MAX_HASHES:
+        raise TooLarge(f"ask about at most {MAX_HASHES} hashes at once")
+    for h in hashes:
+        if not isinstance(h, str) or not HEX64.match(h):
+            raise BadRequest(f"{str(h)[:80]!r} is not a lowercase hex SHA-256")
+    return [bytes.fromhex(h) for h in hashes]
+
+
+def _join(prefix: str, path: str) -> str:
+    return f"{prefix}/{path}" if prefix and path else prefix or path
+
+
+def _strip(path: str, prefix: str) -> str:
+    return path[len(prefix) + 1 :] if prefix else path
+
+
+def _entry(change: Any, prefix: str) -> dict[str, Any]:
+    """Validate one change of a commit and turn it into a journal entry (paths made absolute in the box)."""
+    if not isinstance(change, dict):
+        raise BadRequest("each change must be an object")
+    raw = change.get("path")
+    try:
+        path = normalize_path(raw) if isinstance(raw, str) else normalize_path("")
+    except InvalidPath as exc:
+        raise BadRequest(str(exc)) from None
+    if path != raw:
+        raise BadRequest(f"path {raw!r} is not in canonical form (NFC, no trailing slash)")
+    if path == ".box" or path.startswith(".box/"):
+        raise BadRequest("the .box folder is never synced")
+    op = change.get("op")
+    kind = change.get("kind", "file")
+    if op not in ("put", "delete"):
+        raise BadRequest(f"{path}: op must be 'put' or 'delete'")
+    if kind not in KINDS:
+        raise BadRequest(f"{path}: kind must be one of {', '.join(KINDS)}")
+    ints = {}
+    for key, default in (("size", 0), ("mtime_ns", 0), ("mode", 0o644), ("parent_rev", 0)):
+        value = change.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >= 1 << 63:
+            raise BadRequest(f"{path}: {key} must be a non-negative integer")
+        ints[key] = value
+    blocks = change.get("blocks") or []
+    target = change.get("target")
+    if op == "put" and kind == "file":
+        if not isinstance(blocks, list):
+            raise BadRequest(f"{path}: blocks must be a list of SHA-256 hashes")
+        digests = b"".join(_digests(blocks))
+    else:
+        digests = b""
+    if op == "put" and kind == "link":
+        if not isinstance(target, str) or not target or len(target) > 4096 or "\x00" in target:
+            raise BadRequest(f"{path}: a link needs a target of 1-4096 characters")
+    else:
+        target = None
+    return {
+        "path": _join(prefix, path), "op": op, "kind": kind, "size": ints["size"] if kind == "file" else 0,
+        "mtime_ns": ints["mtime_ns"], "mode": ints["mode"] & 0o7777, "blocks": digests,
+        "content_hash": content_hash(kind, digests, target) if op == "put" else "", "target": target,
+    }
+
+
+def _entry_json(row: sqlite3.Row, prefix: str) -> dict[str, Any]:
+    blocks = bytes(row["blocks"])
+    return {
+        "seq": row["seq"], "path": _strip(row["path"], prefix), "op": row["op"], "kind": row["kind"],
+        "size": row["size"], "mtime_ns": row["mtime_ns"], "mode": row["mode"],
+        "blocks": [blocks[i : i + 32].hex() for i in range(0, len(blocks), 32)],
+        "content_hash": row["content_hash"], "target": row["target"],
+    }
+
+
+__all__ = ["CODEC_RAW", "CODEC_ZSTD", "Access", "Caller", "Service", "hash_token"]
