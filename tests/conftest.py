@@ -1,0 +1,179 @@
+"""Fixtures that start a real server_min process on a free loopback port and drive the real boxctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+BOXCTL = [sys.executable, "-m", "boxctl.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Result:
+    """What one boxctl run printed and returned."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class ServerProc:
+    """A running `boxctl serve` process and its data folder."""
+
+    data: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*BOXCTL, "serve", "--data", str(self.data), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            try:
+                return requests.get(f"{self.url}/v1/health", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(up, what="server to start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def add_user(self, name: str) -> str:
+        res = subprocess.run([*BOXCTL, "admin", "add-user", name, "--data", str(self.data)],
+                             capture_output=True, text=True, check=True)
+        token = res.stdout.strip()
+        self.tokens[name] = token
+        return token
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProc]:
+    """A fresh server process with its own data folder; killed at the end of the test."""
+    srv = ServerProc(tmp_path / "server-data", free_port())
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill(signal.SIGTERM)
+
+
+@dataclass
+class Device:
+    """One device: a folder and a config dir (credentials), driven by the real `boxctl` command."""
+
+    name: str
+    root: Path
+    config: Path
+    server: ServerProc
+    user: str = "alice"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["BOX_CONFIG_DIR"] = str(self.config)
+        env.pop("BOX_TOKEN", None)
+        env.pop("BOX_SERVER", None)
+        return env
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 300,
+            env: dict[str, str] | None = None) -> Result:
+        proc = subprocess.run([*BOXCTL, *args], cwd=cwd or self.root, env=env or self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"boxctl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return result
+
+    def login(self) -> None:
+        token = self.server.tokens.get(self.user) or self.server.add_user(self.user)
+        self.run("login", self.server.url, "--user", self.user, "--token", token, cwd=self.config.parent)
+
+    def write(self, rel: str, data: bytes | str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return path
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def files(self) -> dict[str, bytes]:
+        """Every file under the root except .box/, as path -> bytes."""
+        found = {}
+        for path in sorted(self.root.rglob("*")):
+            rel = path.relative_to(self.root).as_posix()
+            if rel == ".box" or rel.startswith(".box/") or not path.is_file() or path.is_symlink():
+                continue
+            found[rel] = path.read_bytes()
+        return found
+
+
+@pytest.fixture
+def make_device(tmp_path: Path, server: ServerProc) -> Any:
+    """Factory: make_device('laptop') logs in and returns a Device (not yet init'ed or cloned)."""
+
+    def make(name: str, user: str = "alice") -> Device:
+        config = tmp_path / f"config-{name}"
+        config.mkdir()
+        device = Device(name, tmp_path / name, config, server, user)
+        device.login()
+        return device
+
+    return make
+
+
+@pytest.fixture
+def two_devices(make_device: Any) -> tuple[Device, Device]:
+    """Device A with an initialised box 'docs', and device B cloned from it."""
+    a = make_device("laptop")
+    a.root.mkdir()
+    a.run("init", str(a.root), "--server", a.server.url, "--box", "docs", "--device", "laptop")
+    b = make_device("desk")
+    b.run("clone", b.server.url, "docs", str(b.root), "--device", "desk", cwd=b.config)
+    return a, b
