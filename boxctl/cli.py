@@ -148,8 +148,10 @@ def login(
     url: Annotated[str, typer.Argument(help="The server, e.g. http://127.0.0.1:8765")],
     user: Annotated[str, typer.Option("--user", help="Your user name.")],
     token: Annotated[str | None, typer.Option("--token", help="A device token from 'boxctl admin add-user'.")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Check and store credentials for a server (in your config folder, mode 0600)."""
+    STATE.quiet = STATE.quiet or quiet
     server = normalize_url(url)
     token = token or os.environ.get("BOX_TOKEN")
     if not token:
@@ -186,8 +188,10 @@ def init(
     box: Annotated[str, typer.Option("--box", help="Box name: created if new, linked if yours.")] = "",
     device: Annotated[str | None, typer.Option("--device", help="This device's name (default: host name).")] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Make a folder a synced folder of a box (creating the box on the server if needed)."""
+    STATE.quiet = STATE.quiet or quiet
     if not box:
         raise UsageError("give the box name with --box NAME")
     root = (here() / directory).resolve() if not directory.is_absolute() else directory
@@ -217,8 +221,10 @@ def clone(
     directory: Annotated[Path | None, typer.Argument(help="New folder (default: the box name).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="This device's name (default: host name).")] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Make a new synced folder holding the box's current files."""
+    STATE.quiet = STATE.quiet or quiet
     creds = load_credentials(url)
     root = (here() / (directory or Path(name.rsplit("/", 1)[-1]))).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -244,8 +250,9 @@ def clone(
 
 
 @app.command()
-def status(json_out: JsonOpt = False) -> None:
+def status(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Show local changes since the last sync and how many remote changes wait."""
+    STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         result = engine.status()
     if json_out:
@@ -266,8 +273,10 @@ def push(
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be pushed; send nothing.")] = False,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Upload the blocks the server lacks and commit all local changes atomically."""
+    STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         started = time.monotonic()
         result = engine.push(message, dry_run=dry_run)
@@ -289,8 +298,9 @@ def push(
 
 
 @app.command()
-def pull(json_out: JsonOpt = False) -> None:
+def pull(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Apply remote changes; a file changed on both sides keeps both versions."""
+    STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         result = engine.pull()
     _print_pull(result, json_out)
@@ -320,8 +330,10 @@ def _print_pull(result: Any, json_out: bool) -> None:
 def sync(
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Pull, then push: one command for cron and CI."""
+    STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         pulled = engine.pull()
         pushed = engine.push(message)
@@ -340,12 +352,14 @@ def log(
     path: Annotated[str | None, typer.Argument(help="Show the revisions of this file or folder.")] = None,
     limit: Annotated[int, typer.Option("-n", help="How many entries.")] = 20,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Show commits (who, device, when, message, paths) or the revisions of one path."""
+    STATE.quiet = STATE.quiet or quiet
     if limit < 1:
         raise UsageError("-n must be at least 1")
     with open_engine(json_out) as engine:
-        data = engine.log(path, limit)
+        data = engine.log(path, limit, here())
     if json_out:
         emit_json(data)
         return
@@ -371,13 +385,15 @@ def restore(
     at: Annotated[str | None, typer.Option("--at", help="A time: '2026-11-25 10:15', '@EPOCH' or '2h'.")] = None,
     to: Annotated[Path | None, typer.Option("--to", help="Write it here instead of changing the box.")] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Bring a file, deleted file, folder or the whole box back to an earlier version."""
+    STATE.quiet = STATE.quiet or quiet
     if (rev is None) == (at is None):
         raise UsageError("give exactly one of --rev REV or --at TIME")
     when = parse_time(at) if at is not None else None
     with open_engine(json_out) as engine:
-        result = engine.restore(path, rev, when, to.resolve() if to else None)
+        result = engine.restore(path, rev, when, (here() / to).resolve() if to else None, here())
     if json_out:
         emit_json(result)
         return
@@ -396,10 +412,12 @@ def ls(
     remote: Annotated[bool, typer.Option("--remote", help="List what the server holds (the default).")] = True,
     at: Annotated[int | None, typer.Option("--rev", help="As of this commit.")] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """List what the box holds on the server, without downloading it."""
+    STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
-        prefix = engine.box_path(path) if path else ""
+        prefix = engine.box_path(path, here()) if path else ""
         data = engine.tree(prefix, at)
     if json_out:
         emit_json(data)
@@ -424,29 +442,19 @@ def _when(epoch: float) -> str:
 
 def main() -> None:
     """Entry point: run the app, turning every BoxError into one line on stderr and its exit code."""
+    # Click handles usage errors itself (exit 2); everything we raise becomes one line here.
     try:
-        app(standalone_mode=False)
+        app()
     except BoxError as exc:
         err.print(f"error: {exc.message}", markup=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted", markup=False)
-        sys.exit(130)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
     except OSError as exc:
-        err.print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), markup=False)
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"error: {exc.strerror or exc}{where}", markup=False)
         sys.exit(1)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -471,16 +471,16 @@ class Engine:
 
     # --- history ----------------------------------------------------------------------------
 
-    def log(self, path: str | None, limit: int) -> dict[str, Any]:
+    def log(self, path: str | None, limit: int, cwd: Path | None = None) -> dict[str, Any]:
         """Commits newest first, or the revisions of one path."""
         if path:
-            path = self.box_path(path)
+            path = self.box_path(path, cwd)
         return self.transport.get_json(f"{self.box}/log", path=path or None, limit=limit)
 
-    def box_path(self, path: str) -> str:
-        """A user-given path (relative to the current folder or the root) as a box path ('' for the root)."""
+    def box_path(self, path: str, cwd: Path | None = None) -> str:
+        """A user-given path (relative to `cwd`, default the current folder) as a box path ('' for the root)."""
         given = Path(path)
-        full = given if given.is_absolute() else Path.cwd() / given
+        full = given if given.is_absolute() else (cwd or Path.cwd()) / given
         try:
             rel = os.path.relpath(os.path.abspath(full), self.root)
         except ValueError:
@@ -497,9 +497,10 @@ class Engine:
     def tree(self, prefix: str, at: int | None = None, when: float | None = None) -> dict[str, Any]:
         return self.transport.get_json(f"{self.box}/tree", path=prefix, at=at, time=when)
 
-    def restore(self, path: str, at: int | None, when: float | None, to: Path | None) -> dict[str, Any]:
+    def restore(self, path: str, at: int | None, when: float | None, to: Path | None,
+                cwd: Path | None = None) -> dict[str, Any]:
         """Bring `path` back as it was at commit `at` (or time `when`): as a new commit, or into `to`."""
-        prefix = self.box_path(path)
+        prefix = self.box_path(path, cwd)
         then = self.tree(prefix, at, when)
         wanted = {e["path"]: e for e in then["entries"]}
         if not wanted:

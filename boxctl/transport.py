@@ -93,13 +93,13 @@ class Transport:
             delay = max(delay, _parse_retry_after(retry_after))
         time.sleep(min(delay, self.max_backoff))
 
-    def get_json(self, path: str, **params: Any) -> Any:
-        response = self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+    def get_json(self, route: str, **params: Any) -> Any:
+        response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None})
         self._count(0, len(response.content))
         return response.json()
 
-    def post_json(self, path: str, body: Any, idempotent: bool = True) -> Any:
-        response = self.request("POST", path, json=body, idempotent=idempotent)
+    def post_json(self, route: str, body: Any, idempotent: bool = True) -> Any:
+        response = self.request("POST", route, json=body, idempotent=idempotent)
         self._count(len(response.request.body or b""), len(response.content))
         return response.json()
 
