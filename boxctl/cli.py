@@ -11,22 +11,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from boxctl import __version__
-from boxctl.config import BOX_DIR, BoxConfig, Credentials, find_root, load_credentials, normalize_url, save_credentials
+from boxctl.config import (
+    BOX_DIR,
+    BoxConfig,
+    Credentials,
+    find_root,
+    load_credentials,
+    normalize_url,
+    save_credentials,
+    save_device,
+)
 from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
 from boxctl.index import Index
 from boxctl.timeparse import parse_time
 from boxctl.transport import Transport
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Box: keep a folder in sync, with every version.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Box: keep a folder in sync, with every version.")
 admin_app = typer.Typer(no_args_is_help=True, help="Server administration (runs on the server's data folder).")
 app.add_typer(admin_app, name="admin")
+devices_app = typer.Typer(help="List your devices, or revoke one.")
+app.add_typer(devices_app, name="devices")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -96,7 +109,7 @@ def open_engine(json_mode: bool = False) -> Iterator[Engine]:
     root = find_root(here())
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
-    transport = Transport(config.server, creds.token)
+    transport = Transport(config.server, creds.for_device(config.device_name))
     with progress_bar(not json_mode) as update:
         engine = Engine(root, config, transport, progress=update)
         try:
@@ -164,10 +177,19 @@ def login(
     say(f"logged in to {server} as {me['user']} (credentials in {path})")
 
 
-def _register(transport: Transport, device: str | None) -> tuple[int, str]:
+def _register(transport: Transport, creds: Credentials, device: str | None) -> tuple[int, str, Transport]:
+    """This machine's device for the server (registered once, then reused), and a transport using its token."""
     name = device or socket.gethostname() or "device"
-    answer = transport.post_json("/devices", {"name": name, "kind": "desktop"}, idempotent=False)
-    return int(answer["id"]), str(answer["name"])
+    known = creds.devices.get(name)
+    if known is None or os.environ.get("BOX_TOKEN"):
+        answer = transport.post_json("/devices", {"name": name, "kind": "desktop"}, idempotent=False)
+        if os.environ.get("BOX_TOKEN"):
+            return int(answer["id"]), str(answer["name"]), transport
+        save_device(creds, name, int(answer["id"]), str(answer["token"]))
+        known = creds.devices[name]
+    device_transport = Transport(creds.server, str(known["token"]))
+    transport.close()
+    return int(known["id"]), name, device_transport
 
 
 def _make_folder(root: Path, box: dict[str, Any], server: str, device_id: int, device_name: str) -> BoxConfig:
@@ -204,7 +226,7 @@ def init(
     info = transport.get_json("/boxes", name=box) if "/" in box else transport.post_json("/boxes", {"name": box})
     if info["role"] not in ("owner", "editor"):
         raise UsageError(f"you can only read box {box!r}; use 'boxctl clone' to get a copy")
-    device_id, device_name = _register(transport, device)
+    device_id, device_name, transport = _register(transport, creds, device)
     root.mkdir(parents=True, exist_ok=True)
     _make_folder(root, info, creds.server, device_id, device_name)
     if json_out:
@@ -231,7 +253,7 @@ def clone(
         raise UsageError(f"{root} already exists and is not an empty folder")
     transport = Transport(creds.server, creds.token)
     info = transport.get_json("/boxes", name=name)
-    device_id, device_name = _register(transport, device)
+    device_id, device_name, transport = _register(transport, creds, device)
     root.mkdir(parents=True, exist_ok=True)
     config = _make_folder(root, info, creds.server, device_id, device_name)
     with progress_bar(not json_out) as update:
@@ -425,6 +447,62 @@ def ls(
     for e in data["entries"]:
         size = _size(e["size"]) if e["kind"] == "file" else e["kind"]
         say(f"{size:>10}  rev {e['seq']:<6} {e['path']}" + ("/" if e["kind"] == "dir" else ""))
+
+
+@contextmanager
+def account_transport(server: str | None) -> Iterator[Transport]:
+    """A transport for `server`: the synced folder's device token inside one, else the login token."""
+    try:
+        root = find_root(here())
+        config = BoxConfig.load(root)
+        creds = load_credentials(server or config.server)
+        token = creds.for_device(config.device_name) if creds.server == config.server else creds.token
+    except BoxError:
+        creds = load_credentials(server)
+        token = creds.token
+    transport = Transport(creds.server, token)
+    try:
+        yield transport
+    finally:
+        transport.close()
+
+
+ServerOpt = Annotated[str | None, typer.Option("--server", help="Server URL (default: this folder's, or BOX_SERVER).")]
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(ctx: typer.Context, server: ServerOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List your devices: name, kind, last seen, and how many changes each is behind."""
+    STATE.quiet = STATE.quiet or quiet
+    if ctx.invoked_subcommand is not None:
+        return
+    with account_transport(server) as transport:
+        listed = transport.get_json("/devices")["devices"]
+    if json_out:
+        emit_json({"devices": listed})
+        return
+    say(f"{'id':>4}  {'name':20} {'kind':8} {'last seen':19}  behind")
+    for d in listed:
+        seen = _when(d["last_seen"]) if d["last_seen"] else "never"
+        state = " (revoked)" if d["revoked"] else " (this device)" if d["current"] else ""
+        say(f"{d['id']:>4}  {d['name']:20} {d['kind']:8} {seen:19}  {d['behind']}{state}")
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    name: Annotated[str, typer.Argument(help="Device name or id (see 'boxctl devices').")],
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Revoke one device's token at once: its next request is refused."""
+    STATE.quiet = STATE.quiet or quiet
+    with account_transport(server) as transport:
+        answer = transport.post_json(f"/devices/{quote(name, safe='')}/revoke", {}, idempotent=False)
+    if json_out:
+        emit_json(answer)
+    else:
+        say(f"revoked device {answer['name']} (id {answer['id']})")
 
 
 def _size(n: int) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from boxctl.errors import AuthError, NotABox, UsageError
 
@@ -31,11 +32,18 @@ def normalize_url(url: str) -> str:
 
 @dataclass
 class Credentials:
-    """A user name and device token for one server."""
+    """A user name and token for one server, plus the tokens of devices registered from this machine."""
 
     server: str
     user: str
     token: str
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_device(self, name: str) -> str:
+        """The token a synced folder of device `name` should use (the account token if none)."""
+        if os.environ.get("BOX_TOKEN"):
+            return self.token
+        return str(self.devices.get(name, {}).get("token") or self.token)
 
 
 def _credentials_file() -> Path:
@@ -47,7 +55,11 @@ def save_credentials(creds: Credentials) -> Path:
     path = _credentials_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = _read_credentials()
-    data[creds.server] = {"user": creds.user, "token": creds.token}
+    old = data.get(creds.server, {})
+    # A new login (another token) starts afresh: devices registered under the old one may be revoked.
+    same = old.get("user") == creds.user and old.get("token") == creds.token
+    devices = creds.devices or (old.get("devices", {}) if same else {})
+    data[creds.server] = {"user": creds.user, "token": creds.token, "devices": devices}
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -82,7 +94,13 @@ def load_credentials(server: str | None) -> Credentials:
         return Credentials(server, entry.get("user", os.environ.get("BOX_USER", "")), token)
     if not entry:
         raise AuthError(f"not logged in to {server}: run 'boxctl login {server} --user NAME --token TOKEN'")
-    return Credentials(server, entry["user"], entry["token"])
+    return Credentials(server, entry["user"], entry["token"], entry.get("devices", {}))
+
+
+def save_device(creds: Credentials, name: str, device_id: int, token: str) -> None:
+    """Remember a device registered from this machine, with its own token (revocable on its own)."""
+    creds.devices[name] = {"id": device_id, "token": token}
+    save_credentials(creds)
 
 
 @dataclass

@@ -314,8 +314,16 @@ class Engine:
             self.index.put(puts, conn)
             self.index.delete([c.path for c in changes if c.op == "delete"], conn)
             # Nothing else landed between our cursor and this commit: we are up to date with it.
-            if previous_head == self.index.cursor:
+            advanced = previous_head == self.index.cursor
+            if advanced:
                 self.index.set_cursor(seq, conn)
+        if advanced:
+            self._ack(seq)
+
+    def _ack(self, cursor: int) -> None:
+        """Tell the server how far this device has applied the journal (shown by 'boxctl devices')."""
+        with contextlib.suppress(BoxError):
+            self.transport.post_json(f"{self.box}/ack", {"device": self.config.device_id, "cursor": cursor})
 
     # --- pull -------------------------------------------------------------------------------
 
@@ -379,8 +387,7 @@ class Engine:
             self.index.delete(index_dels, conn)
             self.index.set_cursor(cursor, conn)
         result.bytes_received = self.transport.received_bytes
-        with contextlib.suppress(BoxError):
-            self.transport.post_json(f"{self.box}/ack", {"device": self.config.device_id, "cursor": cursor})
+        self._ack(cursor)
         return result
 
     def _locally_changed(self, local: LocalEntry | None, old: IndexEntry | None) -> bool:

@@ -128,6 +128,14 @@ def create_app(data_dir: Path) -> FastAPI:
     def add_device(body: DeviceIn, who: Auth) -> dict[str, Any]:
         return service.register_device(who, body.name, body.kind)
 
+    @app.get("/v1/devices")
+    def list_devices(who: Auth) -> dict[str, Any]:
+        return {"devices": service.list_devices(who)}
+
+    @app.post("/v1/devices/{ref}/revoke")
+    def revoke_device(ref: str, who: Auth) -> dict[str, Any]:
+        return service.revoke_device(who, ref)
+
     @app.post("/v1/boxes")
     def create_box(body: BoxIn, who: Auth) -> dict[str, Any]:
         sizes = (body.chunking.min, body.chunking.avg, body.chunking.max) if body.chunking else None

@@ -123,8 +123,37 @@ class Service:
             raise BadRequest("device name must be 1-64 printable characters without slashes")
         if kind not in ("desktop", "laptop", "server", "phone", "ci", "other"):
             raise BadRequest(f"unknown device kind {kind!r}")
-        device_id = self.meta.add_device(caller.user_id, name, kind)
-        return {"id": device_id, "name": name, "kind": kind}
+        token = new_token()
+        device_id = self.meta.add_device(caller.user_id, name, kind, hash_token(token))
+        return {"id": device_id, "name": name, "kind": kind, "token": token}
+
+    def list_devices(self, caller: Caller) -> list[dict[str, Any]]:
+        """The caller's devices, with how far each has acknowledged each box and how much it is behind."""
+        devices = []
+        for d in self.meta.devices(caller.user_id):
+            boxes = [
+                {"box_id": c["box_id"], "box": c["box"], "cursor": c["cursor"], "head": c["head"],
+                 "behind": self.meta.count_after(c["box_id"], c["cursor"], None), "acked": c["updated"]}
+                for c in self.meta.device_cursors(d["id"])
+            ]
+            devices.append({
+                "id": d["id"], "name": d["name"], "kind": d["kind"], "created": d["created"],
+                "last_seen": d["last_seen"], "revoked": bool(d["revoked"]), "current": d["id"] == caller.device_id,
+                "behind": sum(b["behind"] for b in boxes), "boxes": boxes,
+            })
+        return devices
+
+    def revoke_device(self, caller: Caller, ref: str) -> dict[str, Any]:
+        """Revoke one of the caller's devices, by id or name; its next request gets 401."""
+        matches = [d for d in self.meta.devices(caller.user_id)
+                   if (str(d["id"]) == ref or d["name"] == ref) and not d["revoked"]]
+        if not matches:
+            raise NotFound(f"no active device {ref!r}; see 'boxctl devices'")
+        if len(matches) > 1:
+            ids = ", ".join(str(d["id"]) for d in matches)
+            raise Conflict(f"{len(matches)} devices are named {ref!r} (ids {ids}); revoke one by id")
+        self.meta.revoke_device(caller.user_id, int(matches[0]["id"]))
+        return {"id": matches[0]["id"], "name": matches[0]["name"], "revoked": True}
 
     def check_device(self, caller: Caller, device_id: int | None) -> int | None:
         """A device id the caller may speak for, or None."""

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
     id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
-    kind TEXT NOT NULL, created REAL NOT NULL, last_seen REAL);
+    kind TEXT NOT NULL, created REAL NOT NULL, last_seen REAL, revoked INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), device_id INTEGER,
     created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
@@ -130,14 +130,33 @@ class SqliteMeta:
             (token_hash,),
         ).fetchone()
 
-    def add_device(self, user_id: int, name: str, kind: str) -> int:
+    def add_device(self, user_id: int, name: str, kind: str, token_hash: str) -> int:
+        """Record a device and its own token in one transaction."""
         with self.write() as conn:
             now = time.time()
             cur = conn.execute(
                 "INSERT INTO devices (user_id, name, kind, created, last_seen) VALUES (?, ?, ?, ?, ?)",
                 (user_id, name, kind, now, now),
             )
-            return int(cur.lastrowid or 0)
+            device_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO tokens (hash, user_id, device_id, created) VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, device_id, now),
+            )
+            return device_id
+
+    def revoke_device(self, user_id: int, device_id: int) -> None:
+        """Revoke a device and every token bound to it, at once."""
+        with self.write() as conn:
+            conn.execute("UPDATE devices SET revoked = 1 WHERE id = ? AND user_id = ?", (device_id, user_id))
+            conn.execute("UPDATE tokens SET revoked = 1 WHERE device_id = ? AND user_id = ?", (device_id, user_id))
+
+    def device_cursors(self, device_id: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT dc.box_id, dc.cursor, dc.updated, b.name AS box, b.head FROM device_cursors dc "
+            "JOIN boxes b ON b.id = dc.box_id WHERE dc.device_id = ? ORDER BY dc.box_id",
+            (device_id,),
+        ).fetchall()
 
     def device(self, device_id: int) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
