@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from box_common.paths import InvalidPath, normalize_path
 from boxctl import __version__
 from boxctl.config import (
     BOX_DIR,
@@ -192,12 +193,22 @@ def _register(transport: Transport, creds: Credentials, device: str | None) -> t
     return int(known["id"]), name, device_transport
 
 
-def _make_folder(root: Path, box: dict[str, Any], server: str, device_id: int, device_name: str) -> BoxConfig:
+def _selection(paths: list[str]) -> list[str]:
+    """Box paths for --only, checked like any path."""
+    try:
+        return sorted({normalize_path(p.strip("/")) for p in paths})
+    except InvalidPath as exc:
+        raise UsageError(f"--only: {exc}") from None
+
+
+def _make_folder(root: Path, box: dict[str, Any], server: str, device_id: int, device_name: str,
+                 only: list[str] | None = None) -> BoxConfig:
     (root / BOX_DIR).mkdir(parents=True, exist_ok=True)
     chunking = box["chunking"]
     config = BoxConfig(server=server, box_id=int(box["id"]), box_name=box["name"], owner=box["owner"],
                        device_id=device_id, device_name=device_name, min_size=chunking["min"],
-                       avg_size=chunking["avg"], max_size=chunking["max"], prefix=box.get("prefix", ""))
+                       avg_size=chunking["avg"], max_size=chunking["max"], prefix=box.get("prefix", ""),
+                       only=only or [])
     config.save(root)
     Index(root / BOX_DIR / "index.db").close()
     return config
@@ -242,10 +253,12 @@ def clone(
     name: Annotated[str, typer.Argument(help="Box name (yours) or OWNER/BOX.")],
     directory: Annotated[Path | None, typer.Argument(help="New folder (default: the box name).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="This device's name (default: host name).")] = None,
+    only: Annotated[list[str] | None,
+                    typer.Option("--only", help="Keep only these folders or files: --only PATH [PATH...].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Make a new synced folder holding the box's current files."""
+    """Make a new synced folder holding the box's current files (or only some of them, with --only)."""
     STATE.quiet = STATE.quiet or quiet
     creds = load_credentials(url)
     root = (here() / (directory or Path(name.rsplit("/", 1)[-1]))).resolve()
@@ -255,7 +268,7 @@ def clone(
     info = transport.get_json("/boxes", name=name)
     device_id, device_name, transport = _register(transport, creds, device)
     root.mkdir(parents=True, exist_ok=True)
-    config = _make_folder(root, info, creds.server, device_id, device_name)
+    config = _make_folder(root, info, creds.server, device_id, device_name, _selection(only or []))
     with progress_bar(not json_out) as update:
         engine = Engine(root, config, transport, progress=update)
         try:
@@ -320,11 +333,16 @@ def push(
 
 
 @app.command()
-def pull(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def pull(
+    paths: Annotated[list[str] | None,
+                     typer.Argument(help="Fetch only these files or folders (sync on demand).")] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Apply remote changes; a file changed on both sides keeps both versions."""
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
-        result = engine.pull()
+        result = engine.pull(paths or None, here())
     _print_pull(result, json_out)
 
 
@@ -449,6 +467,53 @@ def ls(
         say(f"{size:>10}  rev {e['seq']:<6} {e['path']}" + ("/" if e["kind"] == "dir" else ""))
 
 
+@app.command()
+def watch(
+    directory: Annotated[Path, typer.Argument(help="The synced folder (default: the current one).")] = Path("."),
+    log_file: Annotated[Path | None, typer.Option("--log-file", help="Append one line per synced change.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Keep the folder in sync both ways, live, until Ctrl-C or SIGTERM."""
+    from boxctl.watch import Watcher
+
+    STATE.quiet = STATE.quiet or quiet
+    root = find_root(here() / directory)
+    config = BoxConfig.load(root)
+    creds = load_credentials(config.server)
+    token = creds.for_device(config.device_name)
+    log_out = open(log_file, "a", buffering=1, encoding="utf-8") if log_file else None  # noqa: SIM115
+
+    def log(line: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if log_out is not None:
+            log_out.write(f"{stamp} {line}\n")
+        say(f"{stamp} {line}")
+
+    def status_line(line: str) -> None:
+        if log_out is not None:
+            log_out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if not STATE.quiet:
+            err.print(line, markup=False)
+
+    def make_engine() -> Engine:
+        return Engine(root, config, Transport(config.server, token))
+
+    poll_transport = Transport(config.server, token, retries=0, timeout=POLL_TIMEOUT + 30)
+    say(f"watching {root} (box {config.owner}/{config.box_name} on {config.server}); Ctrl-C to stop")
+    try:
+        code = Watcher(make_engine, poll_transport, root, log, status_line).run()
+    finally:
+        poll_transport.close()
+        if log_out is not None:
+            log_out.close()
+    if code:
+        raise typer.Exit(code)
+    say("stopped")
+
+
+POLL_TIMEOUT = 30.0
+
+
 @contextmanager
 def account_transport(server: str | None) -> Iterator[Transport]:
     """A transport for `server`: the synced folder's device token inside one, else the login token."""
@@ -518,11 +583,33 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
+MULTI_OPTIONS = ("--only",)
+
+
+def expand_multi_options(args: list[str]) -> list[str]:
+    """Let `--only A B C` mean `--only A --only B --only C` (click options take one value each)."""
+    expanded: list[str] = []
+    current: str | None = None
+    for arg in args:
+        if arg == "--":
+            current = None
+        elif arg in MULTI_OPTIONS:
+            current = arg
+            continue
+        elif arg.startswith("-"):
+            current = None
+        elif current is not None:
+            expanded += [current, arg]
+            continue
+        expanded.append(arg)
+    return expanded
+
+
 def main() -> None:
     """Entry point: run the app, turning every BoxError into one line on stderr and its exit code."""
     # Click handles usage errors itself (exit 2); everything we raise becomes one line here.
     try:
-        app()
+        app(args=expand_multi_options(sys.argv[1:]))
     except BoxError as exc:
         err.print(f"error: {exc.message}", markup=False)
         sys.exit(exc.exit_code)

@@ -117,6 +117,7 @@ class BoxConfig:
     avg_size: int
     max_size: int
     prefix: str = ""
+    only: list[str] = field(default_factory=list)  # selective sync: the box paths kept here ([] = all)
 
     def save(self, root: Path) -> None:
         path = root / BOX_DIR / "config"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from box_common.paths import InvalidPath, is_under, normalize_prefix
+from box_common.paths import InvalidPath, is_under, normalize_prefix, parent_paths
 from boxctl.chunking import Chunker, content_hash
 from boxctl.config import BoxConfig
 from boxctl.errors import BoxError, NotFound, UsageError
@@ -149,6 +149,11 @@ class Engine:
     def box(self) -> str:
         return f"/boxes/{self.config.box_id}"
 
+    def selected(self, path: str) -> bool:
+        """True if `path` is kept on this device (selective sync keeps only some folders or files)."""
+        only = self.config.only
+        return not only or any(is_under(path, prefix) for prefix in only)
+
     # --- local changes ----------------------------------------------------------------------
 
     def _candidates(self) -> tuple[list[LocalChange], list[LocalChange]]:
@@ -161,6 +166,8 @@ class Engine:
         sure: list[LocalChange] = []
         maybe: list[LocalChange] = []
         for path, local in scan.items():
+            if not self.selected(path):
+                continue  # outside the selection (or a folder that only holds selected paths)
             old = base.get(path)
             if old is None or old.kind != local.kind:
                 sure.append(LocalChange(path, "put", local.kind, local, old))
@@ -171,7 +178,7 @@ class Engine:
             elif local.kind == "link" and old.target != local.target:
                 sure.append(LocalChange(path, "put", "link", local, old))
         for path, old in base.items():
-            if path not in scan and not self.workspace.is_ignored(path, old.kind == "dir"):
+            if path not in scan and self.selected(path) and not self.workspace.is_ignored(path, old.kind == "dir"):
                 sure.append(LocalChange(path, "delete", old.kind, None, old))
         return sure, maybe
 
@@ -222,12 +229,20 @@ class Engine:
 
     # --- push -------------------------------------------------------------------------------
 
-    def push(self, message: str = "", dry_run: bool = False) -> PushResult:
-        """Upload the blocks the server lacks and commit every local change in one atomic commit."""
+    def push(self, message: str = "", dry_run: bool = False, hold: set[str] | None = None) -> PushResult:
+        """Upload the blocks the server lacks and commit every local change in one atomic commit.
+
+        Paths in `hold` (files still being written, as watch sees them) wait for a later push.
+        """
         sure, maybe = self._candidates()
+        skipped = list(self.workspace.skipped)
+        if hold:
+            skipped += [(c.path, "still being written; it will sync once closed") for c in sure + maybe
+                        if c.path in hold]
+            sure = [c for c in sure if c.path not in hold]
+            maybe = [c for c in maybe if c.path not in hold]
         files = [c for c in sure + maybe if c.op == "put" and c.kind == "file"]
         total = sum(c.local.size for c in files if c.local)
-        skipped = list(self.workspace.skipped)
         if dry_run:
             changes = self.local_changes()
             return PushResult(changes, dry_run=True, skipped=skipped)
@@ -338,10 +353,39 @@ class Engine:
             if not page["more"]:
                 return latest, cursor
 
-    def pull(self) -> PullResult:
-        """Apply remote changes; local edits are never overwritten (conflicted copies keep both)."""
+    def pull(self, paths: list[str] | None = None, cwd: Path | None = None) -> PullResult:
+        """Apply remote changes; local edits are never overwritten (conflicted copies keep both).
+
+        With `paths`, fetch only those files or folders: in a selective folder they join the
+        selection (sync on demand); in a full folder only they are updated, and the cursor stays.
+        """
+        wanted = [self.box_path(p, cwd) for p in paths or []]
+        fetched: list[PullResult] = []
+        if wanted and self.config.only:
+            added = [p for p in wanted if not self.selected(p)]
+            if added:
+                self.config.only = sorted(set(self.config.only) | set(added))
+                self.config.save(self.root)
+                for prefix in added:
+                    tree = self.tree(prefix)
+                    fetched.append(self._apply({e["path"]: e for e in tree["entries"]}, self.index.cursor, False))
+            wanted = []
         latest, cursor = self.remote_changes(self.index.cursor)
-        result = PullResult(cursor=cursor)
+        if wanted:
+            latest = {p: e for p, e in latest.items() if any(is_under(p, w) or p in parent_paths(w) for w in wanted)}
+        else:
+            latest = {p: e for p, e in latest.items() if self.selected(p)}
+        result = self._apply(latest, cursor, advance=not wanted)
+        for earlier in fetched:
+            result.written[:0] = earlier.written
+            result.conflicts[:0] = earlier.conflicts
+            result.kept[:0] = earlier.kept
+            result.refused[:0] = earlier.refused
+        return result
+
+    def _apply(self, latest: dict[str, dict[str, Any]], cursor: int, advance: bool) -> PullResult:
+        """Reconcile the latest remote entry of each path with the disk and the index."""
+        result = PullResult(cursor=cursor if advance else self.index.cursor)
         base = self.index.entries()
         writes: list[dict[str, Any]] = []
         index_puts: list[IndexEntry] = []
@@ -385,9 +429,11 @@ class Engine:
         with self.index.transaction() as conn:
             self.index.put(index_puts, conn)
             self.index.delete(index_dels, conn)
-            self.index.set_cursor(cursor, conn)
+            if advance:
+                self.index.set_cursor(cursor, conn)
         result.bytes_received = self.transport.received_bytes
-        self._ack(cursor)
+        if advance:
+            self._ack(cursor)
         return result
 
     def _locally_changed(self, local: LocalEntry | None, old: IndexEntry | None) -> bool:
