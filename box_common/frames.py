@@ -2,7 +2,8 @@
 
 A body is a plain concatenation of frames; each frame is
     32 bytes  SHA-256 of the block's plain bytes
-     1 byte   codec: 0 = raw, 1 = zstd
+     1 byte   codec: 0 = raw, 1 = zstd, 2 = delta (upload only: 32-byte base SHA-256,
+              4-byte window size, then the zstd-compressed ops of box_common.delta)
      4 bytes  payload length, unsigned big-endian
      N bytes  payload (the block, compressed when codec is zstd)
 Used by POST /v1/blocks/pack (upload) and POST /v1/blocks/fetch (download).
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 HEADER = struct.Struct(">32sBI")
 CODEC_RAW = 0
 CODEC_ZSTD = 1
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd"}
+CODEC_DELTA = 2
+CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_DELTA: "delta"}
 CODEC_IDS = {name: code for code, name in CODEC_NAMES.items()}
 
 

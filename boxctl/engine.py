@@ -8,8 +8,10 @@ changes without ever overwriting a local edit (rules 3 and 4 of DESIGN.md).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,10 +22,10 @@ from box_common.paths import InvalidPath, is_under, normalize_prefix, parent_pat
 from boxctl.chunking import Chunker, content_hash
 from boxctl.config import BoxConfig
 from boxctl.errors import BoxError, NotFound, UsageError
-from boxctl.index import Index, IndexEntry
+from boxctl.index import Index, IndexEntry, pack_sizes
 from boxctl.transfer import BlockUploader, download_blocks
 from boxctl.transport import Transport
-from boxctl.workspace import LocalEntry, UnsafePath, Workspace, fsync_write, make_link, remove_path
+from boxctl.workspace import TEMP_PREFIX, LocalEntry, UnsafePath, Workspace, fsync_write, make_link, remove_path
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -43,6 +45,7 @@ class LocalChange:
     base: IndexEntry | None
     digests: bytes = b""
     size: int = 0
+    sizes: list[int] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -86,10 +89,14 @@ class PushResult:
     bytes_plain: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     dry_run: bool = False
+    blocks_delta: int = 0
+    wire_sent: int = 0
+    wire_received: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "dry_run": self.dry_run,
+            "seq": self.seq, "dry_run": self.dry_run, "blocks_delta": self.blocks_delta,
+            "wire_bytes_sent": self.wire_sent, "wire_bytes_received": self.wire_received,
             "added": [c.path for c in self.changes if c.status == "added"],
             "modified": [c.path for c in self.changes if c.status == "modified"],
             "deleted": [c.path for c in self.changes if c.status == "deleted"],
@@ -109,12 +116,13 @@ class PullResult:
     refused: list[tuple[str, str]] = field(default_factory=list)
     cursor: int = 0
     bytes_received: int = 0
+    blocks_reused: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
             "written": self.written, "deleted": self.deleted, "conflicts": self.conflicts, "kept": self.kept,
             "refused": [{"path": p, "reason": r} for p, r in self.refused], "cursor": self.cursor,
-            "bytes_received": self.bytes_received,
+            "bytes_received": self.bytes_received, "blocks_reused": self.blocks_reused,
         }
 
 
@@ -132,7 +140,7 @@ class Engine:
     """Sync rules for one synced folder, talking to the server through a Transport."""
 
     def __init__(self, root: Path, config: BoxConfig, transport: Transport, progress: Progress | None = None,
-                 threads: int = 4) -> None:
+                 threads: int = 4, delta: bool = True) -> None:
         self.root = root
         self.config = config
         self.transport = transport
@@ -141,6 +149,7 @@ class Engine:
         self.chunker = Chunker(config.min_size, config.avg_size, config.max_size)
         self.progress = progress or _no_progress
         self.threads = threads
+        self.delta = delta
 
     def close(self) -> None:
         self.index.close()
@@ -194,7 +203,8 @@ class Engine:
         for c in changes:
             if c.base is not None and c.local is not None:
                 entries.append(IndexEntry(c.path, c.kind, c.local.size, c.local.mtime_ns, c.local.inode,
-                                          c.base.mode, c.base.rev, c.base.content_hash, c.base.blocks, c.base.target))
+                                          c.base.mode, c.base.rev, c.base.content_hash, c.base.blocks, c.base.target,
+                                          c.base.sizes))
         if entries:
             with self.index.transaction() as conn:
                 self.index.put(entries, conn)
@@ -253,7 +263,8 @@ class Engine:
             done += n
             self.progress("push", done, total)
 
-        uploader = BlockUploader(self.transport, self.threads, on_progress=advance)
+        known = {e.blocks[i : i + 32] for e in self.index.entries().values() for i in range(0, len(e.blocks), 32)}
+        uploader = BlockUploader(self.transport, self.threads, on_progress=advance, known=known, delta=self.delta)
         changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]
         same: list[LocalChange] = []
         maybe_ids = {id(c) for c in maybe}
@@ -268,7 +279,8 @@ class Engine:
             raise
         self._refresh(same)
         result = PushResult(sorted(changes, key=lambda c: c.path), blocks_sent=stats.blocks_sent,
-                            bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped)
+                            bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
+                            blocks_delta=stats.blocks_delta)
         if not changes:
             return result
         body = {
@@ -279,18 +291,25 @@ class Engine:
         answer = self.transport.post_json(f"{self.box}/commits", body, idempotent=False)
         result.seq = int(answer["seq"])
         self._record_push(result.changes, result.seq, int(answer["previous_head"]))
+        result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
         return result
 
     def _chunk_and_queue(self, change: LocalChange, uploader: BlockUploader, skipped: list[tuple[str, str]]) -> bool:
         """Chunk one file, queueing its blocks; False (and a note in `skipped`) if it changed meanwhile."""
         full = self.root / change.path
         digests: list[bytes] = []
+        sizes: list[int] = []
         size = 0
+        spans = change.base.block_spans() if change.base is not None and change.base.kind == "file" else []
+        starts = [offset for _, offset, _ in spans]
         try:
             for block in self.chunker.blocks(full):
                 digests.append(block.digest)
+                sizes.append(len(block.data))
                 size += len(block.data)
-                uploader.add(block)
+                # The block of the previous version at the same offset is the natural base for a delta.
+                at = bisect.bisect_right(starts, block.offset) - 1
+                uploader.add(block, spans[at][0] if at >= 0 else None)
         except FileNotFoundError:
             skipped.append((change.path, "deleted while pushing; it will sync next time"))
             return False
@@ -303,7 +322,7 @@ class Engine:
                 or size != now.size:
             skipped.append((change.path, "changed while pushing; it will sync next time"))
             return False
-        change.digests, change.size = b"".join(digests), size
+        change.digests, change.size, change.sizes = b"".join(digests), size, sizes
         return True
 
     def _change_json(self, c: LocalChange) -> dict[str, Any]:
@@ -324,7 +343,8 @@ class Engine:
         for c in changes:
             if c.op == "put" and c.local is not None:
                 puts.append(IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, seq,
-                                       content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target))
+                                       content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target,
+                                       pack_sizes(c.sizes)))
         with self.index.transaction() as conn:
             self.index.put(puts, conn)
             self.index.delete([c.path for c in changes if c.op == "delete"], conn)
@@ -462,10 +482,10 @@ class Engine:
         digests, _ = self.chunker.digests(self.root / local.path)
         return content_hash("file", digests, None) == remote["content_hash"]
 
-    def _entry_from_remote(self, remote: dict[str, Any], local: LocalEntry) -> IndexEntry:
+    def _entry_from_remote(self, remote: dict[str, Any], local: LocalEntry, sizes: bytes = b"") -> IndexEntry:
         return IndexEntry(remote["path"], remote["kind"], local.size, local.mtime_ns, local.inode, local.mode,
                           int(remote["seq"]), remote["content_hash"],
-                          b"".join(bytes.fromhex(h) for h in remote["blocks"]), remote["target"])
+                          b"".join(bytes.fromhex(h) for h in remote["blocks"]), remote["target"], sizes)
 
     def _apply_writes(self, writes: list[dict[str, Any]], result: PullResult, index_puts: list[IndexEntry]) -> None:
         """Create folders and links, then stream every file's blocks into place (temp, fsync, rename)."""
@@ -484,7 +504,15 @@ class Engine:
         files = [r for r in writes if r["kind"] == "file"]
         total = sum(r["size"] for r in files)
         done = 0
-        stream = download_blocks(self.transport, _block_sizes(files), self.threads)
+        source = LocalBlocks(self.root, self.index.entries(), files)
+        partials = {}
+        for remote in files:
+            full = self.workspace.safe_path(remote["path"], create_parents=True)
+            partial = full.parent / f"{TEMP_PREFIX}p{remote['content_hash'][:24]}"
+            if partial.exists():  # left by a pull that was cut off: reuse its verified blocks
+                source.add_partial(partial, self.chunker)
+            partials[remote["path"]] = partial
+        stream = download_blocks(self.transport, _block_sizes(files), self.threads, local=source.read)
         for remote in files:
             full = self.workspace.safe_path(remote["path"], create_parents=True)
             chunks = _take(stream, len(remote["blocks"]))
@@ -493,10 +521,18 @@ class Engine:
                     pass
                 result.kept.append(remote["path"])
                 continue
-            fsync_write(self.root, full, chunks, remote["mode"], remote["mtime_ns"])
+            sizes: list[int] = []
+            partial = partials[remote["path"]]
+            resumed = partial.exists()
+            fsync_write(self.root, full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
+                        temp=None if resumed else partial)
+            if resumed:
+                with contextlib.suppress(OSError):
+                    partial.unlink()
             done += remote["size"]
             self.progress("pull", done, total)
-            self._done(remote, result, index_puts)
+            self._done(remote, result, index_puts, pack_sizes(sizes))
+        result.blocks_reused = source.reused
 
     def _still_as_expected(self, remote: dict[str, Any]) -> bool:
         """Right before replacing a path, check it is still as we saw it (a local edit wins the race)."""
@@ -507,10 +543,11 @@ class Engine:
         return now is not None and (now.kind, now.size, now.mtime_ns, now.inode) == (
             expected.kind, expected.size, expected.mtime_ns, expected.inode)
 
-    def _done(self, remote: dict[str, Any], result: PullResult, index_puts: list[IndexEntry]) -> None:
+    def _done(self, remote: dict[str, Any], result: PullResult, index_puts: list[IndexEntry],
+              sizes: bytes = b"") -> None:
         local = self.workspace.stat(remote["path"])
         if local is not None:
-            index_puts.append(self._entry_from_remote(remote, local))
+            index_puts.append(self._entry_from_remote(remote, local, sizes))
             result.written.append(remote["path"])
 
     def _apply_deletes(self, deletes: list[dict[str, Any]], result: PullResult, index_dels: list[str]) -> None:
@@ -620,6 +657,52 @@ def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
         each = remote["size"] // max(1, len(blocks))
         for sha in blocks:
             yield sha, each
+
+
+def _counted(chunks: Iterator[bytes], sizes: list[int]) -> Iterator[bytes]:
+    for chunk in chunks:
+        sizes.append(len(chunk))
+        yield chunk
+
+
+class LocalBlocks:
+    """Blocks this device already holds (in synced files, or in a pull that was cut off), to copy not fetch."""
+
+    def __init__(self, root: Path, entries: dict[str, IndexEntry], files: list[dict[str, Any]]) -> None:
+        wanted = {bytes.fromhex(h) for r in files for h in r["blocks"]}
+        self.where: dict[bytes, list[tuple[Path, int, int, tuple[int, int, int] | None]]] = {}
+        self.reused = 0
+        self._lock = threading.Lock()
+        for e in entries.values():
+            if e.kind != "file" or not e.mtime_ns:
+                continue
+            for digest, offset, length in e.block_spans():
+                if digest in wanted:
+                    self.where.setdefault(digest, []).append(
+                        (root / e.path, offset, length, (e.size, e.mtime_ns, e.inode)))
+
+    def add_partial(self, path: Path, chunker: Chunker) -> None:
+        """Offer the blocks of a partly written temp file (its last block may be cut short: it won't match)."""
+        for block in chunker.blocks(path):
+            self.where.setdefault(block.digest, []).append((path, block.offset, len(block.data), None))
+
+    def read(self, sha: str) -> bytes | None:
+        """The block's bytes from a local file that still holds it, or None (the caller verifies the hash)."""
+        for path, offset, length, stamp in self.where.get(bytes.fromhex(sha), ()):
+            try:
+                if stamp is not None:
+                    st = os.lstat(path)
+                    if (st.st_size, st.st_mtime_ns, st.st_ino) != stamp:
+                        continue  # changed since it was synced: its blocks may differ
+                with open(path, "rb") as f:
+                    data = os.pread(f.fileno(), length, offset)
+            except OSError:
+                continue
+            if len(data) == length:
+                with self._lock:
+                    self.reused += 1
+                return data
+        return None
 
 
 def _take(stream: Iterator[bytes], count: int) -> Iterator[bytes]:

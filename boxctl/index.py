@@ -13,7 +13,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL, mode INTEGER NOT NULL, rev INTEGER NOT NULL, content_hash TEXT NOT NULL,
-    blocks BLOB NOT NULL, target TEXT) WITHOUT ROWID;
+    blocks BLOB NOT NULL, target TEXT, sizes BLOB NOT NULL DEFAULT x'') WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -36,10 +36,29 @@ class IndexEntry:
     content_hash: str
     blocks: bytes
     target: str | None = None
+    sizes: bytes = b""  # each block's length, uint32 big-endian, when known
 
     @property
     def block_ids(self) -> list[str]:
         return [self.blocks[i : i + 32].hex() for i in range(0, len(self.blocks), 32)]
+
+    def block_spans(self) -> list[tuple[bytes, int, int]]:
+        """(digest, offset, length) of each block, if the sizes are known; [] otherwise."""
+        count = len(self.blocks) // 32
+        if len(self.sizes) != 4 * count:
+            return []
+        spans = []
+        offset = 0
+        for i in range(count):
+            length = int.from_bytes(self.sizes[4 * i : 4 * i + 4], "big")
+            spans.append((self.blocks[32 * i : 32 * i + 32], offset, length))
+            offset += length
+        return spans
+
+
+def pack_sizes(sizes: list[int]) -> bytes:
+    """Block lengths as stored in the index."""
+    return b"".join(n.to_bytes(4, "big") for n in sizes)
 
 
 class Index:
@@ -69,13 +88,13 @@ class Index:
         return {
             row[0]: IndexEntry(*row)
             for row in self.conn.execute(
-                "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target FROM entries"
+                "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target, sizes FROM entries"
             )
         }
 
     def get(self, path: str) -> IndexEntry | None:
         row = self.conn.execute(
-            "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target FROM entries "
+            "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target, sizes FROM entries "
             "WHERE path = ?",
             (path,),
         ).fetchone()
@@ -86,10 +105,10 @@ class Index:
         now = time.time_ns()
         rows = (
             (e.path, e.kind, e.size, 0 if now - e.mtime_ns < RACY_NS else e.mtime_ns, e.inode, e.mode, e.rev,
-             e.content_hash, e.blocks, e.target)
+             e.content_hash, e.blocks, e.target, e.sizes)
             for e in entries
         )
-        (conn or self.conn).executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        (conn or self.conn).executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
         (conn or self.conn).executemany("DELETE FROM entries WHERE path = ?", ((p,) for p in paths))

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from box_common.frames import CODEC_RAW, CODEC_ZSTD, Frame, encode_frame
+from box_common.delta import WINDOW, Signature, make_delta
+from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, encode_frame
 from boxctl.chunking import Block
-from boxctl.errors import BoxError
+from boxctl.errors import BoxError, NotFound
 from boxctl.transport import Transport
 
 BATCH_BYTES = 8 << 20
@@ -76,6 +77,7 @@ class UploadStats:
 
     blocks_seen: int = 0
     blocks_sent: int = 0
+    blocks_delta: int = 0
     bytes_plain: int = 0
     bytes_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -89,25 +91,32 @@ class BlockUploader:
     """
 
     def __init__(self, transport: Transport, threads: int = IN_FLIGHT,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, known: set[bytes] | None = None,
+                 delta: bool = True) -> None:
         self.transport = transport
+        self.known = known or set()  # blocks of committed versions: on the server already
+        self.delta = delta
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
         self.slots = threading.Semaphore(threads)
         self.pending: list[Future[None]] = []
         self.seen: set[bytes] = set()
-        self.batch: list[Block] = []
+        self.batch: list[tuple[Block, bytes | None]] = []
         self.batch_bytes = 0
         self.stats = UploadStats()
         self.on_progress = on_progress
 
-    def add(self, block: Block) -> None:
-        """Queue one block for upload (a block seen before in this run is skipped)."""
+    def add(self, block: Block, base: bytes | None = None) -> None:
+        """Queue one block for upload (skipped if seen before in this run or already committed).
+
+        `base` names the block this one replaces in the file's previous version: if the server
+        lacks this block, a delta against `base` is sent when it is smaller.
+        """
         self.stats.blocks_seen += 1
-        if block.digest in self.seen:
+        if block.digest in self.seen or block.digest in self.known:
             self._progress(len(block.data))
             return
         self.seen.add(block.digest)
-        self.batch.append(block)
+        self.batch.append((block, base if base != block.digest else None))
         self.batch_bytes += len(block.data)
         if self.batch_bytes >= BATCH_BYTES or len(self.batch) >= BATCH_BLOCKS:
             self.flush()
@@ -132,19 +141,22 @@ class BlockUploader:
                 still.append(future)
         self.pending = still
 
-    def _send(self, batch: list[Block]) -> None:
-        missing = self.transport.missing([b.sha256 for b in batch])
+    def _send(self, batch: list[tuple[Block, bytes | None]]) -> None:
+        missing = self.transport.missing([b.sha256 for b, _ in batch])
         body: list[bytes] = []
         size = 0
-        for block in batch:
+        for block, base in batch:
             if block.sha256 not in missing:
                 self._progress(len(block.data))
                 continue
             frame = encode_block(block.digest, block.data)
+            if base is not None and self.delta:
+                frame = self._delta_frame(block, base, frame)
             body.append(frame)
             size += len(frame)
             with self.stats.lock:
                 self.stats.blocks_sent += 1
+                self.stats.blocks_delta += frame[32] == CODEC_DELTA
                 self.stats.bytes_plain += len(block.data)
                 self.stats.bytes_sent += len(frame)
             self._progress(len(block.data))
@@ -153,6 +165,18 @@ class BlockUploader:
                 body, size = [], 0
         if body:
             self.transport.upload_pack(b"".join(body))
+
+    def _delta_frame(self, block: Block, base: bytes, full: bytes) -> bytes:
+        """A delta frame against `base` when it is smaller than `full`; else `full`."""
+        try:
+            sig = Signature.decode(self.transport.get_bytes(f"/blocks/{base.hex()}/signature", window=WINDOW))
+        except NotFound:
+            return full
+        ops = _compressor().compress(make_delta(block.data, sig))
+        payload = base + sig.window.to_bytes(4, "big") + ops
+        if len(payload) + 64 >= len(full):
+            return full
+        return encode_frame(Frame(block.sha256, CODEC_DELTA, payload))
 
     def _progress(self, n: int) -> None:
         if self.on_progress is not None:

@@ -98,9 +98,14 @@ class Transport:
         self._count(0, len(response.content))
         return response.json()
 
+    def get_bytes(self, route: str, **params: Any) -> bytes:
+        response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None})
+        self._count(0, len(response.content))
+        return response.content
+
     def post_json(self, route: str, body: Any, idempotent: bool = True) -> Any:
         response = self.request("POST", route, json=body, idempotent=idempotent)
-        self._count(len(response.request.body or b""), len(response.content))
+        self._count(len(response.request.body or b"") + len(route) + 200, len(response.content))
         return response.json()
 
     # --- blocks -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from boxctl.errors import UsageError
 
 IGNORE_FILE = ".boxignore"
 TEMP_PREFIX = ".box-tmp-"
+PARTIAL_PREFIX = TEMP_PREFIX + "p"  # a pull's named temp file: kept after a crash so the next pull resumes
 
 
 @dataclass(slots=True)
@@ -81,7 +82,8 @@ class Workspace:
         for entry in entries:
             path = f"{rel}/{entry.name}" if rel else entry.name
             if entry.name.startswith(TEMP_PREFIX):
-                self.temps.append(entry.path)  # left by a transfer that was cut off
+                if not entry.name.startswith(PARTIAL_PREFIX):
+                    self.temps.append(entry.path)  # left by a transfer that was cut off
                 continue
             try:
                 if normalize_path(path) != path:
@@ -149,13 +151,17 @@ class Workspace:
         return self.root / path
 
 
-def fsync_write(root: Path, final: Path, chunks: Iterable[bytes], mode: int, mtime_ns: int) -> None:
+def fsync_write(root: Path, final: Path, chunks: Iterable[bytes], mode: int, mtime_ns: int,
+                temp: Path | None = None) -> None:
     """Write `chunks` to a temp file beside `final`, fsync, set mode and mtime, then rename over `final`.
 
-    A reader never sees a half-written file: until the rename, `final` is untouched.
+    A reader never sees a half-written file: until the rename, `final` is untouched. A named
+    `temp` survives a crash (the next pull reuses its blocks); a random one is removed on error.
     """
-    temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    keep = temp is not None
+    temp = temp or final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if keep else os.O_EXCL)
+    fd = os.open(temp, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
@@ -166,8 +172,10 @@ def fsync_write(root: Path, final: Path, chunks: Iterable[bytes], mode: int, mti
         os.utime(temp, ns=(mtime_ns, mtime_ns))
         os.replace(temp, final)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        # A named temp stays for the next pull to resume from (its blocks are verified before reuse).
+        if not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
         raise
 
 

@@ -172,6 +172,10 @@ def create_app(data_dir: Path) -> FastAPI:
             raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256") from None
         return await run_in_threadpool(service.store_pack, who, frame)
 
+    @app.get("/v1/blocks/{sha256}/signature")
+    def block_signature(sha256: str, who: Auth, window: int = Query(2048, ge=256, le=1 << 20)) -> Response:
+        return Response(service.block_signature(who, sha256, window), media_type="application/octet-stream")
+
     @app.get("/v1/blocks/{sha256}")
     def download_block(sha256: str, who: Auth) -> Response:
         return Response(service.read_block(who, sha256), media_type="application/octet-stream")

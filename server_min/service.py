@@ -19,11 +19,14 @@ from typing import Any
 import zstandard
 
 from box_common.content import content_hash
-from box_common.frames import CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
-from box_common.paths import InvalidPath, is_under, normalize_path, normalize_prefix
+from box_common.delta import DeltaError, apply_delta, signature
+from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
+from box_common.paths import InvalidPath, normalize_path, normalize_prefix
 from server_min.blocks.local import LocalBlocks
 from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
 from server_min.meta.sqlite import SqliteMeta
+from server_min.meta.sqlite_sharing import SqliteSharing
+from server_min.sharing import Sharing, folder_of
 
 MAX_BLOCK = 16 << 20
 MAX_CHANGES = 500_000
@@ -54,10 +57,19 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
+def _compressor() -> zstandard.ZstdCompressor:
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=3)
+    return cctx
+
+
 def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes:
     """The block's plain bytes: decompressed when its codec says zstd, never more than `limit`."""
     if frame.codec == CODEC_RAW:
         return bytes(frame.payload)
+    if frame.codec != CODEC_ZSTD:
+        raise Unprocessable(f"block {frame.sha256} has codec {frame.codec}, which cannot be stored or read as is")
     try:
         return _decompressor().decompress(frame.payload, max_output_size=limit)
     except zstandard.ZstdError as exc:
@@ -94,6 +106,7 @@ class Service:
         self.meta = SqliteMeta(data_dir / "meta.db")
         self.blocks = LocalBlocks(data_dir / "blocks")
         self.on_commit = on_commit
+        self.sharing = Sharing(self, SqliteSharing(self.meta))
 
     # --- users and devices ------------------------------------------------------------------
 
@@ -184,19 +197,27 @@ class Service:
         return self._box_json(self.access(caller, box_id))
 
     def find_box(self, caller: Caller, ref: str) -> dict[str, Any]:
-        """Resolve 'BOX' (the caller's own) or 'OWNER/BOX' to a box the caller may read."""
-        owner_name, _, box_name = ref.rpartition("/")
+        """Resolve 'BOX' (the caller's own), 'OWNER/BOX', or 'OWNER/BOX/FOLDER' (a folder shared with
+        the caller) to a box the caller may read."""
+        parts = ref.split("/", 2)
+        owner_name, box_name = (parts[0], parts[1]) if len(parts) > 1 else ("", parts[0])
+        folder = folder_of(parts[2]) if len(parts) > 2 else None
         owner = self.meta.user_by_name(owner_name) if owner_name else None
         owner_id = caller.user_id if not owner_name else (int(owner["id"]) if owner else -1)
         row = self.meta.box_by_name(owner_id, box_name)
         if row is None:
             raise NotFound(f"no box named {ref!r} that you can access")
-        return self._box_json(self.access(caller, int(row["id"])))
+        access = self.access(caller, int(row["id"]))
+        if folder and access.prefix != folder:
+            if not access.prefix:
+                raise Unprocessable(f"you have the whole box {owner_name}/{box_name}: clone it without a folder")
+            raise NotFound(f"no box named {ref!r} that you can access")
+        return self._box_json(access)
 
     def list_boxes(self, caller: Caller) -> list[dict[str, Any]]:
         return [
             {"id": r["id"], "name": r["name"], "owner": r["owner"], "role": r["role"], "prefix": r["prefix"],
-             "head": r["head"]}
+             "head": self.sharing.head(Access(r, str(r["role"]), str(r["prefix"])))}
             for r in self.meta.boxes_of(caller.user_id)
         ]
 
@@ -216,7 +237,7 @@ class Service:
         box = access.box
         return {
             "id": box["id"], "name": box["name"], "owner": box["owner"], "role": access.role,
-            "prefix": access.prefix, "head": box["head"],
+            "prefix": access.prefix, "head": self.sharing.head(access),
             "chunking": {"min": box["min_size"], "avg": box["avg_size"], "max": box["max_size"]},
         }
 
@@ -242,7 +263,10 @@ class Service:
             raise BadRequest(f"malformed upload body: {exc}") from None
         verified: dict[bytes, tuple[Frame, int]] = {}
         for frame in frames:
-            plain = plain_bytes(frame)
+            if frame.codec == CODEC_DELTA:
+                frame, plain = self._rebuild(caller, frame)
+            else:
+                plain = plain_bytes(frame)
             if hashlib.sha256(plain).hexdigest() != frame.sha256:
                 raise Unprocessable(f"block {frame.sha256} does not match its SHA-256; nothing was stored")
             verified.setdefault(bytes.fromhex(frame.sha256), (frame, len(plain)))
@@ -257,6 +281,29 @@ class Service:
             ]
         self.meta.add_blocks(caller.user_id, rows, verified.keys())
         return {"received": len(frames), "stored": len(new), "bytes": sum(len(f.payload) for _, f, _ in new)}
+
+    def _rebuild(self, caller: Caller, frame: Frame) -> tuple[Frame, bytes]:
+        """Turn a delta frame into a stored frame: rebuild the block from its base, which the caller must read."""
+        payload = bytes(frame.payload)
+        if len(payload) < 36:
+            raise BadRequest(f"delta for block {frame.sha256} is truncated")
+        base_sha, window = payload[:32].hex(), int.from_bytes(payload[32:36], "big")
+        base = self.read_block(caller, base_sha)
+        try:
+            ops = _decompressor().decompress(payload[36:], max_output_size=MAX_BLOCK + 1024)
+            plain = apply_delta(base, ops, window, MAX_BLOCK)
+        except (zstandard.ZstdError, DeltaError) as exc:
+            raise Unprocessable(f"delta for block {frame.sha256} is invalid: {exc}") from None
+        packed = _compressor().compress(plain)
+        if len(packed) < len(plain):
+            return Frame(frame.sha256, CODEC_ZSTD, packed), plain
+        return Frame(frame.sha256, CODEC_RAW, plain), plain
+
+    def block_signature(self, caller: Caller, sha: str, window: int) -> bytes:
+        """The rsync-style signature of a block the caller may read, for delta uploads against it."""
+        if not 256 <= window <= 1 << 20:
+            raise BadRequest("window must be between 256 and 1 MiB")
+        return signature(self.read_block(caller, sha), window).encode()
 
     def readable_frames(self, caller: Caller, hashes: list[str]) -> list[tuple[str, sqlite3.Row]]:
         """The stored rows of `hashes`, after checking the caller may read every one."""
@@ -347,9 +394,9 @@ class Service:
             self.meta.touch_device(caller.device_id, box_id, cursor)
         head = self.meta.head(box_id)
         return {
-            "entries": [_entry_json(r, access.prefix) for r in rows if is_under(r["path"], access.prefix)],
+            "entries": [_entry_json(r, access.prefix) for r in rows if _visible(r["path"], access.prefix)],
             "cursor": upto,
-            "head": head,
+            "head": head if not access.prefix else self.sharing.head_after(access, cursor),
             "more": upto < head,
         }
 
@@ -359,13 +406,15 @@ class Service:
         self.check_device(caller, device_id)
         self.meta.touch_device(device_id, box_id, cursor)
 
-    def head(self, caller: Caller, box_id: int) -> int:
-        self.access(caller, box_id)
-        return self.meta.head(box_id)
+    def head(self, caller: Caller, box_id: int, cursor: int = 0) -> int:
+        """The head a long poll compares with `cursor`; for a folder member, the last commit after `cursor`
+        that touched its folder (else `cursor`), so commits elsewhere in the box neither wake nor show."""
+        return self.sharing.head_after(self.access(caller, box_id), cursor)
 
     def pending(self, caller: Caller, box_id: int, cursor: int, device_id: int | None) -> dict[str, int]:
-        self.access(caller, box_id)
-        return {"head": self.meta.head(box_id), "waiting": self.meta.count_after(box_id, cursor, device_id)}
+        access = self.access(caller, box_id)
+        return {"head": self.sharing.head_after(access, cursor),
+                "waiting": self.sharing.waiting(access, cursor, device_id)}
 
     def tree(self, caller: Caller, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
         """The box (or a folder of it) as it was at commit `at`, at time `when`, or now."""
@@ -380,7 +429,8 @@ class Service:
         if seq < 0 or seq > head:
             raise NotFound(f"box has no commit {seq}; its head is {head}")
         rows = self.meta.tree(box_id, seq, scope)
-        return {"seq": seq, "head": head, "entries": [_entry_json(r, access.prefix) for r in rows]}
+        return {"seq": seq, "head": head if not access.prefix else self.sharing.head(access),
+                "entries": [_entry_json(r, access.prefix) for r in rows if _visible(r["path"], access.prefix)]}
 
     def log(self, caller: Caller, box_id: int, path: str | None, limit: int, before: int | None) -> dict[str, Any]:
         """Commits newest first, or every revision of one path (or folder), deletions included."""
@@ -399,13 +449,16 @@ class Service:
                 for r in rows
             ]}
         commits = []
-        for c in self.meta.commits(box_id, limit, before):
-            paths = [p for p in self.meta.commit_paths(box_id, c["seq"], 1000) if is_under(p["path"], access.prefix)]
-            if access.prefix and not paths:
-                continue
+        store = self.sharing.store
+        for c in (store.commits_under(box_id, access.prefix, limit, before) if access.prefix
+                  else self.meta.commits(box_id, limit, before)):
+            if access.prefix:  # a folder member sees only the part of each commit inside its folder
+                paths, count = store.commit_paths_under(box_id, c["seq"], access.prefix, 1000)
+            else:
+                paths, count = self.meta.commit_paths(box_id, c["seq"], 1000), c["nchanges"]
             commits.append({
                 "seq": c["seq"], "time": c["time"], "user": c["user"], "device": c["device"],
-                "message": c["message"], "changes": c["nchanges"],
+                "message": c["message"], "changes": count,
                 "paths": [{"path": _strip(p["path"], access.prefix), "op": p["op"], "kind": p["kind"]}
                           for p in paths],
             })
@@ -423,6 +476,11 @@ def _digests(hashes: list[str]) -> list[bytes]:
 
 def _join(prefix: str, path: str) -> str:
     return f"{prefix}/{path}" if prefix and path else prefix or path
+
+
+def _visible(path: str, prefix: str) -> bool:
+    """True if a member of folder `prefix` sees `path`: anything strictly inside it ('' sees all)."""
+    return not prefix or path.startswith(prefix + "/")
 
 
 def _strip(path: str, prefix: str) -> str:

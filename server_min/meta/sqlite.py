@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     user_id INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (user_id, sha256)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS box_blocks (
     box_id INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (box_id, sha256)) WITHOUT ROWID;
+-- Which paths of a box ever referenced a block: a folder member reads a block only through a path under its folder.
+CREATE TABLE IF NOT EXISTS block_paths (
+    sha256 BLOB NOT NULL, box_id INTEGER NOT NULL, path TEXT NOT NULL,
+    PRIMARY KEY (sha256, box_id, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -69,6 +73,22 @@ class SqliteMeta:
         self.path = path
         self._local = threading.local()
         self.conn.executescript(SCHEMA)
+        self._backfill_block_paths()
+
+    def _backfill_block_paths(self) -> None:
+        """Fill block_paths from the journal once, for a database made before that table existed."""
+        conn = self.conn
+        if conn.execute("SELECT 1 FROM block_paths LIMIT 1").fetchone() is not None:
+            return
+        if conn.execute("SELECT 1 FROM journal WHERE length(blocks) > 0 LIMIT 1").fetchone() is None:
+            return
+        with self.write() as conn:
+            for row in conn.execute("SELECT box_id, path, blocks FROM journal WHERE length(blocks) > 0").fetchall():
+                blob = bytes(row["blocks"])
+                conn.executemany(
+                    "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) VALUES (?, ?, ?)",
+                    ((blob[i : i + 32], row["box_id"], row["path"]) for i in range(0, len(blob), 32)),
+                )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -230,9 +250,15 @@ class SqliteMeta:
         return found
 
     def readable_blocks(self, conn: sqlite3.Connection, user_id: int, digests: Sequence[bytes]) -> set[bytes]:
-        """Those `digests` that `user_id` has proved to hold or may read through a box."""
+        """Those `digests` that `user_id` has proved to hold (uploaded) or may read through a file it may read.
+
+        A member of the whole box reads every block of the box; a member of one folder only the blocks
+        that some version of a path under that folder referenced: knowing a hash gives nothing.
+        """
         readable: set[bytes] = set()
-        box_ids = [r[0] for r in conn.execute("SELECT DISTINCT box_id FROM members WHERE user_id = ?", (user_id,))]
+        shares = conn.execute("SELECT box_id, prefix FROM members WHERE user_id = ?", (user_id,)).fetchall()
+        box_ids = [r["box_id"] for r in shares if r["prefix"] == ""]
+        folders = [(r["box_id"], r["prefix"]) for r in shares if r["prefix"] != ""]
         for part in batched(digests):
             marks = ",".join("?" * len(part))
             readable.update(
@@ -251,6 +277,19 @@ class SqliteMeta:
                     bytes(r[0])
                     for r in conn.execute(
                         f"SELECT sha256 FROM box_blocks WHERE box_id = ? AND sha256 IN ({marks})", (box_id, *part)
+                    )
+                )
+            rest = [d for d in rest if d not in readable]
+        for box_id, prefix in folders:
+            if not rest:
+                break
+            for part in batched(rest):
+                marks = ",".join("?" * len(part))
+                readable.update(
+                    bytes(r[0])
+                    for r in conn.execute(
+                        f"SELECT DISTINCT sha256 FROM block_paths WHERE sha256 IN ({marks}) AND box_id = ? "
+                        "AND path >= ? AND path < ?", (*part, box_id, prefix + "/", prefix + "0")
                     )
                 )
             rest = [d for d in rest if d not in readable]
@@ -319,6 +358,10 @@ class SqliteMeta:
         digests = {bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)}
         conn.executemany(
             "INSERT OR IGNORE INTO box_blocks (box_id, sha256) VALUES (?, ?)", ((box_id, d) for d in digests)
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) VALUES (?, ?, ?)",
+            ((e["blocks"][i : i + 32], box_id, e["path"]) for e in entries for i in range(0, len(e["blocks"]), 32)),
         )
         conn.execute("UPDATE boxes SET head = ? WHERE id = ?", (seq, box_id))
         return seq, now

@@ -1,0 +1,157 @@
+"""Passwords: slow salted hashes (argon2id), password login that hands out a new token, and a
+rate limit on wrong passwords per user and per client address (in memory, per server process)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from server_min.errors import BadRequest, ServerError, Unauthorized
+from server_min.meta.sqlite_sharing import SqliteSharing
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+# How many argon2 verifications may run at once: each takes tens of MiB, so a flood must queue.
+CONCURRENT_VERIFY = 4
+
+_hasher = PasswordHasher()
+_verify_slots = threading.BoundedSemaphore(CONCURRENT_VERIFY)
+# Checked when the user does not exist or has no password, so both cost the same time as a real check.
+_DUMMY = _hasher.hash("box: no such user, no such password")
+
+
+class TooManyAttempts(ServerError):
+    """429: too many wrong passwords; `retry_after` says when to try again."""
+
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(f"too many wrong passwords; try again in {self.retry_after} s",
+                         retry_after=self.retry_after)
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash with its own random salt (the only form a password is ever stored in)."""
+    check_password_rules(password)
+    return _hasher.hash(password)
+
+
+def check_password_rules(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise BadRequest(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise BadRequest(f"a password may have at most {MAX_PASSWORD} characters")
+    if any(ch in password for ch in "\x00\r\n"):
+        raise BadRequest("a password may not hold NUL or line breaks")
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """True if `password` matches `stored`; takes as long when `stored` is None (no such user)."""
+    with _verify_slots:
+        try:
+            _hasher.verify(stored or _DUMMY, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        return stored is not None
+
+
+@dataclass
+class _Bucket:
+    failures: list[float] = field(default_factory=list)
+    locked_until: float = 0.0
+    strikes: int = 0
+
+
+class RateLimiter:
+    """Counts wrong passwords per key ('user:NAME', 'addr:IP'); past `limit` in `window` seconds a key is
+    locked for `lock` seconds, doubling with each further lock-out up to `max_lock`."""
+
+    def __init__(self, limit: int, window: float = 900.0, lock: float = 30.0, max_lock: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.lock = lock
+        self.max_lock = max_lock
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+        self._mutex = threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may try again (0 if it may now)."""
+        with self._mutex:
+            bucket = self._buckets.get(key)
+            return max(0.0, bucket.locked_until - self.clock()) if bucket else 0.0
+
+    def failure(self, key: str) -> None:
+        now = self.clock()
+        with self._mutex:
+            if len(self._buckets) >= self.max_keys:
+                self._prune(now)
+            bucket = self._buckets.setdefault(key, _Bucket())
+            bucket.failures = [t for t in bucket.failures if now - t < self.window] + [now]
+            if len(bucket.failures) >= self.limit:
+                bucket.locked_until = now + min(self.max_lock, self.lock * (2**bucket.strikes))
+                bucket.strikes += 1
+                bucket.failures = []
+
+    def success(self, key: str) -> None:
+        with self._mutex:
+            self._buckets.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, b in self._buckets.items() if b.locked_until <= now
+                    and all(now - t >= self.window for t in b.failures)]:
+            del self._buckets[key]
+        if len(self._buckets) >= self.max_keys:  # still full: forget the oldest half rather than grow
+            for key in list(self._buckets)[: self.max_keys // 2]:
+                del self._buckets[key]
+
+
+class Accounts:
+    """Setting passwords (an admin on the server) and logging in with one (anyone, rate-limited)."""
+
+    def __init__(self, store: SqliteSharing, per_user: int = 5, per_addr: int = 20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.users = RateLimiter(per_user, clock=clock)
+        self.addrs = RateLimiter(per_addr, clock=clock)
+
+    def set_password(self, name: str, password: str) -> None:
+        row = self.store.user(name)
+        if row is None:
+            raise BadRequest(f"no user named {name!r}")
+        self.store.set_password(int(row["id"]), hash_password(password))
+
+    def login(self, name: str, password: str, addr: str, new_token: Callable[[], tuple[str, str]]) -> dict[str, str]:
+        """Check a password and return a new token for the user; 401 if wrong, 429 when rate-limited.
+
+        `new_token` returns (token, its hash). The same 401 answers an unknown user and a wrong
+        password, so the answer does not tell which user names exist.
+        """
+        user_key, addr_key = f"user:{name.lower()}", f"addr:{addr}"
+        wait = max(self.users.wait(user_key), self.addrs.wait(addr_key))
+        if wait > 0:
+            raise TooManyAttempts(wait)
+        row = self.store.user(name) if isinstance(name, str) and 0 < len(name) <= 64 else None
+        stored = row["password_hash"] if row is not None else None
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD or not verify_password(stored, password):
+            self.users.failure(user_key)
+            self.addrs.failure(addr_key)
+            raise Unauthorized("wrong user name or password")
+        assert row is not None
+        self.users.success(user_key)
+        token, token_hash = new_token()
+        self.store.add_token(int(row["id"]), token_hash)
+        return {"user": str(row["name"]), "token": token}
+
+
+__all__ = ["Accounts", "RateLimiter", "TooManyAttempts", "hash_password", "verify_password"]
