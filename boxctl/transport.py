@@ -105,7 +105,7 @@ class Transport:
 
     def post_json(self, route: str, body: Any, idempotent: bool = True) -> Any:
         response = self.request("POST", route, json=body, idempotent=idempotent)
-        self._count(len(response.request.body or b"") + len(route) + 200, len(response.content))
+        self._count(len(response.request.body or b""), len(response.content))
         return response.json()
 
     # --- blocks -----------------------------------------------------------------------------
