@@ -33,7 +33,7 @@ from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
 from boxctl.index import Index
 from boxctl.timeparse import parse_time
-from boxctl.transport import Transport
+from boxctl.transport import Transport, parse_rate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Box: keep a folder in sync, with every version.")
@@ -51,26 +51,56 @@ class State:
 
     quiet = False
     directory: Path | None = None
+    bwlimit: float | None = None
+    jobs = 4
+    timeout = 60.0
+    retries = 6
+    delta = True
 
 
 STATE = State()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
+BwOpt = Annotated[str | None, typer.Option("--bwlimit", help="Limit bandwidth, rsync style: KiB/s, or 500K, 2M.")]
+JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Blocks transferred in parallel (default 4).")]
+
+
+def transfer_options(bwlimit: str | None, jobs: int | None) -> None:
+    """Apply --bwlimit and --jobs for this run."""
+    if bwlimit is not None:
+        STATE.bwlimit = parse_rate(bwlimit)
+    if jobs is not None:
+        if not 1 <= jobs <= 64:
+            raise UsageError("--jobs must be between 1 and 64")
+        STATE.jobs = jobs
+
+
+def make_transport(server: str, token: str) -> Transport:
+    """A transport with this run's timeout, retry and bandwidth settings."""
+    return Transport(server, token, timeout=STATE.timeout, retries=STATE.retries, bwlimit=STATE.bwlimit)
 
 
 @app.callback()
 def main_options(
     directory: Annotated[Path | None, typer.Option("-C", help="Run as if started in this folder.")] = None,
     quiet: QuietOpt = False,
+    timeout: Annotated[float, typer.Option("--timeout", envvar="BOX_TIMEOUT",
+                                           help="Seconds to wait for the server before retrying.")] = 60.0,
+    retries: Annotated[int, typer.Option("--retries", envvar="BOX_RETRIES",
+                                         help="Retries of a failed request (backoff with jitter).")] = 6,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
 ) -> None:
     """Box: a Dropbox-style synced folder with a git/rsync-style command line."""
     if version:
         out.print(f"boxctl {__version__}")
         raise typer.Exit()
+    if timeout <= 0 or not 0 <= retries <= 100:
+        raise UsageError("--timeout must be positive and --retries between 0 and 100")
     STATE.quiet = quiet
     STATE.directory = directory
+    STATE.timeout = timeout
+    STATE.retries = retries
 
 
 def say(message: str) -> None:
@@ -110,9 +140,9 @@ def open_engine(json_mode: bool = False) -> Iterator[Engine]:
     root = find_root(here())
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
-    transport = Transport(config.server, creds.for_device(config.device_name))
+    transport = make_transport(config.server, creds.for_device(config.device_name))
     with progress_bar(not json_mode) as update:
-        engine = Engine(root, config, transport, progress=update)
+        engine = Engine(root, config, transport, progress=update, threads=STATE.jobs, delta=STATE.delta)
         try:
             yield engine
         finally:
@@ -188,7 +218,7 @@ def _register(transport: Transport, creds: Credentials, device: str | None) -> t
             return int(answer["id"]), str(answer["name"]), transport
         save_device(creds, name, int(answer["id"]), str(answer["token"]))
         known = creds.devices[name]
-    device_transport = Transport(creds.server, str(known["token"]))
+    device_transport = make_transport(creds.server, str(known["token"]))
     transport.close()
     return int(known["id"]), name, device_transport
 
@@ -257,8 +287,11 @@ def clone(
                     typer.Option("--only", help="Keep only these folders or files: --only PATH [PATH...].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    bwlimit: BwOpt = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Make a new synced folder holding the box's current files (or only some of them, with --only)."""
+    transfer_options(bwlimit, jobs)
     STATE.quiet = STATE.quiet or quiet
     creds = load_credentials(url)
     root = (here() / (directory or Path(name.rsplit("/", 1)[-1]))).resolve()
@@ -270,7 +303,7 @@ def clone(
     root.mkdir(parents=True, exist_ok=True)
     config = _make_folder(root, info, creds.server, device_id, device_name, _selection(only or []))
     with progress_bar(not json_out) as update:
-        engine = Engine(root, config, transport, progress=update)
+        engine = Engine(root, config, transport, progress=update, threads=STATE.jobs)
         try:
             result = engine.pull()
         finally:
@@ -307,10 +340,14 @@ def status(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
 def push(
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be pushed; send nothing.")] = False,
+    no_delta: Annotated[bool, typer.Option("--no-delta", help="Send changed blocks whole, never as deltas.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    bwlimit: BwOpt = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Upload the blocks the server lacks and commit all local changes atomically."""
+    transfer_options(bwlimit, jobs)
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         started = time.monotonic()
@@ -338,8 +375,11 @@ def pull(
                      typer.Argument(help="Fetch only these files or folders (sync on demand).")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    bwlimit: BwOpt = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Apply remote changes; a file changed on both sides keeps both versions."""
+    transfer_options(bwlimit, jobs)
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         result = engine.pull(paths or None, here())
@@ -371,8 +411,11 @@ def sync(
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    bwlimit: BwOpt = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Pull, then push: one command for cron and CI."""
+    transfer_options(bwlimit, jobs)
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         pulled = engine.pull()
@@ -426,8 +469,11 @@ def restore(
     to: Annotated[Path | None, typer.Option("--to", help="Write it here instead of changing the box.")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    bwlimit: BwOpt = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Bring a file, deleted file, folder or the whole box back to an earlier version."""
+    transfer_options(bwlimit, jobs)
     STATE.quiet = STATE.quiet or quiet
     if (rev is None) == (at is None):
         raise UsageError("give exactly one of --rev REV or --at TIME")
@@ -472,8 +518,11 @@ def watch(
     directory: Annotated[Path, typer.Argument(help="The synced folder (default: the current one).")] = Path("."),
     log_file: Annotated[Path | None, typer.Option("--log-file", help="Append one line per synced change.")] = None,
     quiet: QuietOpt = False,
+    bwlimit: BwOpt = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Keep the folder in sync both ways, live, until Ctrl-C or SIGTERM."""
+    transfer_options(bwlimit, jobs)
     from boxctl.watch import Watcher
 
     STATE.quiet = STATE.quiet or quiet
@@ -496,7 +545,7 @@ def watch(
             err.print(line, markup=False)
 
     def make_engine() -> Engine:
-        return Engine(root, config, Transport(config.server, token))
+        return Engine(root, config, make_transport(config.server, token), threads=STATE.jobs)
 
     poll_transport = Transport(config.server, token, retries=0, timeout=POLL_TIMEOUT + 30)
     say(f"watching {root} (box {config.owner}/{config.box_name} on {config.server}); Ctrl-C to stop")

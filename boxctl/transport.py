@@ -16,17 +16,52 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from box_common.frames import HEADER, Frame, FrameError
-from boxctl.errors import AuthError, BoxError, NetworkError, NotFound, PushRejected, ServerRefused
+from boxctl.errors import AuthError, BoxError, NetworkError, NotFound, PushRejected, ServerRefused, UsageError
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+PIECE = 64 << 10
+
+
+class RateLimiter:
+    """A token bucket shared by every thread of a transfer: `--bwlimit` in bytes per second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def spend(self, n: int) -> None:
+        """Wait until `n` more bytes fit in the budget."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+
+def parse_rate(text: str) -> float | None:
+    """rsync-style --bwlimit: a number of KiB/s, or with a K, M or G suffix; 0 means no limit."""
+    value = text.strip().upper().removesuffix("B").removesuffix("/S")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:], 1 << 10)
+    number = value[:-1] if value[-1:] in "KMG" else value
+    try:
+        rate = float(number) * scale
+    except ValueError:
+        raise UsageError(f"cannot read the rate {text!r}: use e.g. 500 (KiB/s), 2M or 1G") from None
+    if rate < 0:
+        raise UsageError("--bwlimit must not be negative")
+    return rate or None
 
 
 class Transport:
     """Calls to one server as one user; safe to share between threads."""
 
     def __init__(self, server: str, token: str, *, timeout: float = 60.0, retries: int = 6,
-                 backoff: float = 0.5, max_backoff: float = 30.0, pool: int = 16) -> None:
+                 backoff: float = 0.5, max_backoff: float = 30.0, pool: int = 16,
+                 bwlimit: float | None = None) -> None:
         self.server = server
+        self.limiter = RateLimiter(bwlimit) if bwlimit else None
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -119,10 +154,28 @@ class Transport:
 
     def upload_pack(self, body: bytes) -> dict[str, Any]:
         """Upload a body of frames (idempotent: the server skips blocks it already holds)."""
-        response = self.request("POST", "/blocks/pack", data=body,
-                                headers={"Content-Type": "application/x-box-frames"})
+        data: Any = body if self.limiter is None else self._throttled(body)
+        headers = {"Content-Type": "application/x-box-frames"}
+        if self.limiter is not None:
+            headers["Content-Length"] = str(len(body))
+        response = self.request("POST", "/blocks/pack", data=data, headers=headers)
         self._count(len(body), len(response.content))
         return response.json()
+
+    def _throttled(self, body: bytes) -> Any:
+        """A body that re-iterates (for retries) and paces itself to the rate limit."""
+        limiter = self.limiter
+        assert limiter is not None
+
+        class Paced:
+            def __iter__(self) -> Iterator[bytes]:
+                view = memoryview(body)
+                for start in range(0, len(view), PIECE):
+                    piece = view[start : start + PIECE]
+                    limiter.spend(len(piece))
+                    yield bytes(piece)
+
+        return Paced()
 
     def fetch(self, hashes: list[str]) -> Iterator[Frame]:
         """Download blocks as frames, in the order asked (the caller verifies each hash)."""
@@ -132,7 +185,7 @@ class Transport:
             for _ in hashes:
                 header = _read_exact(raw, HEADER.size)
                 digest, codec, length = HEADER.unpack(header)
-                payload = _read_exact(raw, length)
+                payload = _read_exact(raw, length, self.limiter)
                 self._count(0, HEADER.size + length)
                 yield Frame(digest.hex(), codec, payload)
         except (requests.exceptions.RequestException, OSError) as exc:
@@ -141,11 +194,13 @@ class Transport:
             response.close()
 
 
-def _read_exact(raw: Any, size: int) -> bytes:
+def _read_exact(raw: Any, size: int, limiter: RateLimiter | None = None) -> bytes:
     parts = []
     remaining = size
     while remaining:
-        part = raw.read(remaining)
+        if limiter is not None:
+            limiter.spend(min(remaining, PIECE))
+        part = raw.read(min(remaining, PIECE) if limiter is not None else remaining)
         if not part:
             raise FrameError("the server closed the download early")
         parts.append(part)
