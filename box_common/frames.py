@@ -38,7 +38,10 @@ class Frame:
 
 def encode_frame(frame: Frame) -> bytes:
     """The header of `frame` followed by its payload, as one bytes object."""
-    return HEADER.pack(bytes.fromhex(frame.sha256), frame.codec, len(frame.payload)) + bytes(frame.payload)
+    digest = bytes.fromhex(frame.sha256)
+    if len(digest) != 32:
+        raise ValueError(f"block id {frame.sha256[:80]!r} is not a SHA-256")
+    return HEADER.pack(digest, frame.codec, len(frame.payload)) + bytes(frame.payload)
 
 
 def encode_frames(frames: Iterable[Frame]) -> bytes:

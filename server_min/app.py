@@ -9,15 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from box_common.frames import CODEC_IDS, Frame, encode_frame
 from server_min.errors import BadRequest, ServerError, TooLarge
 from server_min.notify import Notifier
+from server_min.routes_sharing import install as install_sharing
 from server_min.service import Caller, Service
 
 MAX_JSON_BODY = 256 << 20
@@ -60,16 +63,17 @@ class ChangeIn(BaseModel):
 
 class CommitIn(BaseModel):
     message: str = Field(default="", max_length=10_000)
-    device: int | None = None
+    device: int | None = Field(default=None, ge=0, lt=1 << 62)
     changes: list[ChangeIn]
 
 
 class AckIn(BaseModel):
-    device: int
-    cursor: int = Field(ge=0)
+    device: int = Field(ge=0, lt=1 << 62)
+    cursor: int = Field(ge=0, lt=1 << 62)
 
 
 bearer = HTTPBearer(auto_error=False)
+BoxId = Annotated[int, PathParam(ge=1, lt=1 << 62, description="A box id (see GET /v1/boxes?name=).")]
 
 
 def current_caller(request: Request,
@@ -88,10 +92,18 @@ def create_app(data_dir: Path) -> FastAPI:
     app = FastAPI(title="Box server_min", version="1", description="Chunk and metadata service of Box.")
     app.state.service = service
     app.state.notifier = notifier
+    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)  # share, login, links and their pages
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "too_large", 422: "invalid"}
+        return JSONResponse({"error": names.get(exc.status_code, "error"), "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -146,7 +158,7 @@ def create_app(data_dir: Path) -> FastAPI:
         return service.find_box(who, name)
 
     @app.get("/v1/boxes/{box_id}")
-    def box_info(box_id: int, who: Auth) -> dict[str, Any]:
+    def box_info(box_id: BoxId, who: Auth) -> dict[str, Any]:
         return service.box_info(who, box_id)
 
     @app.post("/v1/blocks/missing")
@@ -191,49 +203,54 @@ def create_app(data_dir: Path) -> FastAPI:
         return StreamingResponse(frames(), media_type="application/x-box-frames")
 
     @app.post("/v1/boxes/{box_id}/commits")
-    def commit(box_id: int, body: CommitIn, who: Auth) -> dict[str, Any]:
+    def commit(box_id: BoxId, body: CommitIn, who: Auth) -> dict[str, Any]:
         changes = [c.model_dump() for c in body.changes]
         return service.commit(who, box_id, body.message, body.device, changes)
 
     @app.get("/v1/boxes/{box_id}/changes")
-    def changes(box_id: int, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+    def changes(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
                 limit: int = Query(20_000, ge=1, le=100_000)) -> dict[str, Any]:
         return service.changes(who, box_id, cursor, limit)
 
     @app.get("/v1/boxes/{box_id}/pending")
-    def pending(box_id: int, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+    def pending(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
                 device: int | None = Query(None, ge=0, lt=1 << 62)) -> dict[str, Any]:
         return service.pending(who, box_id, cursor, device)
 
     @app.post("/v1/boxes/{box_id}/ack")
-    def ack(box_id: int, body: AckIn, who: Auth) -> dict[str, Any]:
+    def ack(box_id: BoxId, body: AckIn, who: Auth) -> dict[str, Any]:
         service.ack(who, box_id, body.device, body.cursor)
         return {"ok": True}
 
     @app.get("/v1/boxes/{box_id}/wait")
-    async def wait(box_id: int, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+    async def wait(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
                    timeout: float = Query(DEFAULT_WAIT, ge=0, le=MAX_WAIT)) -> dict[str, Any]:
-        # Register before reading the head, so a commit landing in between still wakes us.
-        future = notifier.register(box_id)
-        try:
-            head = await run_in_threadpool(service.head, who, box_id)
-            if head <= cursor:
+        # Register before reading the head, so a commit landing in between still wakes us. A member of one
+        # folder sees only commits inside it: a wake-up for another folder re-checks and waits on, silently;
+        # every check runs the access rules again, so a removed share gets its 404 at the next wake-up.
+        deadline = time.monotonic() + timeout
+        while True:
+            future = notifier.register(box_id)
+            try:
+                head = await run_in_threadpool(service.head, who, box_id, cursor)
+                remaining = deadline - time.monotonic()
+                if head > cursor or remaining <= 0:
+                    return {"changes": head > cursor, "head": head, "backoff": 0}
                 try:
-                    head = await asyncio.wait_for(asyncio.shield(future), timeout)
+                    await asyncio.wait_for(asyncio.shield(future), remaining)
                 except TimeoutError:
                     return {"changes": False, "head": head, "backoff": 0}
-            return {"changes": head > cursor, "head": head, "backoff": 0}
-        finally:
-            notifier.unregister(box_id, future)
+            finally:
+                notifier.unregister(box_id, future)
 
     @app.get("/v1/boxes/{box_id}/tree")
-    def tree(box_id: int, who: Auth, at: int | None = Query(None, ge=0, lt=1 << 62),
+    def tree(box_id: BoxId, who: Auth, at: int | None = Query(None, ge=0, lt=1 << 62),
              time_: float | None = Query(None, alias="time", ge=0, lt=1e12),
              path: str = Query("", max_length=4096)) -> dict[str, Any]:
         return service.tree(who, box_id, at, time_, path)
 
     @app.get("/v1/boxes/{box_id}/log")
-    def log(box_id: int, who: Auth, path: str | None = Query(None, max_length=4096),
+    def log(box_id: BoxId, who: Auth, path: str | None = Query(None, max_length=4096),
             limit: int = Query(50, ge=1, le=10_000), before: int | None = Query(None, ge=0, lt=1 << 62)
             ) -> dict[str, Any]:
         return service.log(who, box_id, path, limit, before)
@@ -253,14 +270,19 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def serve(data_dir: Path, host: str, port: int, log_level: str = "warning") -> None:
-    """Run the server in the foreground until interrupted."""
+def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_cert: Path | None = None,
+          tls_key: Path | None = None) -> None:
+    """Run the server in the foreground until interrupted (over TLS when given a certificate and key)."""
     import uvicorn
+
+    from server_min.links import redact_access_log
 
     app = create_app(data_dir)
     started = time.time()
     app.state.started = started
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75)
+    redact_access_log()  # link URLs carry their token: never write one to a log
+    tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75, **tls)
 
 
 __all__ = ["create_app", "serve"]

@@ -280,7 +280,8 @@ class Service:
                 (d, size, len(f.payload), f.codec, pack, off) for (d, f, size), off in zip(new, offsets, strict=True)
             ]
         self.meta.add_blocks(caller.user_id, rows, verified.keys())
-        return {"received": len(frames), "stored": len(new), "bytes": sum(len(f.payload) for _, f, _ in new)}
+        # The answer is the same whether a block was new or already stored for someone else: no oracle.
+        return {"received": len(frames), "stored": len(verified), "bytes": len(body)}
 
     def _rebuild(self, caller: Caller, frame: Frame) -> tuple[Frame, bytes]:
         """Turn a delta frame into a stored frame: rebuild the block from its base, which the caller must read."""

@@ -1,0 +1,89 @@
+"""Request body limits that hold even without a Content-Length header (chunked uploads).
+
+app.py refuses a declared Content-Length over the limit; this ASGI middleware also counts the bytes
+of bodies sent without one, and gives small routes (login, sharing, links) a small limit of their
+own. Over the limit, the answer is 413 with a JSON body and the app never sees the request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# These routes read their (binary) body themselves, in pieces, and enforce their own limit.
+STREAMED = (("POST", "/v1/blocks/pack"), ("PUT", "/v1/blocks/"))
+
+
+class BodyLimit:
+    """Buffer and count request bodies that come without a Content-Length; 413 past the limit."""
+
+    def __init__(self, app: ASGIApp, small_limit: int, small_prefixes: tuple[str, ...] = (),
+                 small_suffixes: tuple[str, ...] = (), json_limit: int = 256 << 20,
+                 blocks_limit: int = 80 << 20) -> None:
+        self.app = app
+        self.small_limit = small_limit
+        self.small_prefixes = small_prefixes
+        self.small_suffixes = small_suffixes
+        self.json_limit = json_limit
+        self.blocks_limit = blocks_limit
+
+    def limit_for(self, method: str, path: str) -> int | None:
+        """The limit of a route, or None for routes that stream their body themselves."""
+        if path.startswith(self.small_prefixes) or (path.startswith("/v1/boxes/") and path.endswith(
+                self.small_suffixes)):
+            return self.small_limit
+        if any(method == m and (path == p or (p.endswith("/") and path.startswith(p))) for m, p in STREAMED):
+            return None
+        return self.blocks_limit if path.startswith("/v1/blocks/") else self.json_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"], scope["path"])
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > limit:
+                await _too_large(send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length: read the body here, counting, then hand the app a replay of it.
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            parts.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body: dict[str, Any] = {"error": "too_large", "message": f"request body is over the limit of {limit} bytes"}
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,154 @@
+"""HTTP routes for sharing, password login and read-only links (the API under /v1, the pages under /l/).
+
+`install(app, service)` adds them to the app of app.py; like app.py, this module only validates and
+routes: the rules live in sharing.py, links.py and passwords.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from server_min import link_pages
+from server_min.limits import BodyLimit
+from server_min.links import LinkGone, Links, Target
+from server_min.passwords import Accounts, TooManyAttempts
+from server_min.service import Caller, Service, hash_token, new_token
+
+MAX_SMALL_BODY = 64 << 10
+LINK_EXPIRY_MAX = 10 * 365 * 86400.0
+BoxId = Annotated[int, Path(ge=0, lt=1 << 62)]
+
+
+class LoginIn(BaseModel):
+    user: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class ShareIn(BaseModel):
+    user: str = Field(min_length=1, max_length=64)
+    path: str = Field(default="", max_length=4096)
+    role: str = Field(default="viewer", max_length=16)
+
+
+class LinkIn(BaseModel):
+    path: str = Field(default="", max_length=4096)
+    expires_in: float | None = Field(default=None, gt=0, le=LINK_EXPIRY_MAX)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _caller(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    return request.app.state.service.authenticate(creds.credentials if creds else None)
+
+
+Auth = Annotated[Caller, Depends(_caller)]
+
+
+def _client_addr(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) -> None:
+    """Add the sharing, login and link routes to `app`, and body limits that also count chunked bodies."""
+    accounts = Accounts(service.sharing.store)
+    links = Links(service, service.sharing.store)
+    app.state.accounts = accounts
+    app.state.links = links
+    app.add_middleware(BodyLimit, small_limit=MAX_SMALL_BODY, small_prefixes=("/v1/login", "/v1/links"),
+                       small_suffixes=("/members", "/links"), json_limit=json_limit, blocks_limit=blocks_limit)
+
+    @app.exception_handler(TooManyAttempts)
+    async def too_many(_: Request, exc: TooManyAttempts) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=429, headers={"Retry-After": str(exc.retry_after)})
+
+    api = APIRouter(prefix="/v1")
+
+    @api.post("/login")
+    def login(body: LoginIn, request: Request) -> dict[str, Any]:
+        """Exchange a user name and password for a new account token (rate-limited; 429 with Retry-After)."""
+
+        def make() -> tuple[str, str]:
+            token = new_token()
+            return token, hash_token(token)
+
+        return accounts.login(body.user, body.password, _client_addr(request), make)
+
+    @api.get("/boxes/{box_id}/members")
+    def members(box_id: BoxId, who: Auth) -> dict[str, Any]:
+        return {"members": service.sharing.list(who, box_id)}
+
+    @api.post("/boxes/{box_id}/members")
+    def share(box_id: BoxId, body: ShareIn, who: Auth) -> dict[str, Any]:
+        return service.sharing.add(who, box_id, body.user, body.path, body.role)
+
+    @api.delete("/boxes/{box_id}/members/{user}")
+    def unshare(box_id: BoxId, user: Annotated[str, Path(max_length=64)], who: Auth,
+                path: str | None = Query(None, max_length=4096)) -> dict[str, Any]:
+        return service.sharing.remove(who, box_id, user, path)
+
+    @api.post("/boxes/{box_id}/links")
+    def make_link(box_id: BoxId, body: LinkIn, who: Auth) -> dict[str, Any]:
+        return links.create(who, box_id, body.path, body.expires_in)
+
+    @api.get("/links")
+    def list_links(who: Auth, box: int | None = Query(None, ge=0, lt=1 << 62)) -> dict[str, Any]:
+        return {"links": links.list(who, box)}
+
+    @api.delete("/links/{ref}")
+    def revoke_link(ref: Annotated[str, Path(max_length=64)], who: Auth) -> dict[str, Any]:
+        return links.revoke(who, ref)
+
+    app.include_router(api)
+
+    pages = APIRouter(prefix="/l", tags=["link pages"])
+
+    @pages.get("/{token}", response_class=HTMLResponse)
+    async def link_root(token: Annotated[str, Path(max_length=200)], request: Request,
+                        dl: int = Query(0, ge=0, le=1)) -> Response:
+        """A link's page (`?dl=1`: the file itself, or a folder as a streamed zip)."""
+        return await _serve(request, token, "", bool(dl))
+
+    @pages.get("/{token}/{sub:path}", response_class=HTMLResponse)
+    async def link_inside(token: Annotated[str, Path(max_length=200)], sub: Annotated[str, Path(max_length=4096)],
+                          request: Request, dl: int = Query(0, ge=0, le=1)) -> Response:
+        """A file or subfolder inside a folder link."""
+        return await _serve(request, token, sub, bool(dl))
+
+    async def _serve(request: Request, token: str, sub: str, download: bool) -> Response:
+        try:
+            target: Target = await run_in_threadpool(links.open, token, sub)
+        except LinkGone as gone:
+            return HTMLResponse(link_pages.error_page(gone.status, gone.title, gone.message),
+                                status_code=gone.status, headers=link_pages.HEADERS)
+        base = request.scope.get("root_path", "") + f"/l/{token}"
+        root_name = str(target.link["path"]).rsplit("/", 1)[-1] or target.box_name
+        if target.entry is not None:
+            entry = target.entry
+            if download:
+                headers = dict(link_pages.HEADERS) | {
+                    "Content-Disposition": link_pages.content_disposition(target.name),
+                    "Content-Length": str(entry["size"]),
+                }
+                return StreamingResponse(links.file_bytes(entry), media_type="application/octet-stream",
+                                         headers=headers)
+            page = link_pages.file_page(base, root_name, target.sub, target.name, entry["size"], entry["mtime_ns"])
+            return HTMLResponse(page, headers=link_pages.HEADERS)
+        if download:
+            headers = dict(link_pages.HEADERS) | {
+                "Content-Disposition": link_pages.content_disposition(target.name + ".zip")}
+            return StreamingResponse(links.zip_stream(target), media_type="application/zip", headers=headers)
+        children = await run_in_threadpool(links.listing, target)
+        page = link_pages.folder_page(base, root_name, target.sub, target.name, children)
+        return HTMLResponse(page, headers=link_pages.HEADERS)
+
+    app.include_router(pages)
+
+
+__all__ = ["install"]
