@@ -73,7 +73,7 @@ class AckIn(BaseModel):
 
 
 bearer = HTTPBearer(auto_error=False)
-BoxId = Annotated[int, PathParam(ge=1, lt=1 << 62, description="A box id (see GET /v1/boxes?name=).")]
+BoxId = Annotated[int, PathParam(ge=0, lt=1 << 62, description="A box id (see GET /v1/boxes?name=).")]
 
 
 def current_caller(request: Request,
