@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -286,9 +287,10 @@ class Engine:
         body = {
             "message": message or _default_message(changes),
             "device": self.config.device_id,
+            "key": secrets.token_urlsafe(16),  # lets the commit be retried safely after a lost answer
             "changes": [self._change_json(c) for c in result.changes],
         }
-        answer = self.transport.post_json(f"{self.box}/commits", body, idempotent=False)
+        answer = self.transport.post_json(f"{self.box}/commits", body)
         result.seq = int(answer["seq"])
         self._record_push(result.changes, result.seq, int(answer["previous_head"]))
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
@@ -616,8 +618,8 @@ class Engine:
         if changes:
             label = prefix or "the box"
             body = {"message": f"restore {label} to commit {then['seq']}", "device": self.config.device_id,
-                    "changes": changes}
-            seq = self.transport.post_json(f"{self.box}/commits", body, idempotent=False)["seq"]
+                    "key": secrets.token_urlsafe(16), "changes": changes}
+            seq = self.transport.post_json(f"{self.box}/commits", body)["seq"]
         pulled = self.pull()
         return {"restored": prefix or ".", "from_seq": then["seq"], "seq": seq, "changes": len(changes),
                 "pull": pulled.as_json()}

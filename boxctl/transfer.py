@@ -18,7 +18,7 @@ import zstandard
 from box_common.delta import WINDOW, Signature, make_delta
 from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, encode_frame
 from boxctl.chunking import Block
-from boxctl.errors import BoxError, NotFound
+from boxctl.errors import BoxError, NetworkError, NotFound
 from boxctl.transport import Transport
 
 BATCH_BYTES = 8 << 20
@@ -240,7 +240,16 @@ def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], 
             found[sha] = data
         else:
             wanted.append(sha)
-    if wanted:
-        for frame, sha in zip(transport.fetch(wanted), wanted, strict=True):
-            found[sha] = decode_block(frame, sha)
+    attempt = 0
+    while wanted:
+        try:
+            for frame, sha in zip(transport.fetch(wanted), wanted, strict=False):
+                found[sha] = decode_block(frame, sha)
+        except NetworkError:
+            # A download cut off mid-stream: keep what arrived and ask again for the rest.
+            attempt += 1
+            if attempt > transport.retries:
+                raise
+            transport.pause(attempt)
+        wanted = [sha for sha in wanted if sha not in found]
     return found

@@ -121,6 +121,10 @@ class Transport:
                 raise _error_for(response)
             return response
 
+    def pause(self, attempt: int) -> None:
+        """Back off before retry number `attempt` of something the caller repeats itself."""
+        self._sleep(attempt, None)
+
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = min(self.max_backoff, self.backoff * (2**attempt))
         delay = random.uniform(delay / 2, delay)  # jitter: clients that failed together retry apart

@@ -64,10 +64,11 @@ def _compressor() -> zstandard.ZstdCompressor:
     return cctx
 
 
-def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes:
-    """The block's plain bytes: decompressed when its codec says zstd, never more than `limit`."""
+def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes | memoryview:
+    """The block's plain bytes: decompressed when its codec says zstd (never more than `limit`);
+    a raw payload is returned as is, without a copy."""
     if frame.codec == CODEC_RAW:
-        return bytes(frame.payload)
+        return frame.payload
     if frame.codec != CODEC_ZSTD:
         raise Unprocessable(f"block {frame.sha256} has codec {frame.codec}, which cannot be stored or read as is")
     try:
@@ -330,15 +331,24 @@ class Service:
         plain = plain_bytes(Frame(sha, row["codec"], payload))
         if hashlib.sha256(plain).hexdigest() != sha:
             raise OSError(f"block {sha} is damaged in the store")
-        return plain
+        return bytes(plain)
 
     # --- commits and the journal ------------------------------------------------------------
 
     def commit(self, caller: Caller, box_id: int, message: str, device_id: int | None,
-               changes: list[dict[str, Any]]) -> dict[str, Any]:
-        """Apply `changes` as one atomic commit, or nothing at all (409 naming every conflicting path)."""
+               changes: list[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
+        """Apply `changes` as one atomic commit, or nothing at all (409 naming every conflicting path).
+
+        `key`, chosen by the client, makes a retried commit safe: the same key answers with the
+        commit it already made instead of committing twice.
+        """
         access = self.access(caller, box_id, write=True)
         device_id = self.check_device(caller, device_id)
+        if key is not None:
+            done = self.meta.commit_by_key(box_id, key)
+            if done is not None:
+                return {"seq": done["seq"], "time": done["time"], "previous_head": -1,
+                        "changes": done["nchanges"], "replayed": True}
         if not changes:
             raise BadRequest("a commit needs at least one change")
         if len(changes) > MAX_CHANGES:
@@ -380,7 +390,7 @@ class Service:
                     conflicts=conflicts[:1000],
                 )
             previous = self.meta.head_in(conn, box_id)
-            seq, when = self.meta.append_commit(conn, box_id, caller.user_id, device_id, message, entries)
+            seq, when = self.meta.append_commit(conn, box_id, caller.user_id, device_id, message, entries, key)
         if device_id is not None:
             self.meta.touch_device(device_id)
         if self.on_commit is not None:

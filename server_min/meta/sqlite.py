@@ -31,8 +31,9 @@ CREATE TABLE IF NOT EXISTS device_cursors (
     PRIMARY KEY (device_id, box_id));
 CREATE TABLE IF NOT EXISTS commits (
     box_id INTEGER NOT NULL, seq INTEGER NOT NULL, user_id INTEGER NOT NULL, device_id INTEGER,
-    message TEXT NOT NULL, time REAL NOT NULL, nchanges INTEGER NOT NULL, PRIMARY KEY (box_id, seq));
+    message TEXT NOT NULL, time REAL NOT NULL, nchanges INTEGER NOT NULL, key TEXT, PRIMARY KEY (box_id, seq));
 CREATE INDEX IF NOT EXISTS commits_time ON commits (box_id, time);
+CREATE UNIQUE INDEX IF NOT EXISTS commits_key ON commits (box_id, key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS journal (
     box_id INTEGER NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL,
     kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
@@ -332,14 +333,15 @@ class SqliteMeta:
         device_id: int | None,
         message: str,
         entries: Sequence[dict[str, Any]],
+        key: str | None = None,
     ) -> tuple[int, float]:
         """Write one commit and its journal entries inside the caller's transaction; return (seq, time)."""
         seq = self.head_in(conn, box_id) + 1
         now = time.time()
         conn.execute(
-            "INSERT INTO commits (box_id, seq, user_id, device_id, message, time, nchanges) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (box_id, seq, user_id, device_id, message, now, len(entries)),
+            "INSERT INTO commits (box_id, seq, user_id, device_id, message, time, nchanges, key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (box_id, seq, user_id, device_id, message, now, len(entries), key),
         )
         conn.executemany(
             "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target) "
@@ -365,6 +367,11 @@ class SqliteMeta:
         )
         conn.execute("UPDATE boxes SET head = ? WHERE id = ?", (seq, box_id))
         return seq, now
+
+    def commit_by_key(self, box_id: int, key: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT seq, time, nchanges FROM commits WHERE box_id = ? AND key = ?", (box_id, key)
+        ).fetchone()
 
     def head_in(self, conn: sqlite3.Connection, box_id: int) -> int:
         return int(conn.execute("SELECT head FROM boxes WHERE id = ?", (box_id,)).fetchone()[0])
