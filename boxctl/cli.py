@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from box_common.paths import InvalidPath, normalize_path
 from boxctl import __version__
+from boxctl.cli_share import admin_passwd, check_can_push, link_app, password_login, share_app
 from boxctl.config import (
     BOX_DIR,
     BoxConfig,
@@ -41,6 +42,9 @@ admin_app = typer.Typer(no_args_is_help=True, help="Server administration (runs 
 app.add_typer(admin_app, name="admin")
 devices_app = typer.Typer(help="List your devices, or revoke one.")
 app.add_typer(devices_app, name="devices")
+app.add_typer(share_app, name="share")
+app.add_typer(link_app, name="link")
+admin_app.command("passwd")(admin_passwd)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -81,6 +85,12 @@ def make_transport(server: str, token: str) -> Transport:
     return Transport(server, token, timeout=STATE.timeout, retries=STATE.retries, bwlimit=STATE.bwlimit)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"boxctl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     directory: Annotated[Path | None, typer.Option("-C", help="Run as if started in this folder.")] = None,
@@ -89,12 +99,10 @@ def main_options(
                                            help="Seconds to wait for the server before retrying.")] = 60.0,
     retries: Annotated[int, typer.Option("--retries", envvar="BOX_RETRIES",
                                          help="Retries of a failed request (backoff with jitter).")] = 6,
-    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Show the version and exit.")] = False,
 ) -> None:
     """Box: a Dropbox-style synced folder with a git/rsync-style command line."""
-    if version:
-        out.print(f"boxctl {__version__}")
-        raise typer.Exit()
     if timeout <= 0 or not 0 <= retries <= 100:
         raise UsageError("--timeout must be positive and --retries between 0 and 100")
     STATE.quiet = quiet
@@ -159,13 +167,21 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Run the Box server in the foreground until interrupted."""
     from server_min.app import serve as run_server
 
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("give both --tls-cert and --tls-key, or neither")
+    for pem in (tls_cert, tls_key):
+        if pem is not None and not pem.is_file():
+            raise UsageError(f"{pem} is not a file")
     data.mkdir(parents=True, exist_ok=True)
-    err.print(f"box server on http://{host}:{port} (data in {data.resolve()}); Ctrl-C to stop", markup=False)
-    run_server(data.resolve(), host, port, log_level)
+    scheme = "https" if tls_cert else "http"
+    err.print(f"box server on {scheme}://{host}:{port} (data in {data.resolve()}); Ctrl-C to stop", markup=False)
+    run_server(data.resolve(), host, port, log_level, tls_cert, tls_key)
 
 
 @admin_app.command("add-user")
@@ -197,9 +213,7 @@ def login(
     """Check and store credentials for a server (in your config folder, mode 0600)."""
     STATE.quiet = STATE.quiet or quiet
     server = normalize_url(url)
-    token = token or os.environ.get("BOX_TOKEN")
-    if not token:
-        raise UsageError("give --token TOKEN (or set BOX_TOKEN)")
+    token = token or os.environ.get("BOX_TOKEN") or password_login(server, user)  # no token: ask the password
     transport = Transport(server, token, retries=2)
     me = transport.get_json("/me")
     path = save_credentials(Credentials(server, user, token))
@@ -350,6 +364,7 @@ def push(
     transfer_options(bwlimit, jobs)
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
+        check_can_push(engine.transport, engine.config)  # a viewer is refused before any upload
         started = time.monotonic()
         result = engine.push(message, dry_run=dry_run)
         elapsed = time.monotonic() - started

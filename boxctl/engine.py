@@ -172,24 +172,28 @@ class Engine:
         for temp in self.workspace.temps:  # left by a pull that was cut off: never a user's file
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        base = self.index.entries()
-        sure: list[LocalChange] = []
-        maybe: list[LocalChange] = []
+        base = self.index.stats()
+        sure_paths: list[tuple[str, LocalEntry | None]] = []
+        maybe_paths: list[tuple[str, LocalEntry]] = []
         for path, local in scan.items():
             if not self.selected(path):
                 continue  # outside the selection (or a folder that only holds selected paths)
             old = base.get(path)
-            if old is None or old.kind != local.kind:
-                sure.append(LocalChange(path, "put", local.kind, local, old))
+            if old is None or old[0] != local.kind:
+                sure_paths.append((path, local))
             elif local.kind == "file":
-                if (old.size, old.mtime_ns, old.inode, old.mode) != (local.size, local.mtime_ns, local.inode,
-                                                                     local.mode):
-                    maybe.append(LocalChange(path, "put", "file", local, old))
-            elif local.kind == "link" and old.target != local.target:
-                sure.append(LocalChange(path, "put", "link", local, old))
+                if old[1:5] != (local.size, local.mtime_ns, local.inode, local.mode):
+                    maybe_paths.append((path, local))
+            elif local.kind == "link" and old[5] != local.target:
+                sure_paths.append((path, local))
         for path, old in base.items():
-            if path not in scan and self.selected(path) and not self.workspace.is_ignored(path, old.kind == "dir"):
-                sure.append(LocalChange(path, "delete", old.kind, None, old))
+            if path not in scan and self.selected(path) and not self.workspace.is_ignored(path, old[0] == "dir"):
+                sure_paths.append((path, None))
+        # Full index entries (block lists) only for the few paths that changed.
+        full = self.index.get_many([p for p, _ in sure_paths] + [p for p, _ in maybe_paths])
+        sure = [LocalChange(p, "put" if local else "delete", local.kind if local else full[p].kind, local, full.get(p))
+                for p, local in sure_paths]
+        maybe = [LocalChange(p, "put", "file", local, full.get(p)) for p, local in maybe_paths]
         return sure, maybe
 
     def _unchanged(self, change: LocalChange) -> bool:

@@ -92,6 +92,27 @@ class Index:
             )
         }
 
+    def stats(self) -> dict[str, tuple[str, int, int, int, int, str | None]]:
+        """(kind, size, mtime_ns, inode, mode, target) of every path: all a scan needs, loaded fast."""
+        return {
+            row[0]: row[1:]
+            for row in self.conn.execute("SELECT path, kind, size, mtime_ns, inode, mode, target FROM entries")
+        }
+
+    def get_many(self, paths: list[str]) -> dict[str, IndexEntry]:
+        """Full entries of `paths` (those that are indexed)."""
+        found: dict[str, IndexEntry] = {}
+        for start in range(0, len(paths), 500):
+            part = paths[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(
+                "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target, sizes FROM entries "
+                f"WHERE path IN ({marks})",
+                part,
+            ):
+                found[row[0]] = IndexEntry(*row)
+        return found
+
     def get(self, path: str) -> IndexEntry | None:
         row = self.conn.execute(
             "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target, sizes FROM entries "

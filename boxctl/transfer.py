@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from box_common.delta import WINDOW, Signature, make_delta
 from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, encode_frame
 from boxctl.chunking import Block
 from boxctl.errors import BoxError, NetworkError, NotFound
@@ -168,6 +167,8 @@ class BlockUploader:
 
     def _delta_frame(self, block: Block, base: bytes, full: bytes) -> bytes:
         """A delta frame against `base` when it is smaller than `full`; else `full`."""
+        from box_common.delta import WINDOW, Signature, make_delta  # numpy: loaded only when a delta helps
+
         try:
             sig = Signature.decode(self.transport.get_bytes(f"/blocks/{base.hex()}/signature", window=WINDOW))
         except NotFound:

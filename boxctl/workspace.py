@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pathspec
 
-from box_common.paths import InvalidPath, normalize_path, parent_paths
+from box_common.paths import MAX_DEPTH, MAX_PATH_BYTES, InvalidPath, is_plain_name, normalize_path, parent_paths
 from boxctl.config import BOX_DIR
 from boxctl.errors import UsageError
 
@@ -73,7 +73,7 @@ class Workspace:
         self._walk(str(self.root), "", found)
         return found
 
-    def _walk(self, folder: str, rel: str, found: dict[str, LocalEntry]) -> None:
+    def _walk(self, folder: str, rel: str, found: dict[str, LocalEntry], depth: int = 1) -> None:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
@@ -85,13 +85,14 @@ class Workspace:
                 if not entry.name.startswith(PARTIAL_PREFIX):
                     self.temps.append(entry.path)  # left by a transfer that was cut off
                 continue
-            try:
-                if normalize_path(path) != path:
-                    self.skipped.append((path, "name is not in NFC form"))
+            if not (is_plain_name(entry.name) and depth < MAX_DEPTH and len(path.encode()) < MAX_PATH_BYTES):
+                try:
+                    if normalize_path(path) != path:
+                        self.skipped.append((path, "name is not in NFC form"))
+                        continue
+                except InvalidPath as exc:
+                    self.skipped.append((path, str(exc)))
                     continue
-            except InvalidPath as exc:
-                self.skipped.append((path, str(exc)))
-                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
@@ -100,7 +101,7 @@ class Workspace:
                 if self.is_ignored(path, is_dir=True):
                     continue
                 found[path] = LocalEntry(path, "dir", 0, 0, st.st_ino, 0o755)
-                self._walk(entry.path, path, found)
+                self._walk(entry.path, path, found, depth + 1)
             elif self.is_ignored(path):
                 continue
             elif stat.S_ISREG(st.st_mode):
