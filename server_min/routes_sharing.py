@@ -107,7 +107,8 @@ def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) 
 
     app.include_router(api)
 
-    pages = APIRouter(prefix="/l", tags=["link pages"])
+    # Web pages, not API: kept out of /openapi.json (which lists /v1 only); tests/security fuzz them apart.
+    pages = APIRouter(prefix="/l", include_in_schema=False)
 
     @pages.get("/{token}", response_class=HTMLResponse)
     async def link_root(token: Annotated[str, Path(max_length=200)], request: Request,
