@@ -206,9 +206,12 @@ class Service:
         owner = self.meta.user_by_name(owner_name) if owner_name else None
         owner_id = caller.user_id if not owner_name else (int(owner["id"]) if owner else -1)
         row = self.meta.box_by_name(owner_id, box_name)
-        if row is None:
-            raise NotFound(f"no box named {ref!r} that you can access")
-        access = self.access(caller, int(row["id"]))
+        try:
+            if row is None:
+                raise NotFound("no such box")
+            access = self.access(caller, int(row["id"]))
+        except NotFound:  # the same answer whether the box exists or not, and never its id
+            raise NotFound(f"no box named {ref!r} that you can access") from None
         if folder and access.prefix != folder:
             if not access.prefix:
                 raise Unprocessable(f"you have the whole box {owner_name}/{box_name}: clone it without a folder")
