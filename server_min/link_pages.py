@@ -33,7 +33,11 @@ li .size{color:var(--muted);font-size:.9rem;white-space:nowrap}
 li .get{color:var(--accent);font-weight:600;text-decoration:none;white-space:nowrap;padding:.4rem 0}
 .crumbs{font-size:.9rem;color:var(--muted);margin-bottom:.5rem;overflow-wrap:anywhere}
 .crumbs a{color:var(--accent)}
-.icon{width:1.5rem;text-align:center}
+.icon{flex:none;width:1.1rem;height:1.3rem;border-radius:2px;border:2px solid var(--muted);position:relative}
+.icon.dir{height:.95rem;margin-top:.2rem;background:var(--accent);border-color:var(--accent);border-radius:3px}
+.icon.dir:before{content:"";position:absolute;left:-2px;top:-.35rem;width:.5rem;height:.3rem;background:var(--accent);
+border-radius:2px 2px 0 0}
+.icon.link{border-style:dashed}
 .code{font-size:3rem;font-weight:700;color:var(--muted);margin:0}
 footer{margin-top:1.5rem;color:var(--muted);font-size:.8rem;text-align:center}
 """
@@ -63,15 +67,16 @@ def human_time(mtime_ns: int) -> str:
     return time.strftime("%d %b %Y, %H:%M UTC", time.gmtime(mtime_ns / 1e9)) if mtime_ns else ""
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, footer: bool = True) -> str:
     e = html.escape
+    note = "<footer>Shared through a Box link. Anyone with the link can see this.</footer>" if footer else ""
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta name=\"referrer\" content=\"no-referrer\"><meta name=\"robots\" content=\"noindex, nofollow\">"
         f"<title>{e(title)} · Box</title><style>{STYLE}</style></head><body><main>"
         "<header><span class=\"logo\">Box</span><span>shared with you, read only</span></header>"
-        f"{body}<footer>Shared through a Box link. Anyone with the link can see this.</footer></main></body></html>"
+        f"{body}{note}</main></body></html>"
     )
 
 
@@ -111,15 +116,15 @@ def folder_page(base: str, root_name: str, sub: str, name: str, children: list[d
     for c in children:
         href = here + "/" + quote(c["name"], safe="")
         if c["kind"] == "dir":
-            rows.append(f"<li class=\"dir\"><span class=\"icon\">📁</span><span class=\"name\">"
+            rows.append(f"<li class=\"dir\"><span class=\"icon dir\"></span><span class=\"name\">"
                         f"<a href=\"{e(href)}\">{e(c['name'])}/</a></span></li>")
         elif c["kind"] == "file":
-            rows.append(f"<li class=\"file\"><span class=\"icon\">📄</span><span class=\"name\">"
+            rows.append(f"<li class=\"file\"><span class=\"icon\"></span><span class=\"name\">"
                         f"<a href=\"{e(href)}\">{e(c['name'])}</a></span>"
                         f"<span class=\"size\">{e(human_size(c['size']))}</span>"
                         f"<a class=\"get\" href=\"{e(href)}?dl=1\" download>Download</a></li>")
         else:
-            rows.append(f"<li class=\"link\"><span class=\"icon\">↪</span><span class=\"name\">{e(c['name'])}"
+            rows.append(f"<li class=\"link\"><span class=\"icon link\"></span><span class=\"name\">{e(c['name'])}"
                         f"</span><span class=\"size\">link to {e(str(c.get('target') or ''))}</span></li>")
     summary = f"{folders} folder{'s' if folders != 1 else ''}, {files} file{'s' if files != 1 else ''}"
     body = (
@@ -135,7 +140,7 @@ def error_page(status: int, title: str, message: str) -> str:
     e = html.escape
     body = (f"<section class=\"card\"><p class=\"code\">{status}</p><h1>{e(title)}</h1>"
             f"<p class=\"meta\">{e(message)}</p></section>")
-    return _page(title, body)
+    return _page(title, body, footer=False)
 
 
 def content_disposition(name: str) -> str:
