@@ -247,7 +247,7 @@ def link_rm(
     quiet: QuietOpt = False,
 ) -> None:
     """Revoke a link at once: its page answers 410 from now on."""
-    if ref.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", ref):
         key = ref
     else:
         parts = urlsplit(ref)

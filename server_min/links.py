@@ -124,7 +124,7 @@ class Links:
     def revoke(self, caller: Caller, ref: str) -> dict[str, Any]:
         """Revoke a link by id or by the SHA-256 of its token: its next request gets 410."""
         row = None
-        if ref.isdigit() and len(ref) < 19:
+        if re.fullmatch(r"[0-9]{1,18}", ref):
             row = self.store.link(int(ref))
         elif re.fullmatch(r"[0-9a-f]{64}", ref):
             row = self.store.link_by_hash(ref)
