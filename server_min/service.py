@@ -21,7 +21,7 @@ import zstandard
 from box_common.content import content_hash
 from box_common.delta import DeltaError, apply_delta, signature
 from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
-from box_common.paths import InvalidPath, normalize_path, normalize_prefix
+from box_common.paths import MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, InvalidPath, normalize_path, normalize_prefix
 from server_min.blocks.local import LocalBlocks
 from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
 from server_min.meta.sqlite import SqliteMeta
@@ -145,11 +145,15 @@ class Service:
         """The caller's devices, with how far each has acknowledged each box and how much it is behind."""
         devices = []
         for d in self.meta.devices(caller.user_id):
-            boxes = [
-                {"box_id": c["box_id"], "box": c["box"], "cursor": c["cursor"], "head": c["head"],
-                 "behind": self.meta.count_after(c["box_id"], c["cursor"], None), "acked": c["updated"]}
-                for c in self.meta.device_cursors(d["id"])
-            ]
+            boxes = []
+            for c in self.meta.device_cursors(d["id"]):
+                try:  # a folder member counts only its folder; a box no longer shared is left out
+                    access = self.access(caller, int(c["box_id"]))
+                except NotFound:
+                    continue
+                boxes.append({"box_id": c["box_id"], "box": c["box"], "cursor": c["cursor"],
+                              "head": self.sharing.head(access),
+                              "behind": self.sharing.waiting(access, c["cursor"], None), "acked": c["updated"]})
             devices.append({
                 "id": d["id"], "name": d["name"], "kind": d["kind"], "created": d["created"],
                 "last_seen": d["last_seen"], "revoked": bool(d["revoked"]), "current": d["id"] == caller.device_id,
@@ -501,11 +505,21 @@ def _strip(path: str, prefix: str) -> str:
     return path[len(prefix) + 1 :] if prefix else path
 
 
+def _over_limits(path: str) -> bool:
+    """True if a path is longer or deeper than any Box path may be (422, where a malformed one is 400)."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    return (len(encoded) > MAX_PATH_BYTES or path.count("/") >= MAX_DEPTH
+            or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")))
+
+
 def _entry(change: Any, prefix: str) -> dict[str, Any]:
     """Validate one change of a commit and turn it into a journal entry (paths made absolute in the box)."""
     if not isinstance(change, dict):
         raise BadRequest("each change must be an object")
     raw = change.get("path")
+    if isinstance(raw, str) and _over_limits(raw):
+        raise Unprocessable(f"path {raw[:60]!r}... is over the limits: {MAX_PATH_BYTES} bytes, {MAX_DEPTH} levels, "
+                            f"{MAX_NAME_BYTES} bytes per name")
     try:
         path = normalize_path(raw) if isinstance(raw, str) else normalize_path("")
     except InvalidPath as exc:

@@ -486,7 +486,27 @@ def test_commit_over_path_limits(unchanged: World, path: str) -> None:
     assert w.upload("alice", data).status_code == 200
     w.settle()
     resp = w.commit("alice", [w.put(path, data)])
-    assert resp.status_code in (400, 413, 422) and resp.headers["content-type"] == "application/json"
+    assert resp.status_code == 422 and resp.json()["error"] == "invalid", resp.text
+
+
+def test_commit_over_change_limit_is_413(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More changes than a commit may hold: 413, nothing applied (in-process, with the limit lowered to 3)."""
+    from starlette.testclient import TestClient
+
+    import server_min.service as service_module
+    from server_min.app import create_app
+
+    monkeypatch.setattr(service_module, "MAX_CHANGES", 3)
+    app = create_app(tmp_path / "data")
+    token = app.state.service.add_user("alice")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        box = client.post("/v1/boxes", json={"name": "b"}, headers=auth).json()["id"]
+        dirs = [{"path": f"d{i}", "op": "put", "kind": "dir"} for i in range(4)]
+        resp = client.post(f"/v1/boxes/{box}/commits", json={"changes": dirs}, headers=auth)
+        assert resp.status_code == 413 and resp.json()["error"] == "too_large"
+        assert client.get(f"/v1/boxes/{box}/tree", headers=auth).json()["entries"] == []
+        assert client.post(f"/v1/boxes/{box}/commits", json={"changes": dirs[:3]}, headers=auth).status_code == 200
 
 
 # --- passwords -------------------------------------------------------------------------------------
