@@ -1,0 +1,97 @@
+"""server_min/passwords.py: argon2 hashes, the rate limiter's lock-outs, and login answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server_min.errors import BadRequest, Unauthorized
+from server_min.passwords import Accounts, RateLimiter, TooManyAttempts, hash_password, verify_password
+from server_min.service import Service
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_hash_is_salted_argon2id_and_verifies() -> None:
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first.startswith("$argon2id$") and first != second
+    assert "correct horse" not in first
+    assert verify_password(first, "correct horse") and not verify_password(first, "correct horsE")
+    assert not verify_password(None, "anything at all")
+    assert not verify_password("not a hash", "correct horse")
+
+
+@pytest.mark.parametrize("bad", ["short", "", "x" * 1025, "with\nnewline", "nul\x00byte"])
+def test_password_rules(bad: str) -> None:
+    with pytest.raises(BadRequest):
+        hash_password(bad)
+
+
+def test_rate_limiter_locks_and_doubles() -> None:
+    clock = Clock()
+    limiter = RateLimiter(limit=3, window=60, lock=10, max_lock=25, clock=clock)
+    for _ in range(2):
+        limiter.failure("k")
+    assert limiter.wait("k") == 0
+    limiter.failure("k")
+    assert limiter.wait("k") == 10
+    clock.now += 10
+    assert limiter.wait("k") == 0
+    for _ in range(3):
+        limiter.failure("k")
+    assert limiter.wait("k") == 20  # the second lock-out lasts twice as long
+    clock.now += 20
+    for _ in range(3):
+        limiter.failure("k")
+    assert limiter.wait("k") == 25  # capped
+    limiter.success("k")
+    assert limiter.wait("k") == 0
+
+
+def test_failures_outside_the_window_are_forgotten() -> None:
+    clock = Clock()
+    limiter = RateLimiter(limit=3, window=60, lock=10, clock=clock)
+    limiter.failure("k")
+    limiter.failure("k")
+    clock.now += 61
+    limiter.failure("k")
+    assert limiter.wait("k") == 0
+
+
+def test_rate_limiter_memory_is_bounded() -> None:
+    limiter = RateLimiter(limit=3, max_keys=100)
+    for i in range(1000):
+        limiter.failure(f"addr:{i}")
+    assert len(limiter._buckets) <= 100
+
+
+def test_login_answers(tmp_path: Path) -> None:
+    service = Service(tmp_path / "data")
+    service.add_user("alice")
+    clock = Clock()
+    accounts = Accounts(service.sharing.store, per_user=2, per_addr=3, clock=clock)
+    accounts.set_password("alice", "alice's password")
+    with pytest.raises(BadRequest):
+        accounts.set_password("nobody", "some password")
+    made = accounts.login("alice", "alice's password", "10.0.0.1", lambda: ("tok", "hash-of-tok"))
+    assert made == {"user": "alice", "token": "tok"}
+    assert service.meta.token("hash-of-tok")["name"] == "alice"  # a real, stored token (only its hash)
+    with pytest.raises(Unauthorized) as wrong:
+        accounts.login("alice", "nope nope", "10.0.0.1", lambda: ("x", "y"))
+    with pytest.raises(Unauthorized) as ghost:
+        accounts.login("ghost", "nope nope", "10.0.0.2", lambda: ("x", "y"))
+    assert wrong.value.body() == ghost.value.body()
+    with pytest.raises(Unauthorized):
+        accounts.login("alice", "nope again", "10.0.0.3", lambda: ("x", "y"))
+    with pytest.raises(TooManyAttempts) as locked:
+        accounts.login("alice", "alice's password", "10.0.0.4", lambda: ("x", "y"))
+    assert locked.value.status == 429 and locked.value.retry_after >= 1
+    clock.now += 31
+    assert accounts.login("alice", "alice's password", "10.0.0.4", lambda: ("t2", "h2"))["token"] == "t2"
