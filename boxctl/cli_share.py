@@ -300,7 +300,7 @@ def read_password(prompt: str, confirm: bool) -> str:
     else:
         password = (sys.stdin.readline() if sys.stdin is not None else "").rstrip("\r\n")
     if not password:
-        raise UsageError("no password given")
+        raise UsageError("no password given: type it, pipe it on stdin, or log in with --token TOKEN")
     return password
 
 
