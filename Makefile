@@ -20,3 +20,13 @@ test-all: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Benchmarks against rsync, restic and borg (issue 3): bench/setup.sh installs the peers from Debian
+# (needs root or sudo) and the Python extras; results go to bench/results/ and docs/benchmarks.md.
+bench: install
+	bash bench/setup.sh
+	$(PY) -m bench.run
+
+bench-quick: install
+	bash bench/setup.sh
+	$(PY) -m bench.run --quick
