@@ -21,6 +21,15 @@ test-all: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+.PHONY: bench-watch bench-watch-quick
+
+# Automatic sync: watch latency between two devices (200 edits) and 1,000 long polls on one server.
+bench-watch: install
+	$(PY) -m bench.watch_latency
+
+bench-watch-quick: install
+	$(PY) -m bench.watch_latency --quick
+
 # Benchmarks against rsync, restic and borg (issue 3): bench/setup.sh installs the peers from Debian
 # (needs root or sudo) and the Python extras; results go to bench/results/ and docs/benchmarks.md.
 bench: install
