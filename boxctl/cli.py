@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -559,13 +560,18 @@ def watch(
         if not STATE.quiet:
             err.print(line, markup=False)
 
-    def make_engine() -> Engine:
-        return Engine(root, config, make_transport(config.server, token), threads=STATE.jobs)
+    stop = threading.Event()
 
-    poll_transport = Transport(config.server, token, retries=0, timeout=POLL_TIMEOUT + 30)
+    def make_engine() -> Engine:
+        # Few quick retries: watch's own backoff takes over, and a stop ends any wait at once.
+        transport = Transport(config.server, token, timeout=STATE.timeout, retries=min(STATE.retries, 2),
+                              bwlimit=STATE.bwlimit, max_backoff=2.0, stop=stop)
+        return Engine(root, config, transport, threads=STATE.jobs)
+
+    poll_transport = Transport(config.server, token, retries=0, timeout=POLL_TIMEOUT + 30, stop=stop)
     say(f"watching {root} (box {config.owner}/{config.box_name} on {config.server}); Ctrl-C to stop")
     try:
-        code = Watcher(make_engine, poll_transport, root, log, status_line).run()
+        code = Watcher(make_engine, poll_transport, root, log, status_line, stop=stop).run()
     finally:
         poll_transport.close()
         if log_out is not None:

@@ -55,11 +55,7 @@ def save_credentials(creds: Credentials) -> Path:
     path = _credentials_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = _read_credentials()
-    old = data.get(creds.server, {})
-    # A new login (another token) starts afresh: devices registered under the old one may be revoked.
-    same = old.get("user") == creds.user and old.get("token") == creds.token
-    devices = creds.devices or (old.get("devices", {}) if same else {})
-    data[creds.server] = {"user": creds.user, "token": creds.token, "devices": devices}
+    data[creds.server] = {"user": creds.user, "token": creds.token, "devices": creds.devices}
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -98,8 +94,13 @@ def load_credentials(server: str | None) -> Credentials:
 
 
 def save_device(creds: Credentials, name: str, device_id: int, token: str) -> None:
-    """Remember a device registered from this machine, with its own token (revocable on its own)."""
+    """Remember a device registered from this machine, with its own token (revocable on its own).
+
+    The login token is replaced by the device's token: from now on this machine holds only device
+    tokens, so revoking its device locks it out (it cannot register itself again under a new name).
+    """
     creds.devices[name] = {"id": device_id, "token": token}
+    creds.token = token
     save_credentials(creds)
 
 

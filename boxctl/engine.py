@@ -175,6 +175,18 @@ class Engine:
         only = self.config.only
         return not only or any(is_under(path, prefix) for prefix in only)
 
+    def new_root(self, path: str) -> str | None:
+        """For a path outside the selection, the folder (or file) to add to it so that it syncs;
+        None for a folder that only exists here to hold selected paths."""
+        if self.selected(path):
+            return None
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            head = "/".join(parts[:depth])
+            if not any(is_under(prefix, head) for prefix in self.config.only):
+                return head
+        return None
+
     # --- local changes ----------------------------------------------------------------------
 
     def _candidates(self) -> tuple[list[LocalChange], list[LocalChange]]:
@@ -187,8 +199,8 @@ class Engine:
         sure_paths: list[tuple[str, LocalEntry | None]] = []
         maybe_paths: list[tuple[str, LocalEntry]] = []
         for path, local in scan.items():
-            if not self.selected(path):
-                continue  # outside the selection (or a folder that only holds selected paths)
+            if not self.selected(path) and (path in base or self.new_root(path) is None):
+                continue  # a folder that only holds selected paths
             old = base.get(path)
             if old is None or old[0] != local.kind:
                 sure_paths.append((path, local))
@@ -261,6 +273,12 @@ class Engine:
         Paths in `hold` (files still being written, as watch sees them) wait for a later push.
         """
         sure, maybe = self._candidates()
+        roots = sorted({r for c in sure if (r := self.new_root(c.path)) is not None})
+        if roots and not dry_run:
+            # New local files outside a selective folder's selection: select their folder first (pulling
+            # what the box already holds there, with the usual conflict rules), then push them.
+            self.pull(roots, self.root)
+            sure, maybe = self._candidates()
         skipped = list(self.workspace.skipped)
         if hold:
             skipped += [(c.path, "still being written; it will sync once closed") for c in sure + maybe

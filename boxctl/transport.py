@@ -59,8 +59,9 @@ class Transport:
 
     def __init__(self, server: str, token: str, *, timeout: float = 60.0, retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, pool: int = 16,
-                 bwlimit: float | None = None) -> None:
+                 bwlimit: float | None = None, stop: threading.Event | None = None) -> None:
         self.server = server
+        self.stop = stop  # set by `watch` on SIGTERM: a retry's wait ends at once
         self.limiter = RateLimiter(bwlimit) if bwlimit else None
         self.timeout = timeout
         self.retries = retries
@@ -130,7 +131,11 @@ class Transport:
         delay = random.uniform(delay / 2, delay)  # jitter: clients that failed together retry apart
         if retry_after:
             delay = max(delay, _parse_retry_after(retry_after))
-        time.sleep(min(delay, self.max_backoff))
+        delay = min(delay, self.max_backoff)
+        if self.stop is None:
+            time.sleep(delay)
+        elif self.stop.wait(delay):
+            raise NetworkError("stopped while waiting to retry")
 
     def get_json(self, route: str, **params: Any) -> Any:
         response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None})

@@ -8,8 +8,10 @@ one commit; a file still open for writing is held back until it is closed.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import Any
 from watchdog.events import (
     FileClosedEvent,
     FileClosedNoWriteEvent,
+    FileCreatedEvent,
     FileModifiedEvent,
     FileOpenedEvent,
     FileSystemEvent,
@@ -82,7 +85,9 @@ class FolderEvents(FileSystemEventHandler):
         now = time.monotonic()
         with self.state.lock:
             if rel is not None and not event.is_directory:
-                if isinstance(event, FileModifiedEvent):
+                if isinstance(event, FileModifiedEvent) or (
+                        isinstance(event, FileCreatedEvent) and _is_empty_file(event.src_path)):
+                    # Created empty: a writer may still be about to fill it; its close releases it.
                     self.state.writing[rel] = now
                 elif isinstance(event, FileClosedEvent):
                     self.state.writing.pop(rel, None)
@@ -97,7 +102,8 @@ class Watcher:
     """Runs sync rounds until stopped; reports each change through `log` and its state through `status`."""
 
     def __init__(self, make_engine: Callable[[], Engine], transport: Transport, root: Path,
-                 log: Callable[[str], None], status: Callable[[str], None], poll_timeout: float = POLL_TIMEOUT) -> None:
+                 log: Callable[[str], None], status: Callable[[str], None], poll_timeout: float = POLL_TIMEOUT,
+                 stop: threading.Event | None = None) -> None:
         self.make_engine = make_engine
         self.transport = transport
         self.root = root
@@ -105,6 +111,8 @@ class Watcher:
         self.status = status
         self.poll_timeout = poll_timeout
         self.state = WatchState()
+        if stop is not None:
+            self.state.stop = stop  # shared with the transports, so their retry waits end on SIGTERM
         self.online = True
 
     def request_stop(self, *_: Any) -> None:
@@ -233,6 +241,14 @@ class Watcher:
                     self.state.remote_dirty = True  # whatever we missed, the next round pulls it
                 self.state.wake.set()
                 self.state.stop.wait(_backoff(failures))
+
+
+def _is_empty_file(path: str | bytes) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def _backoff(failures: int) -> float:

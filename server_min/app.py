@@ -284,7 +284,9 @@ def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_
     app.state.started = started
     redact_access_log()  # link URLs carry their token: never write one to a log
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75, **tls)
+    # A long poll must not hold a stopping server for its whole timeout: give requests 3 s, then close.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75,
+                timeout_graceful_shutdown=3, **tls)
 
 
 __all__ = ["create_app", "serve"]

@@ -428,9 +428,6 @@ def test_large_file_written_slowly_is_never_committed_half_written(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="product bug: a file created empty and written after a pause longer than "
-                   "watch's debounce is committed empty first (FolderEvents only holds a path back after "
-                   "FileModifiedEvent, not after FileCreatedEvent)")
 def test_file_created_then_written_after_a_pause_is_not_committed_empty(
         two_devices: tuple[Device, Device], watches: Watches) -> None:
     a, b = two_devices
@@ -541,8 +538,6 @@ def test_sigint_and_sigterm_stop_an_idle_watch_with_code_0(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="product bug: while the server is down, SIGTERM waits for the engine "
-                   "transport's own retries (6, up to ~31 s of time.sleep) before watch exits")
 def test_sigterm_while_offline_exits_promptly(
         two_devices: tuple[Device, Device], server: ServerProc, watches: Watches) -> None:
     a, _ = two_devices
@@ -632,8 +627,6 @@ def test_revoked_device_watch_exits_3(two_devices: tuple[Device, Device], watche
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="security bug: 'boxctl login' stores the account token on every machine, "
-                   "and revoking a device leaves it valid: the revoked machine clones the box again as a new device")
 def test_revoked_machine_cannot_get_back_in_with_its_stored_login(two_devices: tuple[Device, Device]) -> None:
     a, b = two_devices
     a.write("secret.txt", "for trusted devices only")
@@ -737,8 +730,6 @@ def test_watch_keeps_only_selected_paths_in_sync(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="product bug: on a device cloned with --only, a file created outside the "
-                   "selection is silently ignored: status says 'no local changes', push 'nothing to push'")
 def test_new_file_outside_the_selection_is_not_silently_dropped(
         box_with_folders: Device, make_device: Any) -> None:
     """A file the user creates outside the selection is their edit: it syncs, as Dropbox syncs a new folder."""
