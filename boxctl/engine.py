@@ -524,18 +524,24 @@ class Engine:
 
     def _apply_writes(self, writes: list[dict[str, Any]], result: PullResult, index_puts: list[IndexEntry]) -> None:
         """Create folders and links, then stream every file's blocks into place (temp, fsync, rename)."""
-        for remote in writes:
+        places: dict[str, Path] = {}
+        for remote in sorted(writes, key=lambda r: (r["kind"] != "dir", r["path"])):
+            try:
+                places[remote["path"]] = self.workspace.safe_path(remote["path"], create_parents=True)
+                if remote["kind"] == "link":
+                    check_link_target(remote["path"], remote["target"])
+            except UnsafePath as exc:
+                result.refused.append((remote["path"], exc.message))  # the rest of the pull goes on
+                continue
             if remote["kind"] == "dir":
-                full = self.workspace.safe_path(remote["path"], create_parents=True)
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(full, 0o755)
+                    os.mkdir(places[remote["path"]], 0o755)
                 self._done(remote, result, index_puts)
+        writes = [r for r in writes if r["path"] in places]
         for remote in writes:
-            if remote["kind"] == "link":
-                full = self.workspace.safe_path(remote["path"], create_parents=True)
-                if self._still_as_expected(remote):
-                    make_link(full, remote["target"])
-                    self._done(remote, result, index_puts)
+            if remote["kind"] == "link" and self._still_as_expected(remote):
+                make_link(places[remote["path"]], remote["target"])
+                self._done(remote, result, index_puts)
         files = [r for r in writes if r["kind"] == "file"]
         total = sum(r["size"] for r in files)
         done = 0
@@ -723,6 +729,21 @@ def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
         each = remote["size"] // max(1, len(blocks))
         for sha in blocks:
             yield sha, each
+
+
+def check_link_target(path: str, target: str) -> None:
+    """Refuse a symlink from the server that points outside the synced folder (absolute or via '..'):
+    the client never writes through links, but a person opening the file would."""
+    if target.startswith("/") or "\x00" in target:
+        raise UnsafePath(f"refusing link {path!r}: its target {target!r} is outside the synced folder")
+    depth = len(path.split("/")) - 1
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                raise UnsafePath(f"refusing link {path!r}: its target {target!r} leaves the synced folder")
+        elif part not in ("", "."):
+            depth += 1
 
 
 def _counted(chunks: Iterator[bytes], sizes: list[int]) -> Iterator[bytes]:

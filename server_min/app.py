@@ -119,16 +119,12 @@ def create_app(data_dir: Path) -> FastAPI:
     async def limit_body(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
         limit = MAX_PACK_BODY if request.url.path.startswith("/v1/blocks/") else MAX_JSON_BODY
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
             return JSONResponse(
                 {"error": "too_large", "message": f"request body is over the limit of {limit} bytes"},
                 status_code=413,
             )
         return await call_next(request)
-
-    @app.on_event("startup")
-    async def bind_loop() -> None:
-        notifier.bind(asyncio.get_running_loop())
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
