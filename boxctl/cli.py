@@ -363,6 +363,7 @@ def push(
 ) -> None:
     """Upload the blocks the server lacks and commit all local changes atomically."""
     transfer_options(bwlimit, jobs)
+    STATE.delta = not no_delta
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
         check_can_push(engine.transport, engine.config)  # a viewer is refused before any upload
