@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mib", type=int, help="size of the big file of W1 and W3 (full: 512, issue 3: 1024)")
     parser.add_argument("--huge-mib", type=int, help="size of the huge file of W6 (full: 4096)")
     parser.add_argument("--small-files", type=int, help="number of small files of W5 (full: 100,000)")
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help="measure nothing: rewrite docs/benchmarks.md and .png from a results file")
     args = parser.parse_args(argv)
+    if args.from_results:
+        doc = json.loads(args.from_results.read_text())
+        write_docs(doc, report.evaluate(doc["results"]))
+        return 0
 
     missing = check_peers()
     if missing:
@@ -172,14 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "errors": ctx.errors, "checks": ctx.checks,
     }
     (results_dir / results_file).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    write_docs = args.docs if args.docs is not None else not args.quick
-    if write_docs:
-        chart_ok = report.chart(targets, ROOT / "docs" / "benchmarks.png",
-                                f"Box vs the targets of issue 3 ({sizes.name} run, {date})")
-        text = report.markdown(doc, targets, "benchmarks.png" if chart_ok else None)
-        (ROOT / "docs").mkdir(exist_ok=True)
-        (ROOT / "docs" / "benchmarks.md").write_text(text)
-        log("wrote docs/benchmarks.md" + (" and docs/benchmarks.png" if chart_ok else ""))
+    if args.docs if args.docs is not None else not args.quick:
+        write_docs(doc, targets)
     else:
         scratch = BENCH / "work" / f"benchmarks-{sizes.name}.md"
         scratch.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING quick mode took {elapsed:.0f}s, over its {QUICK_BUDGET:.0f}s budget "
               f"(load average {load} on {os.cpu_count()} cores)", file=sys.stderr)
     return 1 if (ctx.errors or failed_checks or problems) else 0
+
+
+def write_docs(doc: dict[str, Any], targets: list[report.TargetResult]) -> None:
+    """docs/benchmarks.md and docs/benchmarks.png from one run's results."""
+    chart_ok = report.chart(targets, ROOT / "docs" / "benchmarks.png",
+                            f"Box vs the targets of issue 3 ({doc['mode']} run, {doc['date'][:10]})")
+    text = report.markdown(doc, targets, "benchmarks.png" if chart_ok else None)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "benchmarks.md").write_text(text)
+    log("wrote docs/benchmarks.md" + (" and docs/benchmarks.png" if chart_ok else ""))
 
 
 def harness_problems(ctx: Context, wanted: list[str], tools: list[Tool]) -> list[str]:
