@@ -198,8 +198,9 @@ class Engine:
         base = self.index.stats()
         sure_paths: list[tuple[str, LocalEntry | None]] = []
         maybe_paths: list[tuple[str, LocalEntry]] = []
+        selective = bool(self.config.only)
         for path, local in scan.items():
-            if not self.selected(path) and (path in base or self.new_root(path) is None):
+            if selective and not self.selected(path) and (path in base or self.new_root(path) is None):
                 continue  # a folder that only holds selected paths
             old = base.get(path)
             if old is None or old[0] != local.kind:
@@ -210,7 +211,8 @@ class Engine:
             elif local.kind == "link" and old[5] != local.target:
                 sure_paths.append((path, local))
         for path, old in base.items():
-            if path not in scan and self.selected(path) and not self.workspace.is_ignored(path, old[0] == "dir"):
+            if path not in scan and (not selective or self.selected(path)) \
+                    and not self.workspace.is_ignored(path, old[0] == "dir"):
                 sure_paths.append((path, None))
         # Full index entries (block lists) only for the few paths that changed.
         full = self.index.get_many([p for p, _ in sure_paths] + [p for p, _ in maybe_paths])

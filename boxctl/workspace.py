@@ -13,7 +13,15 @@ from typing import Any
 
 import pathspec
 
-from box_common.paths import MAX_DEPTH, MAX_PATH_BYTES, InvalidPath, is_plain_name, normalize_path, parent_paths
+from box_common.paths import (
+    MAX_DEPTH,
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    InvalidPath,
+    all_plain_names,
+    normalize_path,
+    parent_paths,
+)
 from boxctl.config import BOX_DIR
 from boxctl.errors import UsageError
 
@@ -76,17 +84,29 @@ class Workspace:
 
     def _walk(self, folder: str, rel: str, found: dict[str, LocalEntry], depth: int = 1) -> None:
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError as exc:
             self.skipped.append((rel or ".", f"cannot list: {exc.strerror}"))
             return
+        prefix = f"{rel}/" if rel else ""
+        # One regex over the whole folder's names instead of checks per name: in the usual folder
+        # every name is plain ASCII, and only odd folders pay for the full path check.
+        names = "\n".join(e.name for e in entries)
+        all_plain = (depth < MAX_DEPTH and len(prefix.encode()) + MAX_NAME_BYTES < MAX_PATH_BYTES
+                     and all_plain_names(names))
+        spec = self.ignore
+        at_root = not rel
         for entry in entries:
-            path = f"{rel}/{entry.name}" if rel else entry.name
-            if entry.name.startswith(TEMP_PREFIX):
-                if not entry.name.startswith(PARTIAL_PREFIX):
+            name = entry.name
+            path = prefix + name
+            if name.startswith(TEMP_PREFIX):
+                if not name.startswith(PARTIAL_PREFIX):
                     self.temps.append(entry.path)  # left by a transfer that was cut off
                 continue
-            if not (is_plain_name(entry.name) and depth < MAX_DEPTH and len(path.encode()) < MAX_PATH_BYTES):
+            if at_root and name == BOX_DIR:
+                continue
+            if not all_plain:
                 try:
                     if normalize_path(path) != path:
                         self.skipped.append((path, "name is not in NFC form"))
@@ -98,16 +118,17 @@ class Workspace:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # vanished while we looked
-            if stat.S_ISDIR(st.st_mode):
-                if self.is_ignored(path, is_dir=True):
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                if spec is not None and spec.match_file(path + "/"):
                     continue
                 found[path] = LocalEntry(path, "dir", 0, 0, st.st_ino, 0o755)
                 self._walk(entry.path, path, found, depth + 1)
-            elif self.is_ignored(path):
+            elif spec is not None and spec.match_file(path):
                 continue
-            elif stat.S_ISREG(st.st_mode):
-                found[path] = LocalEntry(path, "file", st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777)
-            elif stat.S_ISLNK(st.st_mode):
+            elif stat.S_ISREG(mode):
+                found[path] = LocalEntry(path, "file", st.st_size, st.st_mtime_ns, st.st_ino, mode & 0o777)
+            elif stat.S_ISLNK(mode):
                 try:
                     target = os.readlink(entry.path)
                 except OSError:
