@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import os
 import secrets
 import threading
@@ -346,7 +347,8 @@ class Engine:
                 size += len(block.data)
                 # The block of the previous version at the same offset is the natural base for a delta.
                 at = bisect.bisect_right(starts, block.offset) - 1
-                uploader.add(block, spans[at][0] if at >= 0 else None)
+                inside = at >= 0 and block.offset < spans[at][1] + spans[at][2]  # not past the old end
+                uploader.add(block, spans[at][0] if inside else None)
         except FileNotFoundError:
             skipped.append((change.path, "deleted while pushing; it will sync next time"))
             return False
@@ -549,11 +551,24 @@ class Engine:
         done = 0
         source = LocalBlocks(self.root, self.index.entries(), files)
         partials = {}
+        previous: list[Path] = []
         for remote in files:
-            full = self.workspace.safe_path(remote["path"], create_parents=True)
+            full = places[remote["path"]]
             partial = full.parent / f"{TEMP_PREFIX}p{remote['content_hash'][:24]}"
-            if partial.exists():  # left by a pull that was cut off: reuse its verified blocks
-                source.add_partial(partial, self.chunker)
+            if partial.exists():
+                # Left by a pull that was cut off: keep it aside as a source of verified blocks, and
+                # write the new attempt under the partial's name again, so a second cut keeps both.
+                prev = partial.with_name(partial.name + "-prev")
+                if prev.exists():
+                    source.add_partial(prev, self.chunker)
+                    merged = prev.with_name(prev.name + "2")
+                    os.replace(partial, merged)
+                    source.add_partial(merged, self.chunker)
+                    previous.append(merged)
+                else:
+                    os.replace(partial, prev)
+                    source.add_partial(prev, self.chunker)
+                previous.append(prev)
             partials[remote["path"]] = partial
         stream = download_blocks(self.transport, _block_sizes(files), self.threads, local=source.read)
         # Small files are written in batches: temps first, one syncfs for the batch, then the renames,
@@ -561,7 +576,7 @@ class Engine:
         batch: list[tuple[dict[str, Any], Path, Path, list[int]]] = []
         batch_bytes = 0
         for remote in files:
-            full = self.workspace.safe_path(remote["path"], create_parents=True)
+            full = places[remote["path"]]
             chunks = _take(stream, len(remote["blocks"]))
             if not self._still_as_expected(remote):
                 for _ in chunks:  # keep the shared stream in step, but write nothing
@@ -569,14 +584,9 @@ class Engine:
                 result.kept.append(remote["path"])
                 continue
             sizes: list[int] = []
-            partial = partials[remote["path"]]
-            resumed = partial.exists()
             small = remote["size"] <= SMALL_FILE
             temp = write_temp(full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
-                              None if resumed or small else partial, sync=not small)
-            if resumed:
-                with contextlib.suppress(OSError):
-                    partial.unlink()
+                              None if small else partials[remote["path"]], sync=not small)
             batch.append((remote, full, temp, sizes))
             batch_bytes += remote["size"]
             if not small or len(batch) >= 2000 or batch_bytes >= 64 << 20:
@@ -587,6 +597,9 @@ class Engine:
         if batch:
             done += self._finish_batch(batch, result, index_puts, sync=True)
             self.progress("pull", done, total)
+        for prev in previous:  # every block of an earlier attempt is in place now
+            with contextlib.suppress(OSError):
+                prev.unlink()
         result.blocks_reused = source.reused
 
     def _finish_batch(self, batch: list[tuple[dict[str, Any], Path, Path, list[int]]], result: PullResult,
@@ -763,12 +776,14 @@ class LocalBlocks:
         self.reused = 0
         self._lock = threading.Lock()
         for e in entries.values():
-            if e.kind != "file" or not e.mtime_ns:
+            if e.kind != "file":
                 continue
+            # A racily recorded entry (mtime 0) has no stat to compare: its blocks are still offered,
+            # since every block read here is checked against its SHA-256 before use.
+            stamp = (e.size, e.mtime_ns, e.inode) if e.mtime_ns else None
             for digest, offset, length in e.block_spans():
                 if digest in wanted:
-                    self.where.setdefault(digest, []).append(
-                        (root / e.path, offset, length, (e.size, e.mtime_ns, e.inode)))
+                    self.where.setdefault(digest, []).append((root / e.path, offset, length, stamp))
 
     def add_partial(self, path: Path, chunker: Chunker) -> None:
         """Offer the blocks of a partly written temp file (its last block may be cut short: it won't match)."""
@@ -787,7 +802,7 @@ class LocalBlocks:
                     data = os.pread(f.fileno(), length, offset)
             except OSError:
                 continue
-            if len(data) == length:
+            if len(data) == length and hashlib.sha256(data).hexdigest() == sha:
                 with self._lock:
                     self.reused += 1
                 return data

@@ -12,10 +12,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import zstandard
 
-from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, encode_frame
+from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, FrameError, decode_frames, encode_frame
 from boxctl.chunking import Block
 from boxctl.errors import BoxError, NetworkError, NotFound
 from boxctl.transport import Transport
@@ -24,6 +25,7 @@ BATCH_BYTES = 8 << 20
 BATCH_BLOCKS = 2000
 IN_FLIGHT = 4
 ZSTD_LEVEL = 3
+MAX_DELTA_MISSES = 16  # consecutive deltas no smaller than the block: the data was rewritten, stop trying
 
 _local = threading.local()
 
@@ -95,6 +97,7 @@ class BlockUploader:
         self.transport = transport
         self.known = known or set()  # blocks of committed versions: on the server already
         self.delta = delta
+        self.delta_misses = 0
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
         self.slots = threading.Semaphore(threads)
         self.pending: list[Future[None]] = []
@@ -142,6 +145,8 @@ class BlockUploader:
 
     def _send(self, batch: list[tuple[Block, bytes | None]]) -> None:
         missing = self.transport.missing([b.sha256 for b, _ in batch])
+        bases = {base for b, base in batch if base is not None and b.sha256 in missing}
+        signatures = self._signatures(bases) if bases and self.delta and self.delta_misses < MAX_DELTA_MISSES else {}
         body: list[bytes] = []
         size = 0
         for block, base in batch:
@@ -149,8 +154,8 @@ class BlockUploader:
                 self._progress(len(block.data))
                 continue
             frame = encode_block(block.digest, block.data)
-            if base is not None and self.delta:
-                frame = self._delta_frame(block, base, frame)
+            if base is not None and base in signatures and self.delta_misses < MAX_DELTA_MISSES:
+                frame = self._delta_frame(block, base, signatures[base], frame)
             body.append(frame)
             size += len(frame)
             with self.stats.lock:
@@ -165,18 +170,29 @@ class BlockUploader:
         if body:
             self.transport.upload_pack(b"".join(body))
 
-    def _delta_frame(self, block: Block, base: bytes, full: bytes) -> bytes:
-        """A delta frame against `base` when it is smaller than `full`; else `full`."""
-        from box_common.delta import WINDOW, Signature, make_delta  # numpy: loaded only when a delta helps
+    def _signatures(self, bases: set[bytes]) -> dict[bytes, Any]:
+        """The signatures of `bases`, fetched in one request (those the server does not give are left out)."""
+        from box_common.delta import WINDOW, Signature  # numpy: loaded only when a delta may help
 
         try:
-            sig = Signature.decode(self.transport.get_bytes(f"/blocks/{base.hex()}/signature", window=WINDOW))
-        except NotFound:
-            return full
+            body = self.transport.post_bytes(f"/blocks/signatures?window={WINDOW}",
+                                             {"hashes": sorted(b.hex() for b in bases)})
+            return {bytes.fromhex(f.sha256): Signature.decode(bytes(f.payload)) for f in decode_frames(body)}
+        except (NotFound, FrameError, ValueError):
+            return {}
+
+    def _delta_frame(self, block: Block, base: bytes, sig: Any, full: bytes) -> bytes:
+        """A delta frame against `base` when it is smaller than `full`; else `full`."""
+        from box_common.delta import make_delta
+
         ops = _compressor().compress(make_delta(block.data, sig))
         payload = base + sig.window.to_bytes(4, "big") + ops
-        if len(payload) + 64 >= len(full):
-            return full
+        with self.stats.lock:
+            # Deltas that keep failing (a file rewritten whole) are not worth computing: stop trying.
+            if len(payload) + 64 >= len(full):
+                self.delta_misses += 1
+                return full
+            self.delta_misses = 0
         return encode_frame(Frame(block.sha256, CODEC_DELTA, payload))
 
     def _progress(self, n: int) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from box_common.frames import HEADER, Frame, FrameError
@@ -147,6 +148,11 @@ class Transport:
         self._count(0, len(response.content))
         return response.content
 
+    def post_bytes(self, route: str, body: Any) -> bytes:
+        response = self.request("POST", route, json=body)
+        self._count(len(response.request.body or b""), len(response.content))
+        return response.content
+
     def post_json(self, route: str, body: Any, idempotent: bool = True) -> Any:
         response = self.request("POST", route, json=body, idempotent=idempotent)
         self._count(len(response.request.body or b""), len(response.content))
@@ -198,7 +204,7 @@ class Transport:
                 payload = _read_exact(raw, length, self.limiter)
                 self._count(0, HEADER.size + length)
                 yield Frame(digest.hex(), codec, payload)
-        except (requests.exceptions.RequestException, OSError) as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, FrameError, OSError) as exc:
             raise NetworkError(f"download from {self.server} broke off: {_reason(exc)}") from None
         finally:
             response.close()

@@ -182,6 +182,10 @@ def create_app(data_dir: Path) -> FastAPI:
             raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256") from None
         return await run_in_threadpool(service.store_pack, who, frame)
 
+    @app.post("/v1/blocks/signatures")
+    def block_signatures(body: HashesIn, who: Auth, window: int = Query(2048, ge=256, le=1 << 20)) -> Response:
+        return Response(service.block_signatures(who, body.hashes, window), media_type="application/x-box-frames")
+
     @app.get("/v1/blocks/{sha256}/signature")
     def block_signature(sha256: str, who: Auth, window: int = Query(2048, ge=256, le=1 << 20)) -> Response:
         return Response(service.block_signature(who, sha256, window), media_type="application/octet-stream")

@@ -314,6 +314,22 @@ class Service:
             raise BadRequest("window must be between 256 and 1 MiB")
         return signature(self.read_block(caller, sha), window).encode()
 
+    def block_signatures(self, caller: Caller, hashes: list[str], window: int) -> bytes:
+        """Signatures of several blocks in one answer, as frames (codec raw); all must be readable."""
+        if not 256 <= window <= 1 << 20:
+            raise BadRequest("window must be between 256 and 1 MiB")
+        if len(hashes) > 1000:
+            raise TooLarge("ask for at most 1000 signatures at once")
+        parts = []
+        for sha, row in self.readable_frames(caller, hashes):
+            payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+            plain = plain_bytes(Frame(sha, row["codec"], payload))
+            if hashlib.sha256(plain).hexdigest() != sha:
+                raise OSError(f"block {sha} is damaged in the store")
+            sig = signature(bytes(plain), window).encode()
+            parts.append(HEADER.pack(bytes.fromhex(sha), CODEC_RAW, len(sig)) + sig)
+        return b"".join(parts)
+
     def readable_frames(self, caller: Caller, hashes: list[str]) -> list[tuple[str, sqlite3.Row]]:
         """The stored rows of `hashes`, after checking the caller may read every one."""
         digests = list(dict.fromkeys(_digests(hashes)))
