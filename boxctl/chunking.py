@@ -33,6 +33,18 @@ class Chunker:
         self.min_size = min_size
         self.cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size)
 
+    def pieces(self, path: Path | str) -> Iterator[tuple[int, bytes]]:
+        """(offset, bytes) of each chunk of the file, not hashed yet (so hashing can run elsewhere)."""
+        with open(path, "rb", buffering=0) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size <= self.min_size:
+                data = stream.read()
+                if data:
+                    yield 0, data
+                return
+            for chunk in self.cdc.cut_stream(stream):
+                yield chunk.offset, bytes(chunk.data)
+
     def blocks(self, path: Path | str) -> Iterator[Block]:
         """The blocks of the file at `path`, in order; memory stays within a few maximum block sizes."""
         with open(path, "rb", buffering=0) as stream:
@@ -57,4 +69,18 @@ class Chunker:
         return b"".join(parts), size
 
 
-__all__ = ["Block", "Chunker", "content_hash"]
+
+
+def hash_piece(piece: tuple[int, bytes]) -> Block:
+    """A chunk as a Block with its SHA-256 (hashlib releases the GIL, so threads hash in parallel)."""
+    offset, data = piece
+    return Block(hashlib.sha256(data).digest(), offset, data)
+
+
+def read_small(path: Path | str) -> list[Block]:
+    """The single block of a small file (read and hashed in one call, for a thread pool)."""
+    with open(path, "rb", buffering=0) as stream:
+        data = stream.read()
+    return [Block(hashlib.sha256(data).digest(), 0, data)] if data else []
+
+__all__ = ["Block", "Chunker", "content_hash", "hash_piece", "read_small"]

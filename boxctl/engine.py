@@ -15,16 +15,18 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from box_common.paths import InvalidPath, is_under, normalize_prefix, parent_paths
-from boxctl.chunking import Chunker, content_hash
+from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.errors import BoxError, NotFound, UsageError
 from boxctl.index import Index, IndexEntry, pack_sizes
+from boxctl.pipeline import ordered_map
 from boxctl.transfer import BlockUploader, download_blocks
 from boxctl.transport import Transport
 from boxctl.workspace import (
@@ -305,11 +307,21 @@ class Engine:
         changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]
         same: list[LocalChange] = []
         maybe_ids = {id(c) for c in maybe}
+        small = [c for c in files if c.local is not None and c.local.size <= self.chunker.min_size]
+        large = [c for c in files if c.local is not None and c.local.size > self.chunker.min_size]
         try:
-            for change in files:
-                if not self._chunk_and_queue(change, uploader, skipped):
-                    continue
-                (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+            # Reading and hashing run on a pool (hashlib and file reads release the GIL); blocks reach
+            # the uploader in file order, with a bounded number of files or chunks in flight.
+            with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hash") as pool:
+                loaded = ordered_map(_load_small(self.root), small, pool, ahead=64)
+                for change, blocks in loaded:
+                    if self._chunk_and_queue(change, blocks, uploader, skipped):
+                        (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+                for change in large:
+                    pieces = self.chunker.pieces(self.root / change.path)
+                    blocks = ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads)
+                    if self._chunk_and_queue(change, blocks, uploader, skipped):
+                        (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
             stats = uploader.finish()
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
@@ -332,16 +344,18 @@ class Engine:
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
         return result
 
-    def _chunk_and_queue(self, change: LocalChange, uploader: BlockUploader, skipped: list[tuple[str, str]]) -> bool:
-        """Chunk one file, queueing its blocks; False (and a note in `skipped`) if it changed meanwhile."""
-        full = self.root / change.path
+    def _chunk_and_queue(self, change: LocalChange, blocks: Iterable[Block] | OSError, uploader: BlockUploader,
+                         skipped: list[tuple[str, str]]) -> bool:
+        """Queue one file's blocks for upload; False (and a note in `skipped`) if it changed meanwhile."""
         digests: list[bytes] = []
         sizes: list[int] = []
         size = 0
         spans = change.base.block_spans() if change.base is not None and change.base.kind == "file" else []
         starts = [offset for _, offset, _ in spans]
         try:
-            for block in self.chunker.blocks(full):
+            if isinstance(blocks, OSError):
+                raise blocks
+            for block in blocks:
                 digests.append(block.digest)
                 sizes.append(len(block.data))
                 size += len(block.data)
@@ -759,6 +773,18 @@ def check_link_target(path: str, target: str) -> None:
                 raise UnsafePath(f"refusing link {path!r}: its target {target!r} leaves the synced folder")
         elif part not in ("", "."):
             depth += 1
+
+
+def _load_small(root: Path) -> Callable[[LocalChange], tuple[LocalChange, list[Block] | OSError]]:
+    """A pool task reading one small file; a read error is returned, not raised, to be noted per file."""
+
+    def load(change: LocalChange) -> tuple[LocalChange, list[Block] | OSError]:
+        try:
+            return change, read_small(root / change.path)
+        except OSError as exc:
+            return change, exc
+
+    return load
 
 
 def _counted(chunks: Iterator[bytes], sizes: list[int]) -> Iterator[bytes]:
