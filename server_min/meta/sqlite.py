@@ -256,43 +256,23 @@ class SqliteMeta:
         A member of the whole box reads every block of the box; a member of one folder only the blocks
         that some version of a path under that folder referenced: knowing a hash gives nothing.
         """
-        readable: set[bytes] = set()
         shares = conn.execute("SELECT box_id, prefix FROM members WHERE user_id = ?", (user_id,)).fetchall()
-        box_ids = [r["box_id"] for r in shares if r["prefix"] == ""]
-        folders = [(r["box_id"], r["prefix"]) for r in shares if r["prefix"] != ""]
-        for part in batched(digests):
-            marks = ",".join("?" * len(part))
-            readable.update(
-                bytes(r[0])
-                for r in conn.execute(
-                    f"SELECT sha256 FROM uploads WHERE user_id = ? AND sha256 IN ({marks})", (user_id, *part)
-                )
-            )
-        rest = [d for d in digests if d not in readable]
-        for box_id in box_ids:
+        # Cheapest proof first; each later query only asks about what is still unproved.
+        queries: list[tuple[str, tuple[Any, ...]]] = [
+            ("SELECT sha256 FROM uploads WHERE user_id = ? AND sha256 IN ({marks})", (user_id,))]
+        queries += [("SELECT sha256 FROM box_blocks WHERE box_id = ? AND sha256 IN ({marks})", (r["box_id"],))
+                    for r in shares if r["prefix"] == ""]
+        queries += [("SELECT DISTINCT sha256 FROM block_paths WHERE box_id = ? AND path >= ? AND path < ? "
+                     "AND sha256 IN ({marks})", (r["box_id"], r["prefix"] + "/", r["prefix"] + "0"))
+                    for r in shares if r["prefix"] != ""]
+        readable: set[bytes] = set()
+        rest = list(digests)
+        for sql, params in queries:
             if not rest:
                 break
             for part in batched(rest):
-                marks = ",".join("?" * len(part))
-                readable.update(
-                    bytes(r[0])
-                    for r in conn.execute(
-                        f"SELECT sha256 FROM box_blocks WHERE box_id = ? AND sha256 IN ({marks})", (box_id, *part)
-                    )
-                )
-            rest = [d for d in rest if d not in readable]
-        for box_id, prefix in folders:
-            if not rest:
-                break
-            for part in batched(rest):
-                marks = ",".join("?" * len(part))
-                readable.update(
-                    bytes(r[0])
-                    for r in conn.execute(
-                        f"SELECT DISTINCT sha256 FROM block_paths WHERE sha256 IN ({marks}) AND box_id = ? "
-                        "AND path >= ? AND path < ?", (*part, box_id, prefix + "/", prefix + "0")
-                    )
-                )
+                query = sql.format(marks=",".join("?" * len(part)))
+                readable.update(bytes(r[0]) for r in conn.execute(query, (*params, *part)))
             rest = [d for d in rest if d not in readable]
         return readable
 
