@@ -210,7 +210,13 @@ def write_docs(doc: dict[str, Any], targets: list[report.TargetResult]) -> None:
                             f"Box vs the targets of issue 3 ({doc['mode']} run, {doc['date'][:10]})")
     text = report.markdown(doc, targets, "benchmarks.png" if chart_ok else None)
     (ROOT / "docs").mkdir(exist_ok=True)
-    (ROOT / "docs" / "benchmarks.md").write_text(text)
+    page = ROOT / "docs" / "benchmarks.md"
+    # bench/watch_latency.py owns one section of the page: keep it across rewrites.
+    old = page.read_text() if page.exists() else ""
+    start, end = old.find("<!-- watch:start -->"), old.find("<!-- watch:end -->")
+    if 0 <= start < end:
+        text = text.rstrip("\n") + "\n\n" + old[start : end + len("<!-- watch:end -->")] + "\n"
+    page.write_text(text)
     log("wrote docs/benchmarks.md" + (" and docs/benchmarks.png" if chart_ok else ""))
 
 
