@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +45,32 @@ def boxctl() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "boxctl.cli"]
 
 
-class Target:
+class Target(ABC):
     """One destination of one tool, bound to a source folder."""
 
     tool: Tool
 
+    @abstractmethod
     def push(self) -> Sample:
-        raise NotImplementedError
+        """Send the source to this destination, measured."""
 
+    @abstractmethod
     def restore(self, dest: Path) -> Sample:
-        raise NotImplementedError
+        """Bring the latest version back into `dest`, measured."""
 
     def status(self) -> Sample | None:
         """A no-op change check (what `git status` does); None when the tool has no such command."""
         return None
 
+    @abstractmethod
     def space(self) -> int:
-        raise NotImplementedError
+        """Bytes the destination uses on disk."""
 
     def close(self) -> None:
         return None
 
 
-class Tool:
+class Tool(ABC):
     """A tool: its name, version, the exact commands it runs, and how to make a target."""
 
     name = ""
@@ -75,15 +79,17 @@ class Tool:
     def __init__(self, work: Path) -> None:
         self.work = work
 
+    @abstractmethod
     def version(self) -> str:
-        raise NotImplementedError
+        """The version line the tool prints of itself."""
 
+    @abstractmethod
     def commands(self) -> dict[str, str]:
         """The exact commands, with SRC / DEST / REPO placeholders, for the docs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def target(self, label: str, src: Path) -> Target:
-        raise NotImplementedError
+        """A fresh destination of this tool for the folder `src`."""
 
     def start(self) -> None:
         return None
