@@ -96,6 +96,8 @@ class SqliteMeta:
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL makes every commit durable before the client hears it is done (rule 1).
         conn.execute("PRAGMA synchronous=FULL")
+        # After a checkpoint, shrink the WAL file back to 4 MiB instead of keeping its largest size.
+        conn.execute("PRAGMA journal_size_limit=4194304")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.row_factory = sqlite3.Row
         return conn
