@@ -165,6 +165,7 @@ class Engine:
         self.progress = progress or _no_progress
         self.threads = threads
         self.delta = delta
+        self._hashes: dict[tuple[str, int, int, int], str] = {}  # see _file_hash
 
     def close(self) -> None:
         self.index.close()
@@ -458,6 +459,7 @@ class Engine:
 
     def _apply(self, latest: dict[str, dict[str, Any]], cursor: int, advance: bool) -> PullResult:
         """Reconcile the latest remote entry of each path with the disk and the index."""
+        self._hashes.clear()  # a stat can repeat across rounds (racy mtimes): hash afresh each pull
         result = PullResult(cursor=cursor if advance else self.index.cursor)
         base = self.index.entries()
         writes: list[dict[str, Any]] = []
@@ -485,7 +487,8 @@ class Engine:
                     index_dels.append(path)  # keep the local edit: it becomes a new file to push
                     result.kept.append(path)
                 continue
-            if local is not None and changed and not self._same_content(local, remote):
+            same = local is not None and self._same_content(local, remote)
+            if local is not None and changed and not same:
                 if local.kind == "dir" and remote["kind"] == "dir":
                     index_puts.append(self._entry_from_remote(remote, local))
                     continue
@@ -493,7 +496,7 @@ class Engine:
                 os.rename(self.root / path, self.root / copy)
                 result.conflicts.append({"path": path, "copy": copy})
                 local = None
-            elif local is not None and self._same_content(local, remote):
+            elif local is not None and same:
                 index_puts.append(self._entry_from_remote(remote, local))
                 continue
             writes.append(remote | {"expect": local})
@@ -520,8 +523,7 @@ class Engine:
             return False
         if (old.size, old.mtime_ns, old.inode, old.mode) == (local.size, local.mtime_ns, local.inode, local.mode):
             return False
-        digests, _ = self.chunker.digests(self.root / local.path)
-        return content_hash("file", digests, None) != old.content_hash or local.mode != old.mode
+        return self._file_hash(local) != old.content_hash or local.mode != old.mode
 
     def _same_content(self, local: LocalEntry, remote: dict[str, Any]) -> bool:
         if local.kind != remote["kind"]:
@@ -532,8 +534,16 @@ class Engine:
             return local.target == remote["target"]
         if local.size != remote["size"] or local.mode != remote["mode"]:
             return False
-        digests, _ = self.chunker.digests(self.root / local.path)
-        return content_hash("file", digests, None) == remote["content_hash"]
+        return self._file_hash(local) == remote["content_hash"]
+
+    def _file_hash(self, local: LocalEntry) -> str:
+        """Content hash of a local file, computed once per state of the file during a pull."""
+        key = (local.path, local.size, local.mtime_ns, local.inode)
+        cached = self._hashes.get(key)
+        if cached is None:
+            digests, _ = self.chunker.digests(self.root / local.path)
+            cached = self._hashes[key] = content_hash("file", digests, None)
+        return cached
 
     def _entry_from_remote(self, remote: dict[str, Any], local: LocalEntry, sizes: bytes = b"") -> IndexEntry:
         return IndexEntry(remote["path"], remote["kind"], local.size, local.mtime_ns, local.inode, local.mode,
