@@ -14,8 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import zstandard
-
+from box_common.codec import compressor, decompressor
 from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, FrameError, decode_frames, encode_frame
 from boxctl.chunking import Block
 from boxctl.errors import BoxError, NetworkError, NotFound
@@ -24,34 +23,16 @@ from boxctl.transport import Transport
 BATCH_BYTES = 8 << 20
 BATCH_BLOCKS = 2000
 IN_FLIGHT = 4
-ZSTD_LEVEL = 3
 MAX_DELTA_MISSES = 16  # consecutive deltas no smaller than the block: the data was rewritten, stop trying
-
-_local = threading.local()
-
-
-def _compressor() -> zstandard.ZstdCompressor:
-    cctx = getattr(_local, "cctx", None)
-    if cctx is None:
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return cctx
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    dctx = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx
-
 
 def encode_block(digest: bytes, data: bytes) -> bytes:
     """One upload frame: zstd when that makes the block smaller, raw otherwise."""
     # Probe a sample first: incompressible data (media, archives) is common and costly to compress whole.
     if len(data) > 65536:
         sample = data[:16384]
-        if len(_compressor().compress(sample)) > len(sample) * 0.97:
+        if len(compressor().compress(sample)) > len(sample) * 0.97:
             return encode_frame(Frame(digest.hex(), CODEC_RAW, data))
-    packed = _compressor().compress(data)
+    packed = compressor().compress(data)
     if len(packed) < len(data):
         return encode_frame(Frame(digest.hex(), CODEC_ZSTD, packed))
     return encode_frame(Frame(digest.hex(), CODEC_RAW, data))
@@ -62,7 +43,7 @@ def decode_block(frame: Frame, expected: str, max_size: int = 64 << 20) -> bytes
     if frame.sha256 != expected:
         raise BoxError(f"the server sent block {frame.sha256} where {expected} was asked for")
     if frame.codec == CODEC_ZSTD:
-        data = _decompressor().decompress(frame.payload, max_output_size=max_size)
+        data = decompressor().decompress(frame.payload, max_output_size=max_size)
     elif frame.codec == CODEC_RAW:
         data = bytes(frame.payload)
     else:
@@ -185,7 +166,7 @@ class BlockUploader:
         """A delta frame against `base` when it is smaller than `full`; else `full`."""
         from box_common.delta import make_delta
 
-        ops = _compressor().compress(make_delta(block.data, sig))
+        ops = compressor().compress(make_delta(block.data, sig))
         payload = base + sig.window.to_bytes(4, "big") + ops
         with self.stats.lock:
             # Deltas that keep failing (a file rewritten whole) are not worth computing: stop trying.

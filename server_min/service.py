@@ -10,7 +10,6 @@ import hashlib
 import re
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import zstandard
 
+from box_common.codec import compressor, decompressor
 from box_common.content import content_hash
 from box_common.delta import DeltaError, apply_delta, signature
 from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
@@ -37,9 +37,6 @@ DEFAULT_SIZES = (256 << 10, 1 << 20, 4 << 20)
 KINDS = ("file", "dir", "link")
 ROLES_WRITE = ("owner", "editor")
 
-_local = threading.local()
-
-
 def hash_token(token: str) -> str:
     """Tokens are 32 random bytes, so one SHA-256 is enough: only this hash is stored."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -50,20 +47,6 @@ def new_token() -> str:
     return "box_" + secrets.token_urlsafe(32)
 
 
-def _decompressor() -> zstandard.ZstdDecompressor:
-    dctx = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx
-
-
-def _compressor() -> zstandard.ZstdCompressor:
-    cctx = getattr(_local, "cctx", None)
-    if cctx is None:
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=3)
-    return cctx
-
-
 def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes | memoryview:
     """The block's plain bytes: decompressed when its codec says zstd (never more than `limit`);
     a raw payload is returned as is, without a copy."""
@@ -72,7 +55,7 @@ def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes | memoryview:
     if frame.codec != CODEC_ZSTD:
         raise Unprocessable(f"block {frame.sha256} has codec {frame.codec}, which cannot be stored or read as is")
     try:
-        return _decompressor().decompress(frame.payload, max_output_size=limit)
+        return decompressor().decompress(frame.payload, max_output_size=limit)
     except zstandard.ZstdError as exc:
         raise Unprocessable(f"block {frame.sha256} is not valid zstd: {exc}") from None
 
@@ -299,11 +282,11 @@ class Service:
         base_sha, window = payload[:32].hex(), int.from_bytes(payload[32:36], "big")
         base = self.read_block(caller, base_sha)
         try:
-            ops = _decompressor().decompress(payload[36:], max_output_size=MAX_BLOCK + 1024)
+            ops = decompressor().decompress(payload[36:], max_output_size=MAX_BLOCK + 1024)
             plain = apply_delta(base, ops, window, MAX_BLOCK)
         except (zstandard.ZstdError, DeltaError) as exc:
             raise Unprocessable(f"delta for block {frame.sha256} is invalid: {exc}") from None
-        packed = _compressor().compress(plain)
+        packed = compressor().compress(plain)
         if len(packed) < len(plain):
             return Frame(frame.sha256, CODEC_ZSTD, packed), plain
         return Frame(frame.sha256, CODEC_RAW, plain), plain
