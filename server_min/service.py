@@ -461,7 +461,7 @@ class Service:
             rows = self.meta.path_history(box_id, scope, limit)
             return {"revisions": [
                 {"rev": r["seq"], "path": _strip(r["path"], access.prefix), "op": r["op"], "kind": r["kind"],
-                 "size": r["size"], "content_hash": r["content_hash"], "time": r["time"], "user": r["user"],
+                 "size": r["size"], "content_hash": _content_hash_of(r), "time": r["time"], "user": r["user"],
                  "device": r["device"], "message": r["message"]}
                 for r in rows
             ]}
@@ -557,7 +557,7 @@ def _entry(change: Any, prefix: str) -> dict[str, Any]:
     return {
         "path": _join(prefix, path), "op": op, "kind": kind, "size": ints["size"] if kind == "file" else 0,
         "mtime_ns": ints["mtime_ns"], "mode": ints["mode"] & 0o7777, "blocks": digests,
-        "content_hash": content_hash(kind, digests, target) if op == "put" else "", "target": target,
+        "target": target,
     }
 
 
@@ -567,8 +567,17 @@ def _entry_json(row: sqlite3.Row, prefix: str) -> dict[str, Any]:
         "seq": row["seq"], "path": _strip(row["path"], prefix), "op": row["op"], "kind": row["kind"],
         "size": row["size"], "mtime_ns": row["mtime_ns"], "mode": row["mode"],
         "blocks": [blocks[i : i + 32].hex() for i in range(0, len(blocks), 32)],
-        "content_hash": row["content_hash"], "target": row["target"],
+        "content_hash": _content_hash_of(row), "target": row["target"],
     }
+
+
+def _content_hash_of(row: sqlite3.Row) -> str:
+    """A journal row's content hash: computed from its blocks (rows written before that kept it as text)."""
+    if row["content_hash"]:
+        return str(row["content_hash"])
+    if row["op"] != "put":
+        return ""
+    return content_hash(row["kind"], bytes(row["blocks"]) if row["blocks"] else b"", row["target"])
 
 
 __all__ = ["CODEC_RAW", "CODEC_ZSTD", "Access", "Caller", "Service", "hash_token"]

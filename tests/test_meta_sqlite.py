@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from box_common.content import content_hash
-from server_min.meta.sqlite import BATCH, SqliteMeta, batched
+from server_min.meta.sqlite import BATCH, WAL_TRIM_BYTES, SqliteMeta, batched
 
 SIZES = (256 << 10, 1 << 20, 4 << 20)
 
@@ -160,7 +160,8 @@ def test_append_commit_moves_head_and_files(meta: SqliteMeta, alice: int) -> Non
         heads = meta.heads_of(conn, box, ["a", "b/c", "d", "never"])
         assert meta.head_in(conn, box) == 2
     assert {p: (r["rev"], r["present"]) for p, r in heads.items()} == {"a": (2, 0), "b/c": (1, 1), "d": (2, 1)}
-    assert meta.conn.execute("SELECT COUNT(*) FROM box_blocks WHERE box_id = ?", (box,)).fetchone()[0] == 1
+    assert meta.conn.execute("SELECT COUNT(DISTINCT sha256) FROM block_paths WHERE box_id = ?",
+                             (box,)).fetchone()[0] == 1
 
 
 def test_a_failed_commit_leaves_nothing(meta: SqliteMeta, alice: int) -> None:
@@ -254,3 +255,27 @@ def test_concurrent_commits_get_distinct_seqs(meta: SqliteMeta, alice: int) -> N
     assert meta.head(box) == 40
     seqs = [r[0] for r in meta.conn.execute("SELECT seq FROM commits WHERE box_id = ? ORDER BY seq", (box,))]
     assert seqs == list(range(1, 41))
+
+
+def test_a_large_write_leaves_a_small_wal(meta: SqliteMeta, alice: int) -> None:
+    # A big commit would otherwise leave its pages twice on disk (database and WAL) until much later.
+    box = meta.create_box(alice, "big", SIZES)
+    commit(meta, box, alice, [put(f"dir/file-{i:05d}-{'x' * 60}", digest(i)) for i in range(20_000)])
+    wal = meta.path.with_name(meta.path.name + "-wal")
+    assert wal.stat().st_size <= WAL_TRIM_BYTES
+    assert meta.head(box) == 1
+
+
+def test_a_reader_in_the_way_does_not_block_a_write(meta: SqliteMeta, alice: int) -> None:
+    box = meta.create_box(alice, "busy", SIZES)
+    reader = sqlite3.connect(meta.path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM journal").fetchone()  # holds a snapshot: no TRUNCATE possible
+    try:
+        started = time.monotonic()
+        commit(meta, box, alice, [put(f"f{i:05d}-{'y' * 60}", digest(i)) for i in range(20_000)])
+        assert time.monotonic() - started < 30  # did not wait for the reader (the busy timeout is 60 s)
+    finally:
+        reader.rollback()
+        reader.close()
+    assert meta.head(box) == 1

@@ -48,14 +48,16 @@ CREATE TABLE IF NOT EXISTS blocks (
     pack TEXT NOT NULL, offset INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
     user_id INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (user_id, sha256)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS box_blocks (
-    box_id INTEGER NOT NULL, sha256 BLOB NOT NULL, PRIMARY KEY (box_id, sha256)) WITHOUT ROWID;
--- Which paths of a box ever referenced a block: a folder member reads a block only through a path under its folder.
+-- Which paths of a box ever referenced a block: a box member reads a block only through a path of the box,
+-- a folder member only through a path under its folder.
 CREATE TABLE IF NOT EXISTS block_paths (
     sha256 BLOB NOT NULL, box_id INTEGER NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (sha256, box_id, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+# A WAL larger than this after a write is checkpointed and truncated (it would otherwise keep up to 4 MiB).
+WAL_TRIM_BYTES = 1 << 20
 
 # SQLite's limit on bound variables is far higher, but small batches keep each statement cheap.
 BATCH = 500
@@ -75,6 +77,8 @@ class SqliteMeta:
         self._local = threading.local()
         self.conn.executescript(SCHEMA)
         self._backfill_block_paths()
+        # box_blocks (box, block) was block_paths without the path: dropped, block_paths answers the same.
+        self.conn.execute("DROP TABLE IF EXISTS box_blocks")
 
     def _backfill_block_paths(self) -> None:
         """Fill block_paths from the journal once, for a database made before that table existed."""
@@ -121,6 +125,26 @@ class SqliteMeta:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self._trim_wal(conn)
+
+    def _trim_wal(self, conn: sqlite3.Connection) -> None:
+        """Fold a large WAL back into the database and empty it, so the disk holds each page once.
+
+        Only when no reader is in the way: with a busy timeout of 0 the checkpoint gives up at once
+        (the regular auto-checkpoint still runs later); a write never waits for it.
+        """
+        try:
+            if self.path.with_name(self.path.name + "-wal").stat().st_size <= WAL_TRIM_BYTES:
+                return
+        except OSError:
+            return
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass  # busy: a reader holds an old snapshot; the next large write tries again
+        finally:
+            conn.execute("PRAGMA busy_timeout=60000")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -262,8 +286,8 @@ class SqliteMeta:
         # Cheapest proof first; each later query only asks about what is still unproved.
         queries: list[tuple[str, tuple[Any, ...]]] = [
             ("SELECT sha256 FROM uploads WHERE user_id = ? AND sha256 IN ({marks})", (user_id,))]
-        queries += [("SELECT sha256 FROM box_blocks WHERE box_id = ? AND sha256 IN ({marks})", (r["box_id"],))
-                    for r in shares if r["prefix"] == ""]
+        queries += [("SELECT DISTINCT sha256 FROM block_paths WHERE box_id = ? AND sha256 IN ({marks})",
+                     (r["box_id"],)) for r in shares if r["prefix"] == ""]
         queries += [("SELECT DISTINCT sha256 FROM block_paths WHERE box_id = ? AND path >= ? AND path < ? "
                      "AND sha256 IN ({marks})", (r["box_id"], r["prefix"] + "/", r["prefix"] + "0"))
                     for r in shares if r["prefix"] != ""]
@@ -330,7 +354,7 @@ class SqliteMeta:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (box_id, seq, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"],
-                 e["blocks"], e["content_hash"], e["target"])
+                 e["blocks"], "", e["target"])  # the content hash is computed from the blocks when read
                 for e in entries
             ),
         )
@@ -338,10 +362,6 @@ class SqliteMeta:
             "INSERT INTO files (box_id, path, rev, present) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present",
             ((box_id, e["path"], seq, int(e["op"] == "put")) for e in entries),
-        )
-        digests = {bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)}
-        conn.executemany(
-            "INSERT OR IGNORE INTO box_blocks (box_id, sha256) VALUES (?, ?)", ((box_id, d) for d in digests)
         )
         conn.executemany(
             "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) VALUES (?, ?, ?)",
@@ -413,8 +433,8 @@ class SqliteMeta:
         """Every journal entry of `prefix` or anything under it, newest first, with who and when."""
         lo, hi = prefix + "/", prefix + "0"
         return self.conn.execute(
-            "SELECT j.seq, j.path, j.op, j.kind, j.size, j.content_hash, c.time, c.message, u.name AS user, "
-            "d.name AS device FROM journal j JOIN commits c ON c.box_id = j.box_id AND c.seq = j.seq "
+            "SELECT j.seq, j.path, j.op, j.kind, j.size, j.content_hash, j.blocks, j.target, c.time, c.message, "
+            "u.name AS user, d.name AS device FROM journal j JOIN commits c ON c.box_id = j.box_id AND c.seq = j.seq "
             "JOIN users u ON u.id = c.user_id LEFT JOIN devices d ON d.id = c.device_id "
             "WHERE j.box_id = ? AND (j.path = ? OR (j.path >= ? AND j.path < ?)) ORDER BY j.seq DESC, j.path LIMIT ?",
             (box_id, prefix, lo, hi, limit),
