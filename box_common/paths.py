@@ -21,6 +21,9 @@ _PLAIN_NAME = re.compile(_PLAIN_CHARS + "{1,255}")
 # Each name: not '.' or '..', 1-255 plain characters.
 _ONE = r"(?!\.\.?(?:\n|$))" + _PLAIN_CHARS + "{1,255}"
 _PLAIN_NAMES = re.compile(_ONE + r"(?:\n" + _ONE + ")*")
+# A whole path of plain names: canonical as it is, if not too long or deep (a commit checks many).
+_ONE_IN_PATH = r"(?!\.\.?(?:/|$))" + _PLAIN_CHARS + "{1,255}"
+_PLAIN_PATH = re.compile(_ONE_IN_PATH + r"(?:/" + _ONE_IN_PATH + ")*")
 
 
 class InvalidPath(ValueError):
@@ -37,6 +40,11 @@ def all_plain_names(names: str) -> bool:
     return not names or _PLAIN_NAMES.fullmatch(names) is not None
 
 
+def is_plain_path(path: str) -> bool:
+    """True for a canonical path of plain ASCII names within every limit: no further checks needed."""
+    return len(path) <= MAX_PATH_BYTES and path.count("/") < MAX_DEPTH and _PLAIN_PATH.fullmatch(path) is not None
+
+
 def normalize_path(path: str) -> str:
     """Return `path` in canonical form (NFC, '/'-separated), or raise InvalidPath.
 
@@ -45,6 +53,13 @@ def normalize_path(path: str) -> str:
     """
     if not isinstance(path, str) or path == "":
         raise InvalidPath("empty path")
+    if is_plain_path(path):
+        return path
+    return _normalize_checked(path)
+
+
+def _normalize_checked(path: str) -> str:
+    """normalize_path without the fast path for plain ASCII paths: every rule checked one by one."""
     shown = repr(path)
     if "\x00" in path:
         raise InvalidPath(f"path {shown} contains a NUL byte")

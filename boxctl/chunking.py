@@ -77,10 +77,18 @@ def hash_piece(piece: tuple[int, bytes]) -> Block:
     return Block(hashlib.sha256(data).digest(), offset, data)
 
 
-def read_small(path: Path | str) -> list[Block]:
-    """The single block of a small file (read and hashed in one call, for a thread pool)."""
-    with open(path, "rb", buffering=0) as stream:
-        data = stream.read()
-    return [Block(hashlib.sha256(data).digest(), 0, data)] if data else []
+def read_small(path: Path | str, limit: int) -> tuple[list[Block], os.stat_result]:
+    """The single block of a small file and the file's state once read (read and hashed in one call, for a
+    thread pool); comparing that state with the one seen before tells whether the file changed meanwhile.
+
+    At most `limit` bytes are read: a file that grew past it has a new size, which the caller sees.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # os calls: a file object costs more than a small read
+    try:
+        data = os.read(fd, limit)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return ([Block(hashlib.sha256(data).digest(), 0, data)] if data else []), after
 
 __all__ = ["Block", "Chunker", "content_hash", "hash_piece", "read_small"]

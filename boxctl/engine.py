@@ -43,6 +43,7 @@ from boxctl.workspace import (
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 SMALL_FILE = 1 << 20  # pulled files up to this size are flushed in batches
+SMALL_GROUP = 32  # small files read per pool task
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -314,10 +315,13 @@ class Engine:
             # Reading and hashing run on a pool (hashlib and file reads release the GIL); blocks reach
             # the uploader in file order, with a bounded number of files or chunks in flight.
             with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hash") as pool:
-                loaded = ordered_map(_load_small(self.root), small, pool, ahead=64)
-                for change, blocks in loaded:
-                    if self._chunk_and_queue(change, blocks, uploader, skipped):
-                        (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+                # Small files go to the pool in groups: one task per file would cost more than the read.
+                groups = [small[i : i + SMALL_GROUP] for i in range(0, len(small), SMALL_GROUP)]
+                load = _load_small(self.root, self.chunker.min_size + 1)
+                for group in ordered_map(load, groups, pool, ahead=4 * self.threads):
+                    for change, blocks, after in group:
+                        if self._chunk_and_queue(change, blocks, uploader, skipped, after):
+                            (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
                 for change in large:
                     pieces = self.chunker.pieces(self.root / change.path)
                     blocks = ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads)
@@ -346,8 +350,11 @@ class Engine:
         return result
 
     def _chunk_and_queue(self, change: LocalChange, blocks: Iterable[Block] | OSError, uploader: BlockUploader,
-                         skipped: list[tuple[str, str]]) -> bool:
-        """Queue one file's blocks for upload; False (and a note in `skipped`) if it changed meanwhile."""
+                         skipped: list[tuple[str, str]], after: os.stat_result | None = None) -> bool:
+        """Queue one file's blocks for upload; False (and a note in `skipped`) if it changed meanwhile.
+
+        `after` is the file's state once read, when the reader took it (else the path is looked at now).
+        """
         digests: list[bytes] = []
         sizes: list[int] = []
         size = 0
@@ -370,10 +377,13 @@ class Engine:
         except PermissionError:
             skipped.append((change.path, "cannot read it (permission denied)"))
             return False
-        now = self.workspace.stat(change.path)
         before = change.local
-        if now is None or before is None or (now.size, now.mtime_ns) != (before.size, before.mtime_ns) \
-                or size != now.size:
+        if after is not None:
+            now: tuple[int, int] | None = (after.st_size, after.st_mtime_ns)
+        else:
+            seen = self.workspace.stat(change.path)
+            now = (seen.size, seen.mtime_ns) if seen is not None and seen.kind == "file" else None
+        if now is None or before is None or now != (before.size, before.mtime_ns) or size != now[0]:
             skipped.append((change.path, "changed while pushing; it will sync next time"))
             return False
         change.digests, change.size, change.sizes = b"".join(digests), size, sizes
@@ -785,14 +795,23 @@ def check_link_target(path: str, target: str) -> None:
             depth += 1
 
 
-def _load_small(root: Path) -> Callable[[LocalChange], tuple[LocalChange, list[Block] | OSError]]:
-    """A pool task reading one small file; a read error is returned, not raised, to be noted per file."""
+Loaded = tuple[LocalChange, list[Block] | OSError, os.stat_result | None]
 
-    def load(change: LocalChange) -> tuple[LocalChange, list[Block] | OSError]:
-        try:
-            return change, read_small(root / change.path)
-        except OSError as exc:
-            return change, exc
+
+def _load_small(root: Path, limit: int) -> Callable[[list[LocalChange]], list[Loaded]]:
+    """A pool task reading a group of small files; a read error is returned, not raised, to be noted per file."""
+
+    top = f"{root}/"  # plain strings: a Path per file costs more than reading a small file
+
+    def load(group: list[LocalChange]) -> list[Loaded]:
+        loaded: list[Loaded] = []
+        for change in group:
+            try:
+                blocks, after = read_small(top + change.path, limit)
+                loaded.append((change, blocks, after))
+            except OSError as exc:
+                loaded.append((change, exc, None))
+        return loaded
 
     return load
 

@@ -6,6 +6,7 @@ import contextlib
 import marshal
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -61,7 +62,7 @@ class IndexEntry:
 
 def pack_sizes(sizes: list[int]) -> bytes:
     """Block lengths as stored in the index."""
-    return b"".join(n.to_bytes(4, "big") for n in sizes)
+    return struct.pack(f">{len(sizes)}I", *sizes)
 
 
 class Index:

@@ -21,7 +21,15 @@ from box_common.codec import compressor, decompressor
 from box_common.content import content_hash
 from box_common.delta import DeltaError, apply_delta, signature
 from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
-from box_common.paths import MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, InvalidPath, normalize_path, normalize_prefix
+from box_common.paths import (
+    MAX_DEPTH,
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    InvalidPath,
+    is_plain_path,
+    normalize_path,
+    normalize_prefix,
+)
 from server_min.blocks.local import LocalBlocks
 from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
 from server_min.meta.sqlite import SqliteMeta
@@ -364,7 +372,7 @@ class Service:
             raise BadRequest("a commit names the same path twice")
         wanted = list({bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)})
         with self.meta.write() as conn:
-            stored = self.meta.existing_blocks(conn, wanted)
+            stored = self.meta.block_sizes(conn, wanted)
             readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
             absent = [d.hex() for d in wanted if d not in readable]
             if absent:
@@ -374,8 +382,7 @@ class Service:
                 )
             for e in entries:
                 if e["kind"] == "file":
-                    total = sum(stored[bytes(e["blocks"][i : i + 32])]["size"]
-                                for i in range(0, len(e["blocks"]), 32))
+                    total = sum(stored[e["blocks"][i : i + 32]] for i in range(0, len(e["blocks"]), 32))
                     if total != e["size"]:
                         raise Unprocessable(f"{e['path']}: size {e['size']} does not match its blocks ({total})")
             heads = self.meta.heads_of(conn, box_id, [e["path"] for e in entries])
@@ -511,11 +518,8 @@ def _over_limits(path: str) -> bool:
             or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")))
 
 
-def _entry(change: Any, prefix: str) -> dict[str, Any]:
-    """Validate one change of a commit and turn it into a journal entry (paths made absolute in the box)."""
-    if not isinstance(change, dict):
-        raise BadRequest("each change must be an object")
-    raw = change.get("path")
+def _checked_path(raw: Any) -> str:
+    """A change's path checked against every rule: 422 over the limits, 400 malformed or not canonical."""
     if isinstance(raw, str) and _over_limits(raw):
         raise Unprocessable(f"path {raw[:60]!r}... is over the limits: {MAX_PATH_BYTES} bytes, {MAX_DEPTH} levels, "
                             f"{MAX_NAME_BYTES} bytes per name")
@@ -525,6 +529,16 @@ def _entry(change: Any, prefix: str) -> dict[str, Any]:
         raise BadRequest(str(exc)) from None
     if path != raw:
         raise BadRequest(f"path {raw!r} is not in canonical form (NFC, no trailing slash)")
+    return path
+
+
+def _entry(change: Any, prefix: str) -> dict[str, Any]:
+    """Validate one change of a commit and turn it into a journal entry (paths made absolute in the box)."""
+    if not isinstance(change, dict):
+        raise BadRequest("each change must be an object")
+    raw = change.get("path")
+    # The common case, a plain ASCII path, is canonical as it is; anything else gets every check.
+    path = raw if isinstance(raw, str) and is_plain_path(raw) else _checked_path(raw)
     if path == ".box" or path.startswith(".box/"):
         raise BadRequest("the .box folder is never synced")
     op = change.get("op")

@@ -142,3 +142,32 @@ def test_joined_parts_with_dotdot_are_refused(parts: list[str]) -> None:
     parts = [*parts[:1], "..", *parts[1:]]
     with pytest.raises(InvalidPath):
         normalize_path("/".join(parts))
+
+
+@given(st.lists(st.text(alphabet="ab.-_ /:\\é\x00~", min_size=0, max_size=6), min_size=1, max_size=5))
+def test_the_fast_path_for_plain_paths_agrees_with_every_rule(names: list[str]) -> None:
+    from box_common.paths import _normalize_checked
+
+    path = "/".join(names)
+    try:
+        expected: str | None = _normalize_checked(path) if path else None
+    except InvalidPath:
+        expected = None
+    try:
+        got: str | None = normalize_path(path)
+    except InvalidPath:
+        got = None
+    assert got == expected
+
+
+def test_the_fast_path_keeps_the_limits() -> None:
+    with pytest.raises(InvalidPath):
+        normalize_path("/".join(["a"] * (MAX_DEPTH + 1)))
+    assert normalize_path("/".join(["a"] * MAX_DEPTH)) == "/".join(["a"] * MAX_DEPTH)
+    with pytest.raises(InvalidPath):
+        normalize_path("/".join(["b" * 200] * 21))  # 4220 bytes
+    with pytest.raises(InvalidPath):
+        normalize_path("x" * 256)
+    for bad in ("a/./b", "a/../b", "..", ".", "a//b", "a/", "/a"):
+        with pytest.raises(InvalidPath):
+            normalize_path(bad)

@@ -61,6 +61,7 @@ WAL_TRIM_BYTES = 1 << 20
 
 # SQLite's limit on bound variables is far higher, but small batches keep each statement cheap.
 BATCH = 500
+BIG_BATCH = 5000  # for lookups of plain columns, where fewer statements matter more
 
 
 def batched(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
@@ -276,6 +277,14 @@ class SqliteMeta:
                 found[bytes(row["sha256"])] = row
         return found
 
+    def block_sizes(self, conn: sqlite3.Connection, digests: Sequence[bytes]) -> dict[bytes, int]:
+        """The plain size of each of those `digests` the block store holds (a commit checks many at once)."""
+        sizes: dict[bytes, int] = {}
+        for part in batched(digests, BIG_BATCH):
+            marks = ",".join("?" * len(part))
+            sizes.update(conn.execute(f"SELECT sha256, size FROM blocks WHERE sha256 IN ({marks})", part).fetchall())
+        return sizes
+
     def readable_blocks(self, conn: sqlite3.Connection, user_id: int, digests: Sequence[bytes]) -> set[bytes]:
         """Those `digests` that `user_id` has proved to hold (uploaded) or may read through a file it may read.
 
@@ -296,9 +305,9 @@ class SqliteMeta:
         for sql, params in queries:
             if not rest:
                 break
-            for part in batched(rest):
+            for part in batched(rest, BIG_BATCH):
                 query = sql.format(marks=",".join("?" * len(part)))
-                readable.update(bytes(r[0]) for r in conn.execute(query, (*params, *part)))
+                readable.update(r[0] for r in conn.execute(query, (*params, *part)).fetchall())
             rest = [d for d in rest if d not in readable]
         return readable
 
