@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 """
 
 # A WAL larger than this after a write is checkpointed and truncated (it would otherwise keep up to 4 MiB).
-WAL_TRIM_BYTES = 1 << 20
+WAL_TRIM_BYTES = 256 << 10
 
 # SQLite's limit on bound variables is far higher, but small batches keep each statement cheap.
 BATCH = 500
