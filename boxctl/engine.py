@@ -327,12 +327,14 @@ class Engine:
                     blocks = ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads)
                     if self._chunk_and_queue(change, blocks, uploader, skipped):
                         (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+            changes.sort(key=lambda c: c.path)
+            listed = [self._change_json(c) for c in changes]  # while the last batches upload
             stats = uploader.finish()
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
             raise
         self._refresh(same)
-        result = PushResult(sorted(changes, key=lambda c: c.path), blocks_sent=stats.blocks_sent,
+        result = PushResult(changes, blocks_sent=stats.blocks_sent,
                             bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
                             blocks_delta=stats.blocks_delta)
         if not changes:
@@ -341,11 +343,15 @@ class Engine:
             "message": message or _default_message(changes),
             "device": self.config.device_id,
             "key": secrets.token_urlsafe(16),  # lets the commit be retried safely after a lost answer
-            "changes": [self._change_json(c) for c in result.changes],
+            "changes": listed,
         }
-        answer = self.transport.post_json(f"{self.box}/commits", body)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index") as side:
+            # The new index entries are worked out while the server checks and stores the commit.
+            entries = side.submit(self._index_entries, changes)
+            answer = self.transport.post_json(f"{self.box}/commits", body)
+            puts = entries.result()
         result.seq = int(answer["seq"])
-        self._record_push(result.changes, result.seq, int(answer["previous_head"]))
+        self._record_push(result.changes, result.seq, int(answer["previous_head"]), puts)
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
         return result
 
@@ -402,13 +408,17 @@ class Engine:
             "target": local.target,
         }
 
-    def _record_push(self, changes: list[LocalChange], seq: int, previous_head: int) -> None:
-        puts = []
-        for c in changes:
-            if c.op == "put" and c.local is not None:
-                puts.append(IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, seq,
-                                       content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target,
-                                       pack_sizes(c.sizes)))
+    @staticmethod
+    def _index_entries(changes: list[LocalChange]) -> list[IndexEntry]:
+        """The index entries of the puts among pushed `changes`, their revision still to be set."""
+        return [IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, 0,
+                           content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target,
+                           pack_sizes(c.sizes))
+                for c in changes if c.op == "put" and c.local is not None]
+
+    def _record_push(self, changes: list[LocalChange], seq: int, previous_head: int, puts: list[IndexEntry]) -> None:
+        for entry in puts:
+            entry.rev = seq
         with self.index.transaction() as conn:
             self.index.put(puts, conn)
             self.index.delete([c.path for c in changes if c.op == "delete"], conn)
