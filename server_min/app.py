@@ -94,7 +94,9 @@ def create_app(data_dir: Path) -> FastAPI:
     app = FastAPI(title="Box server_min", version="1", description="Chunk and metadata service of Box.")
     app.state.service = service
     app.state.notifier = notifier
-    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)  # share, login, links and their pages
+    # Share, login, links and their pages, and limits.BodyLimit: the body limit of every route (413 for a
+    # Content-Length over it, or a body without one that grows past it).
+    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
@@ -114,17 +116,6 @@ def create_app(data_dir: Path) -> FastAPI:
         status = 400 if first.get("type") == "json_invalid" else 422
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         return JSONResponse({"error": "invalid", "message": message}, status_code=status)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        limit = MAX_PACK_BODY if request.url.path.startswith("/v1/blocks/") else MAX_JSON_BODY
-        if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
-            return JSONResponse(
-                {"error": "too_large", "message": f"request body is over the limit of {limit} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
