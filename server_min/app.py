@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from box_common.frames import CODEC_IDS, Frame, encode_frame
+from server_min.bodies import BodyBuffers, tune_malloc
 from server_min.errors import BadRequest, ServerError, TooLarge
 from server_min.notify import Notifier
 from server_min.routes_sharing import install as install_sharing
@@ -94,6 +95,7 @@ def create_app(data_dir: Path) -> FastAPI:
     app = FastAPI(title="Box server_min", version="1", description="Chunk and metadata service of Box.")
     app.state.service = service
     app.state.notifier = notifier
+    bodies = BodyBuffers(MAX_PACK_BODY)
     # Share, login, links and their pages, and limits.BodyLimit: the body limit of every route (413 for a
     # Content-Length over it, or a body without one that grows past it).
     install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)
@@ -156,8 +158,11 @@ def create_app(data_dir: Path) -> FastAPI:
 
     @app.post("/v1/blocks/pack")
     async def upload_pack(request: Request, who: Auth) -> dict[str, Any]:
-        body = await _read_limited(request, MAX_PACK_BODY)
-        return await run_in_threadpool(service.store_pack, who, body)
+        # The thread keeps the buffer until it returns: a cancelled request waits for it (anyio does not
+        # abandon the thread), so the buffer is never reused while store_pack still reads it.
+        with bodies.lease() as body:
+            view = await body.read(request, MAX_PACK_BODY)
+            return await run_in_threadpool(service.store_pack, who, view)
 
     @app.put("/v1/blocks/{sha256}")
     async def upload_block(sha256: str, request: Request, who: Auth) -> dict[str, Any]:
@@ -270,6 +275,7 @@ def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_
 
     from server_min.links import redact_access_log
 
+    tune_malloc()  # before the first request: uploads then reuse warm memory
     app = create_app(data_dir)
     started = time.time()
     app.state.started = started
