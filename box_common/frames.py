@@ -49,6 +49,30 @@ def encode_frames(frames: Iterable[Frame]) -> bytes:
     return b"".join(encode_frame(f) for f in frames)
 
 
+def frame_parts(frames: Iterable[Frame], merge_below: int = 64 << 10) -> list[bytes | memoryview]:
+    """The body of `frames` as buffers to send one after another, without copying large payloads.
+
+    Headers and payloads smaller than `merge_below` are merged into one piece up to the next large
+    payload, so many tiny blocks still make a few large sends.
+    """
+    parts: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = []
+    for frame in frames:
+        digest = bytes.fromhex(frame.sha256)
+        if len(digest) != 32:
+            raise ValueError(f"block id {frame.sha256[:80]!r} is not a SHA-256")
+        small.append(HEADER.pack(digest, frame.codec, len(frame.payload)))
+        if len(frame.payload) < merge_below:
+            small.append(frame.payload)
+            continue
+        parts.append(b"".join(small))
+        parts.append(frame.payload)
+        small = []
+    if small:
+        parts.append(b"".join(small))
+    return parts
+
+
 def decode_frames(body: bytes | memoryview, max_payload: int = 64 << 20) -> Iterator[Frame]:
     """Split a body into frames (payloads are zero-copy memoryviews); raise FrameError if malformed."""
     view = memoryview(body)

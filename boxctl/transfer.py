@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from box_common.codec import compressor, decompressor
-from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, Frame, FrameError, decode_frames, encode_frame
+from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames, frame_parts
 from boxctl.chunking import Block
 from boxctl.errors import BoxError, NetworkError, NotFound
 from boxctl.transport import Transport
@@ -25,17 +25,17 @@ BATCH_BLOCKS = 2000
 IN_FLIGHT = 4
 MAX_DELTA_MISSES = 16  # consecutive deltas no smaller than the block: the data was rewritten, stop trying
 
-def encode_block(digest: bytes, data: bytes) -> bytes:
-    """One upload frame: zstd when that makes the block smaller, raw otherwise."""
+def encode_block(digest: bytes, data: bytes) -> Frame:
+    """One upload frame: zstd when that makes the block smaller, raw otherwise (the data itself, no copy)."""
     # Probe a sample first: incompressible data (media, archives) is common and costly to compress whole.
     if len(data) > 65536:
         sample = data[:16384]
         if len(compressor().compress(sample)) > len(sample) * 0.97:
-            return encode_frame(Frame(digest.hex(), CODEC_RAW, data))
+            return Frame(digest.hex(), CODEC_RAW, data)
     packed = compressor().compress(data)
     if len(packed) < len(data):
-        return encode_frame(Frame(digest.hex(), CODEC_ZSTD, packed))
-    return encode_frame(Frame(digest.hex(), CODEC_RAW, data))
+        return Frame(digest.hex(), CODEC_ZSTD, packed)
+    return Frame(digest.hex(), CODEC_RAW, data)
 
 
 def decode_block(frame: Frame, expected: str, max_size: int = 64 << 20) -> bytes:
@@ -128,7 +128,7 @@ class BlockUploader:
         missing = self.transport.missing([b.sha256 for b, _ in batch])
         bases = {base for b, base in batch if base is not None and b.sha256 in missing}
         signatures = self._signatures(bases) if bases and self.delta and self.delta_misses < MAX_DELTA_MISSES else {}
-        body: list[bytes] = []
+        body: list[Frame] = []
         size = 0
         for block, base in batch:
             if block.sha256 not in missing:
@@ -138,18 +138,19 @@ class BlockUploader:
             if base is not None and base in signatures and self.delta_misses < MAX_DELTA_MISSES:
                 frame = self._delta_frame(block, base, signatures[base], frame)
             body.append(frame)
-            size += len(frame)
+            wire = HEADER.size + len(frame.payload)
+            size += wire
             with self.stats.lock:
                 self.stats.blocks_sent += 1
-                self.stats.blocks_delta += frame[32] == CODEC_DELTA
+                self.stats.blocks_delta += frame.codec == CODEC_DELTA
                 self.stats.bytes_plain += len(block.data)
-                self.stats.bytes_sent += len(frame)
+                self.stats.bytes_sent += wire
             self._progress(len(block.data))
             if size >= 32 << 20:
-                self.transport.upload_pack(b"".join(body))
+                self.transport.upload_pack(frame_parts(body))
                 body, size = [], 0
         if body:
-            self.transport.upload_pack(b"".join(body))
+            self.transport.upload_pack(frame_parts(body))
 
     def _signatures(self, bases: set[bytes]) -> dict[bytes, Any]:
         """The signatures of `bases`, fetched in one request (those the server does not give are left out)."""
@@ -162,7 +163,7 @@ class BlockUploader:
         except (NotFound, FrameError, ValueError):
             return {}
 
-    def _delta_frame(self, block: Block, base: bytes, sig: Any, full: bytes) -> bytes:
+    def _delta_frame(self, block: Block, base: bytes, sig: Any, full: Frame) -> Frame:
         """A delta frame against `base` when it is smaller than `full`; else `full`."""
         from box_common.delta import make_delta
 
@@ -170,11 +171,11 @@ class BlockUploader:
         payload = base + sig.window.to_bytes(4, "big") + ops
         with self.stats.lock:
             # Deltas that keep failing (a file rewritten whole) are not worth computing: stop trying.
-            if len(payload) + 64 >= len(full):
+            if len(payload) + 64 >= HEADER.size + len(full.payload):
                 self.delta_misses += 1
                 return full
             self.delta_misses = 0
-        return encode_frame(Frame(block.sha256, CODEC_DELTA, payload))
+        return Frame(block.sha256, CODEC_DELTA, payload)
 
     def _progress(self, n: int) -> None:
         if self.on_progress is not None:

@@ -9,7 +9,7 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
@@ -167,31 +167,18 @@ class Transport:
             found.update(self.post_json("/blocks/missing", {"hashes": hashes[start : start + 10_000]})["missing"])
         return found
 
-    def upload_pack(self, body: bytes) -> dict[str, Any]:
-        """Upload a body of frames (idempotent: the server skips blocks it already holds)."""
-        data: Any = body if self.limiter is None else self._throttled(body)
+    def upload_pack(self, body: bytes | Sequence[bytes | memoryview]) -> dict[str, Any]:
+        """Upload a body of frames (idempotent: the server skips blocks it already holds).
+
+        `body` may be a list of buffers (see box_common.frames.frame_parts): they are sent one after
+        another, as one request with a Content-Length, without being joined into a copy first.
+        """
+        parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
+        data = _Parts(parts, self.limiter)
         headers = {"Content-Type": "application/x-box-frames"}
         response = self.request("POST", "/blocks/pack", data=data, headers=headers)
-        self._count(len(body), len(response.content))
+        self._count(len(data), len(response.content))
         return response.json()
-
-    def _throttled(self, body: bytes) -> Any:
-        """A body that re-iterates (for retries) and paces itself to the rate limit."""
-        limiter = self.limiter
-        assert limiter is not None
-
-        class Paced:
-            def __len__(self) -> int:  # lets requests send a Content-Length, not chunked encoding
-                return len(body)
-
-            def __iter__(self) -> Iterator[bytes]:
-                view = memoryview(body)
-                for start in range(0, len(view), PIECE):
-                    piece = view[start : start + PIECE]
-                    limiter.spend(len(piece))
-                    yield bytes(piece)
-
-        return Paced()
 
     def fetch(self, hashes: list[str]) -> Iterator[Frame]:
         """Download blocks as frames, in the order asked (the caller verifies each hash)."""
@@ -208,6 +195,29 @@ class Transport:
             raise NetworkError(f"download from {self.server} broke off: {_reason(exc)}") from None
         finally:
             response.close()
+
+
+class _Parts:
+    """A request body made of buffers: its length up front (so a Content-Length, not chunked encoding),
+    then each buffer as is, or in paced pieces under --bwlimit; iterable again for a retry."""
+
+    def __init__(self, parts: list[bytes | bytearray | memoryview], limiter: RateLimiter | None) -> None:
+        self.parts = [memoryview(p).cast("B") for p in parts]
+        self.size = sum(p.nbytes for p in self.parts)
+        self.limiter = limiter
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        for part in self.parts:
+            if self.limiter is None:
+                yield part
+                continue
+            for start in range(0, len(part), PIECE):
+                piece = part[start : start + PIECE]
+                self.limiter.spend(len(piece))
+                yield piece
 
 
 def _read_exact(raw: Any, size: int, limiter: RateLimiter | None = None) -> bytes:

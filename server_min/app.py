@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from box_common.frames import CODEC_IDS, Frame, encode_frame
+from server_min.bodies import BodyBuffers, tune_malloc
 from server_min.errors import BadRequest, ServerError, TooLarge
 from server_min.notify import Notifier
 from server_min.routes_sharing import install as install_sharing
@@ -96,7 +97,10 @@ def create_app(data_dir: Path) -> FastAPI:
     app = FastAPI(title="Box server_min", version="1", description="Chunk and metadata service of Box.")
     app.state.service = service
     app.state.notifier = notifier
-    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)  # share, login, links and their pages
+    bodies = BodyBuffers(MAX_PACK_BODY)
+    # Share, login, links and their pages, and limits.BodyLimit: the body limit of every route (413 for a
+    # Content-Length over it, or a body without one that grows past it).
+    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
@@ -116,17 +120,6 @@ def create_app(data_dir: Path) -> FastAPI:
         status = 400 if first.get("type") == "json_invalid" else 422
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         return JSONResponse({"error": "invalid", "message": message}, status_code=status)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        limit = MAX_PACK_BODY if request.url.path.startswith("/v1/blocks/") else MAX_JSON_BODY
-        if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
-            return JSONResponse(
-                {"error": "too_large", "message": f"request body is over the limit of {limit} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
@@ -167,8 +160,11 @@ def create_app(data_dir: Path) -> FastAPI:
 
     @app.post("/v1/blocks/pack")
     async def upload_pack(request: Request, who: Auth) -> dict[str, Any]:
-        body = await _read_limited(request, MAX_PACK_BODY)
-        return await run_in_threadpool(service.store_pack, who, body)
+        # The thread keeps the buffer until it returns: a cancelled request waits for it (anyio does not
+        # abandon the thread), so the buffer is never reused while store_pack still reads it.
+        with bodies.lease() as body:
+            view = await body.read(request, MAX_PACK_BODY)
+            return await run_in_threadpool(service.store_pack, who, view)
 
     @app.put("/v1/blocks/{sha256}")
     async def upload_block(sha256: str, request: Request, who: Auth) -> dict[str, Any]:
@@ -280,6 +276,7 @@ def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_
 
     from server_min.links import redact_access_log
 
+    tune_malloc()  # before the first request: uploads then reuse warm memory
     app = create_app(data_dir)
     started = time.time()
     app.state.started = started

@@ -255,33 +255,61 @@ class Service:
         # A block stored for someone else is still "missing" for this caller: no oracle.
         return [d.hex() for d in dict.fromkeys(digests) if d not in readable]
 
-    def store_pack(self, caller: Caller, body: bytes) -> dict[str, int]:
-        """Verify every frame of an upload body, store the new blocks in one pack, record possession."""
+    def store_pack(self, caller: Caller, body: bytes | memoryview) -> dict[str, int]:
+        """Verify every frame of an upload body, store the new blocks in one pack, record possession.
+
+        A writable body (the server's upload buffer) may be rearranged in place.
+        """
+        view = memoryview(body)
         try:
-            frames = list(decode_frames(body, max_payload=MAX_BLOCK + 1024))
+            frames = list(decode_frames(view, max_payload=MAX_BLOCK + 1024))
         except FrameError as exc:
             raise BadRequest(f"malformed upload body: {exc}") from None
-        verified: dict[bytes, tuple[Frame, int]] = {}
+        # digest -> (frame as stored, plain size, where its payload starts in the body or -1 once rebuilt)
+        verified: dict[bytes, tuple[Frame, int, int]] = {}
+        at = 0
         for frame in frames:
+            at += HEADER.size
+            start = at
+            at += len(frame.payload)
             if frame.codec == CODEC_DELTA:
                 frame, plain = self._rebuild(caller, frame)
+                start = -1
             else:
                 plain = plain_bytes(frame)
             if hashlib.sha256(plain).hexdigest() != frame.sha256:
                 raise Unprocessable(f"block {frame.sha256} does not match its SHA-256; nothing was stored")
-            verified.setdefault(bytes.fromhex(frame.sha256), (frame, len(plain)))
+            verified.setdefault(bytes.fromhex(frame.sha256), (frame, len(plain), start))
         with self.meta.read() as conn:
             stored = self.meta.existing_blocks(conn, list(verified))
-        new = [(d, f, size) for d, (f, size) in verified.items() if d not in stored]
+        new = [(d, f, size, start) for d, (f, size, start) in verified.items() if d not in stored]
         rows: list[tuple[bytes, int, int, int, str, int]] = []
         if new:
-            pack, offsets = self.blocks.write_pack([f.payload for _, f, _ in new])
-            rows = [
-                (d, size, len(f.payload), f.codec, pack, off) for (d, f, size), off in zip(new, offsets, strict=True)
-            ]
+            pack, offsets = self._write_pack(view, [(f.payload, start) for _, f, _, start in new])
+            rows = [(d, size, len(f.payload), f.codec, pack, off)
+                    for (d, f, size, _), off in zip(new, offsets, strict=True)]
         self.meta.add_blocks(caller.user_id, rows, verified.keys())
         # The answer is the same whether a block was new or already stored for someone else: no oracle.
-        return {"received": len(frames), "stored": len(verified), "bytes": len(body)}
+        return {"received": len(frames), "stored": len(verified), "bytes": len(view)}
+
+    def _write_pack(self, body: memoryview, payloads: list[tuple[bytes | memoryview, int]]) -> tuple[str, list[int]]:
+        """Store `payloads` (each with where it starts in `body`, or -1 if it is not there) in one pack.
+
+        A writable body (the server's upload buffer) is packed tight in place, the frame headers and
+        blocks stored already squeezed out (a memmove: 40 ms a GiB), and goes to disk as one page-aligned
+        write of the buffer itself: no copy, no page cache.
+        """
+        if body.readonly or any(start < 0 for _, start in payloads):
+            return self.blocks.write_pack([payload for payload, _ in payloads])
+        offsets, end = [], 0
+        for payload, start in payloads:
+            size = len(payload)
+            if start != end:  # never past `start`: what is still to move stays intact
+                body[end : end + size] = body[start : start + size]  # memoryview copies overlaps safely
+            offsets.append(end)
+            end += size
+        pack, _ = self.blocks.write_pack([body[:end]])
+        return pack, offsets
 
     def _rebuild(self, caller: Caller, frame: Frame) -> tuple[Frame, bytes]:
         """Turn a delta frame into a stored frame: rebuild the block from its base, which the caller must read."""

@@ -225,6 +225,41 @@ def test_upload_commit_and_read_back(api: Api) -> None:
     assert waited["changes"] is True and waited["head"] == 2
 
 
+def test_pack_of_new_stored_repeated_and_zstd_blocks_reads_back_each(api: Api) -> None:
+    """Blocks stored already or repeated are squeezed out of the pack: every block still reads back."""
+    stored, big, small, text = fresh(5000), fresh((3 << 20) + 123), fresh(777), b"zstd me " * 5000
+    assert upload(api, api.alice, stored).status_code == 200
+    packs = api.packs()
+    frames = [Frame(sha(big), CODEC_RAW, big), Frame(sha(stored), CODEC_RAW, stored),
+              Frame(sha(small), CODEC_RAW, small), Frame(sha(big), CODEC_RAW, big),
+              Frame(sha(text), CODEC_ZSTD, zstandard.ZstdCompressor().compress(text))]
+    resp = api.call("POST", "/v1/blocks/pack", api.alice, data=encode_frames(frames))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["received"] == 5 and resp.json()["stored"] == 4
+    new_packs = api.packs() - packs
+    assert len(new_packs) == 1
+    assert new_packs.pop().stat().st_size == len(big) + len(small) + len(frames[4].payload)  # nothing else
+    for data in (stored, big, small, text):
+        assert api.call("GET", f"/v1/blocks/{sha(data)}", api.alice).content == data
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_large_pack_is_stored_whole_and_reads_back(api: Api, chunked: bool) -> None:
+    """Several MiB of new blocks (the common upload) land in one pack: page-aligned part and tail."""
+    blocks = [fresh((1 << 20) + 4095), fresh(3 << 20), fresh(10)]
+    body = encode_frames([Frame(sha(b), CODEC_RAW, b) for b in blocks])
+    packs = api.packs()
+    data: Any = body if not chunked else (body[i : i + 100_000] for i in range(0, len(body), 100_000))
+    resp = api.call("POST", "/v1/blocks/pack", api.alice, data=data)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"received": 3, "stored": 3, "bytes": len(body)}
+    new_packs = api.packs() - packs
+    assert len(new_packs) == 1 and new_packs.pop().read_bytes() == b"".join(blocks)  # payloads only
+    for data in blocks:
+        assert api.call("GET", f"/v1/blocks/{sha(data)}", api.alice).content == data
+    assert missing(api, api.alice, [sha(b) for b in blocks]) == []
+
+
 def test_openapi_lists_v1_routes(api: Api) -> None:
     resp = requests.get(f"{api.url}/openapi.json", timeout=10)
     assert resp.status_code == 200

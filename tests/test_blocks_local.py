@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from server_min.blocks import local
 from server_min.blocks.local import LocalBlocks
 
 
@@ -88,3 +91,53 @@ def test_a_failed_write_leaves_no_pack(tmp_path: Path) -> None:
     with pytest.raises((RuntimeError, TypeError)):
         store.write_pack([b"ok", Broken()])  # type: ignore[list-item]
     assert packs_in(root) == []
+
+
+@pytest.mark.parametrize("size", [4096, 3 * 4096 + 100, 100, (2 << 20) + 1])
+def test_page_aligned_memory_is_written_whole(tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page-aligned buffer (as the server's upload buffers are) goes to disk past the page cache, tail too."""
+    direct = []
+    set_direct = local._set_direct
+    monkeypatch.setattr(local, "_set_direct", lambda fd, on: direct.append(on) or set_direct(fd, on))
+    store = LocalBlocks(tmp_path / "blocks")
+    buffer = mmap.mmap(-1, size + 8192)
+    data = os.urandom(size)
+    buffer[:size] = data
+    pack, offsets = store.write_pack([memoryview(buffer)[:size]])
+    assert offsets == [0]
+    assert store.read(pack, 0, size) == data
+    assert (tmp_path / "blocks" / "packs" / pack[:2] / f"{pack}.pack").stat().st_size == size
+    assert (True in direct) == (size >= 4096 and bool(local.DIRECT))  # whole pages were sent direct
+
+
+def test_unaligned_and_mixed_payloads_after_an_aligned_one(tmp_path: Path) -> None:
+    store = LocalBlocks(tmp_path / "blocks")
+    buffer = mmap.mmap(-1, 3 << 20)
+    buffer[:] = os.urandom(3 << 20)
+    parts = [memoryview(buffer)[: 5000], memoryview(buffer)[7 : 9000 + 7], b"bytes", memoryview(buffer)[4096:]]
+    pack, offsets = store.write_pack(parts)
+    for part, offset in zip(parts, offsets, strict=True):
+        assert store.read(pack, offset, len(part)) == bytes(part)
+
+
+def test_without_o_direct_the_page_cache_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that refuses O_DIRECT (tmpfs on older kernels) still gets every byte."""
+    monkeypatch.setattr(local, "_set_direct", lambda fd, on: False)
+    store = LocalBlocks(tmp_path / "blocks")
+    buffer = mmap.mmap(-1, 3 * 4096)
+    buffer[:] = os.urandom(3 * 4096)
+    pack, _ = store.write_pack([memoryview(buffer)])
+    assert store.read(pack, 0, 3 * 4096) == bytes(buffer)
+
+
+def test_a_failed_write_removes_its_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "blocks"
+    store = LocalBlocks(root)
+
+    def full(fd: int, data: Any, position: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local, "_write", full)
+    with pytest.raises(OSError, match="No space"):
+        store.write_pack([b"x" * 10])
+    assert packs_in(root) == [] and list((root / "tmp").iterdir()) == []

@@ -19,6 +19,7 @@ from box_common.frames import (
     decode_frames,
     encode_frame,
     encode_frames,
+    frame_parts,
 )
 
 frames_st = st.builds(
@@ -150,3 +151,19 @@ def test_encode_refuses_ids_that_are_not_32_bytes(bad: str) -> None:
     """A frame's id must be a whole SHA-256: a short or long id must not be padded or cut silently."""
     with pytest.raises(ValueError):
         encode_frame(Frame(bad, CODEC_RAW, b"x"))
+
+
+@settings(max_examples=100)
+@given(st.lists(frames_st, max_size=8), st.integers(min_value=0, max_value=400))
+def test_frame_parts_send_the_same_bytes_as_encode_frames(frames: list[Frame], merge_below: int) -> None:
+    assert b"".join(frame_parts(frames, merge_below)) == encode_frames(frames)
+
+
+def test_frame_parts_keep_large_payloads_as_they_are_and_merge_small_ones() -> None:
+    big = memoryview(bytearray(b"b" * 100_000))
+    frames = [Frame("11" * 32, CODEC_RAW, b"tiny"), Frame("22" * 32, CODEC_ZSTD, b"small"),
+              Frame("33" * 32, CODEC_RAW, big), Frame("44" * 32, CODEC_RAW, b"last")]
+    parts = frame_parts(frames, merge_below=1000)
+    assert len(parts) == 3 and parts[1] is big  # headers and tiny payloads merged; the big one not copied
+    with pytest.raises(ValueError, match="SHA-256"):
+        frame_parts([Frame("abcd", CODEC_RAW, b"")])
