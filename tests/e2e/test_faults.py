@@ -140,7 +140,8 @@ def killed_push_then_resume(make_device: Any, server: ServerProc, sizes: list[in
     at_kill = []
     for stop in stops:
         threshold = int(total * stop)
-        proc = start(a, "push", "--json", "-m", "big push")
+        # Held to 40 MB/s so the kill lands mid-push however fast this machine stores blocks.
+        proc = start(a, "push", "--json", "-m", "big push", "--bwlimit", "40M")
         kill_when(proc, lambda t=threshold: stored(server) >= t, f"{threshold} bytes to reach the server")
         at_kill.append(stored(server))
         assert commits(a) == [], "a killed push left a visible commit"
