@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -655,6 +656,10 @@ def _when(epoch: float) -> str:
 
 
 MULTI_OPTIONS = ("--only",)
+# A push or pull of 100,000 files makes millions of small objects and almost no reference cycles:
+# with the default thresholds the cycle collector runs thousands of times over the same live
+# objects (a tenth of a push's CPU). It still runs, just far less often.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def expand_multi_options(args: list[str]) -> list[str]:
@@ -679,6 +684,7 @@ def expand_multi_options(args: list[str]) -> list[str]:
 def main() -> None:
     """Entry point: run the app, turning every BoxError into one line on stderr and its exit code."""
     # Click handles usage errors itself (exit 2); everything we raise becomes one line here.
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         app(args=expand_multi_options(sys.argv[1:]))
     except BoxError as exc:
