@@ -121,7 +121,7 @@ class BoxServer:
         except Exception:
             self.stop()
             raise
-        self.sampler = Sampler(self.proc.pid)
+        self.sampler = Sampler(self.proc.pid, children=False)  # one process: the kernel's exact peak
         self.token = run_quiet([*boxctl(), "admin", "add-user", BOX_USER, "--data", str(data)], tool="box").strip()
 
     @property
