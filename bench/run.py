@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if (ctx.errors or failed_checks or problems) else 0
 
 
+KEPT_SECTIONS = ("analysis", "watch")
+
+
 def write_docs(doc: dict[str, Any], targets: list[report.TargetResult]) -> None:
     """docs/benchmarks.md and docs/benchmarks.png from one run's results."""
     chart_ok = report.chart(targets, ROOT / "docs" / "benchmarks.png",
@@ -211,11 +214,13 @@ def write_docs(doc: dict[str, Any], targets: list[report.TargetResult]) -> None:
     text = report.markdown(doc, targets, "benchmarks.png" if chart_ok else None)
     (ROOT / "docs").mkdir(exist_ok=True)
     page = ROOT / "docs" / "benchmarks.md"
-    # bench/watch_latency.py owns one section of the page: keep it across rewrites.
+    # Sections this script does not write (bench/watch_latency.py's figures, the hand-written analysis
+    # of the targets missed) are kept across rewrites.
     old = page.read_text() if page.exists() else ""
-    start, end = old.find("<!-- watch:start -->"), old.find("<!-- watch:end -->")
-    if 0 <= start < end:
-        text = text.rstrip("\n") + "\n\n" + old[start : end + len("<!-- watch:end -->")] + "\n"
+    for name in KEPT_SECTIONS:
+        start, end = old.find(f"<!-- {name}:start -->"), old.find(f"<!-- {name}:end -->")
+        if 0 <= start < end:
+            text = text.rstrip("\n") + "\n\n" + old[start : end + len(f"<!-- {name}:end -->")] + "\n"
     page.write_text(text)
     log("wrote docs/benchmarks.md" + (" and docs/benchmarks.png" if chart_ok else ""))
 
