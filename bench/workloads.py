@@ -163,6 +163,19 @@ def target_of(ctx: Context, workload: str, tool: Tool, label: str, src: Path) ->
 # --- W1 + W3: the big file ------------------------------------------------------------------
 
 
+def push_and_restore(ctx: Context, workload: str, tool: Tool, target: Target, original: Path, dest: Path,
+                     compare: bool) -> None:
+    """Push the one file of a target's source, restore it into `dest`, and check what came back: its
+    size always, its bytes when `compare` (reading a big file again costs time)."""
+    ctx.record(workload, "push", tool, target.push())
+    ctx.record(workload, "restore", tool, target.restore(dest))
+    got = find_file(dest, original.name)
+    ok = got is not None and got.stat().st_size == original.stat().st_size
+    if ok and compare:
+        ok = same_file(got, original)  # type: ignore[arg-type]
+    ctx.check(workload, tool, ok, f"restored {original.name} equals the original")
+
+
 def w1_w3(ctx: Context) -> None:
     """Per run and tool: first push of big.bin (W1), restore into a fresh folder (W1), then the same
     file with one byte inserted at the front, pushed again (W3)."""
@@ -176,14 +189,8 @@ def w1_w3(ctx: Context) -> None:
             link_file(big, src / "big.bin")
             with target_of(ctx, "W1", tool, label, src) as target:
                 log(f"W1 run {run + 1}/{runs} {tool.name}: push {big.stat().st_size >> 20} MiB")
-                ctx.record("W1", "push", tool, target.push())
                 dest = ctx.work / label / "restore"
-                ctx.record("W1", "restore", tool, target.restore(dest))
-                got = find_file(dest, "big.bin")
-                ok = got is not None and got.stat().st_size == big.stat().st_size
-                if ok and (tool.name == "box" or ctx.quick or run == 0):
-                    ok = same_file(got, big)  # type: ignore[arg-type]
-                ctx.check("W1", tool, ok, "restored big.bin equals the original")
+                push_and_restore(ctx, "W1", tool, target, big, dest, tool.name == "box" or ctx.quick or run == 0)
                 remove(dest)
                 if isinstance(target, BoxTarget):
                     ctx.extra["box_chunking"] = target.chunking
@@ -288,14 +295,7 @@ def w6(ctx: Context) -> None:
             link_file(huge, src / "huge.bin")
             with target_of(ctx, "W6", tool, label, src) as target:
                 log(f"W6 run {run + 1}/{runs} {tool.name}: push and restore {huge.stat().st_size >> 20} MiB")
-                ctx.record("W6", "push", tool, target.push())
-                dest = ctx.work / label / "restore"
-                ctx.record("W6", "restore", tool, target.restore(dest))
-                got = find_file(dest, "huge.bin")
-                ok = got is not None and got.stat().st_size == huge.stat().st_size
-                if ok and tool.name == "box":
-                    ok = same_file(got, huge)  # type: ignore[arg-type]
-                ctx.check("W6", tool, ok, "restored huge.bin equals the original")
+                push_and_restore(ctx, "W6", tool, target, huge, ctx.work / label / "restore", tool.name == "box")
 
 
 # --- W7: the server alone ---------------------------------------------------------------------

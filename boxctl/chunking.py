@@ -38,6 +38,7 @@ class Chunker:
         with open(path, "rb", buffering=0) as stream:
             size = os.fstat(stream.fileno()).st_size
             if size <= self.min_size:
+                # A small file is one block: skip the chunker's set-up cost.
                 data = stream.read()
                 if data:
                     yield 0, data
@@ -47,17 +48,7 @@ class Chunker:
 
     def blocks(self, path: Path | str) -> Iterator[Block]:
         """The blocks of the file at `path`, in order; memory stays within a few maximum block sizes."""
-        with open(path, "rb", buffering=0) as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size <= self.min_size:
-                # A small file is one block: skip the chunker's set-up cost.
-                data = stream.read()
-                if data:
-                    yield Block(hashlib.sha256(data).digest(), 0, data)
-                return
-            for chunk in self.cdc.cut_stream(stream):
-                data = bytes(chunk.data)
-                yield Block(hashlib.sha256(data).digest(), chunk.offset, data)
+        return map(hash_piece, self.pieces(path))
 
     def digests(self, path: Path | str) -> tuple[bytes, int]:
         """The concatenated block digests of a file and its size, without keeping any block."""
@@ -67,8 +58,6 @@ class Chunker:
             parts.append(block.digest)
             size += len(block.data)
         return b"".join(parts), size
-
-
 
 
 def hash_piece(piece: tuple[int, bytes]) -> Block:
@@ -89,6 +78,7 @@ def read_small(path: Path | str, limit: int) -> tuple[list[Block], os.stat_resul
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    return ([Block(hashlib.sha256(data).digest(), 0, data)] if data else []), after
+    return ([hash_piece((0, data))] if data else []), after
+
 
 __all__ = ["Block", "Chunker", "content_hash", "hash_piece", "read_small"]

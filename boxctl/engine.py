@@ -311,6 +311,11 @@ class Engine:
         maybe_ids = {id(c) for c in maybe}
         small = [c for c in files if c.local is not None and c.local.size <= self.chunker.min_size]
         large = [c for c in files if c.local is not None and c.local.size > self.chunker.min_size]
+
+        def queue(change: LocalChange, blocks: Iterable[Block] | OSError, after: os.stat_result | None = None) -> None:
+            if self._chunk_and_queue(change, blocks, uploader, skipped, after):
+                (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+
         try:
             # Reading and hashing run on a pool (hashlib and file reads release the GIL); blocks reach
             # the uploader in file order, with a bounded number of files or chunks in flight.
@@ -320,13 +325,10 @@ class Engine:
                 load = _load_small(self.root, self.chunker.min_size + 1)
                 for group in ordered_map(load, groups, pool, ahead=4 * self.threads):
                     for change, blocks, after in group:
-                        if self._chunk_and_queue(change, blocks, uploader, skipped, after):
-                            (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+                        queue(change, blocks, after)
                 for change in large:
                     pieces = self.chunker.pieces(self.root / change.path)
-                    blocks = ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads)
-                    if self._chunk_and_queue(change, blocks, uploader, skipped):
-                        (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+                    queue(change, ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads))
             changes.sort(key=lambda c: c.path)
             listed = [self._change_json(c) for c in changes]  # while the last batches upload
             stats = uploader.finish()

@@ -342,11 +342,7 @@ class Service:
             raise TooLarge("ask for at most 1000 signatures at once")
         parts = []
         for sha, row in self.readable_frames(caller, hashes):
-            payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
-            plain = plain_bytes(Frame(sha, row["codec"], payload))
-            if hashlib.sha256(plain).hexdigest() != sha:
-                raise OSError(f"block {sha} is damaged in the store")
-            sig = signature(bytes(plain), window).encode()
+            sig = signature(self._verified_plain(sha, row), window).encode()
             parts.append(HEADER.pack(bytes.fromhex(sha), CODEC_RAW, len(sig)) + sig)
         return b"".join(parts)
 
@@ -370,6 +366,10 @@ class Service:
     def read_block(self, caller: Caller, sha: str) -> bytes:
         """The plain bytes of one block the caller may read, checked against its hash."""
         ((_, row),) = self.readable_frames(caller, [sha])
+        return self._verified_plain(sha, row)
+
+    def _verified_plain(self, sha: str, row: sqlite3.Row) -> bytes:
+        """The plain bytes of the stored block `row`, checked against its hash (rule 5)."""
         payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
         plain = plain_bytes(Frame(sha, row["codec"], payload))
         if hashlib.sha256(plain).hexdigest() != sha:
