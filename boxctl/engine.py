@@ -27,6 +27,7 @@ from boxctl.config import BoxConfig
 from boxctl.errors import BoxError, NotFound, UsageError
 from boxctl.index import Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
+from boxctl.staging import CommitStager
 from boxctl.transfer import BlockUploader, download_blocks
 from boxctl.transport import Transport
 from boxctl.workspace import (
@@ -108,14 +109,17 @@ class PushResult:
     blocks_delta: int = 0
     wire_sent: int = 0
     wire_received: int = 0
+    staged: int = 0  # changes sent ahead in parts of a staged commit (the rest went with the commit)
 
     def as_json(self) -> dict[str, Any]:
+        paths: dict[str, list[str]] = {"added": [], "modified": [], "deleted": []}
+        for c in self.changes:
+            paths[c.status].append(c.path)
         return {
             "seq": self.seq, "dry_run": self.dry_run, "blocks_delta": self.blocks_delta,
+            "changes_staged": self.staged,
             "wire_bytes_sent": self.wire_sent, "wire_bytes_received": self.wire_received,
-            "added": [c.path for c in self.changes if c.status == "added"],
-            "modified": [c.path for c in self.changes if c.status == "modified"],
-            "deleted": [c.path for c in self.changes if c.status == "deleted"],
+            **paths,
             "blocks_sent": self.blocks_sent, "bytes_sent": self.bytes_sent, "bytes_plain": self.bytes_plain,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
         }
@@ -306,6 +310,7 @@ class Engine:
 
         known = {e.blocks[i : i + 32] for e in self.index.entries().values() for i in range(0, len(e.blocks), 32)}
         uploader = BlockUploader(self.transport, self.threads, on_progress=advance, known=known, delta=self.delta)
+        stager = CommitStager(self.transport, self.box, uploader, self._change_json)
         changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]
         same: list[LocalChange] = []
         maybe_ids = {id(c) for c in maybe}
@@ -313,8 +318,13 @@ class Engine:
         large = [c for c in files if c.local is not None and c.local.size > self.chunker.min_size]
 
         def queue(change: LocalChange, blocks: Iterable[Block] | OSError, after: os.stat_result | None = None) -> None:
-            if self._chunk_and_queue(change, blocks, uploader, skipped, after):
-                (same if id(change) in maybe_ids and self._unchanged(change) else changes).append(change)
+            if not self._chunk_and_queue(change, blocks, uploader, skipped, after):
+                return
+            if id(change) in maybe_ids and self._unchanged(change):
+                same.append(change)
+            else:
+                changes.append(change)
+                stager.add(change)
 
         try:
             # Reading and hashing run on a pool (hashlib and file reads release the GIL); blocks reach
@@ -326,19 +336,24 @@ class Engine:
                 for group in ordered_map(load, groups, pool, ahead=4 * self.threads):
                     for change, blocks, after in group:
                         queue(change, blocks, after)
+                    stager.poll()
                 for change in large:
                     pieces = self.chunker.pieces(self.root / change.path)
                     queue(change, ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads))
+                    stager.poll()
             changes.sort(key=lambda c: c.path)
-            listed = [self._change_json(c) for c in changes]  # while the last batches upload
+            # The changes not staged yet go in the commit itself; listed while the last batches upload.
+            listed = [self._change_json(c) for c in changes if not stager.is_staged(c)]
             stats = uploader.finish()
+            stage = stager.wait()
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
+            stager.abandon()
             raise
         self._refresh(same)
         result = PushResult(changes, blocks_sent=stats.blocks_sent,
                             bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
-                            blocks_delta=stats.blocks_delta)
+                            blocks_delta=stats.blocks_delta, staged=len(stager.staged))
         if not changes:
             return result
         body = {
@@ -347,6 +362,8 @@ class Engine:
             "key": secrets.token_urlsafe(16),  # lets the commit be retried safely after a lost answer
             "changes": listed,
         }
+        if stage is not None:
+            body["stage"] = stage
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index") as side:
             # The new index entries are worked out while the server checks and stores the commit.
             entries = side.submit(self._index_entries, changes)

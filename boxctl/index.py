@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -150,15 +152,18 @@ class Index:
     def put(self, entries: Iterable[IndexEntry], conn: sqlite3.Connection | None = None) -> None:
         """Insert or replace entries (inside the caller's transaction if given)."""
         now = time.time_ns()
-        rows = (
+        rows = [
             (e.path, e.kind, e.size, 0 if now - e.mtime_ns < RACY_NS else e.mtime_ns, e.inode, e.mode, e.rev,
              e.content_hash, e.blocks, e.target, e.sizes)
             for e in entries
-        )
-        (conn or self.conn).executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        ]
+        insert_rows(conn or self.conn, "INSERT OR REPLACE INTO entries", rows, 11)
 
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
-        (conn or self.conn).executemany("DELETE FROM entries WHERE path = ?", ((p,) for p in paths))
+        paths = list(paths)
+        for start in range(0, len(paths), MAX_VARIABLES):
+            part = paths[start : start + MAX_VARIABLES]
+            (conn or self.conn).execute(f"DELETE FROM entries WHERE path IN ({','.join('?' * len(part))})", part)
 
     def get_meta(self, key: str, default: str = "") -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -82,6 +82,8 @@ class BlockUploader:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
         self.slots = threading.Semaphore(threads)
         self.pending: list[Future[None]] = []
+        self.batches: list[Future[None]] = []  # every batch sent to the pool, in order
+        self.uploaded = 0  # batches[:uploaded] have all finished without error
         self.seen: set[bytes] = set()
         self.batch: list[tuple[Block, bytes | None]] = []
         self.batch_bytes = 0
@@ -114,6 +116,19 @@ class BlockUploader:
         future = self.pool.submit(self._send, batch)
         future.add_done_callback(lambda _: self.slots.release())
         self.pending.append(future)
+        self.batches.append(future)
+
+    def position(self) -> int:
+        """The batch the next block joins: every block added so far is in a batch before it or in it."""
+        return len(self.batches)
+
+    def uploaded_before(self) -> int:
+        """How many batches, from the first on, have all finished uploading: blocks added at a
+        position below this number are on the server."""
+        while (self.uploaded < len(self.batches) and self.batches[self.uploaded].done()
+               and self.batches[self.uploaded].exception() is None):
+            self.uploaded += 1
+        return self.uploaded
 
     def _raise_failed(self) -> None:
         still = []

@@ -69,6 +69,12 @@ class CommitIn(BaseModel):
                             description="Client-chosen id that makes a retried commit apply once.")
     # Each change is checked once, by the service (paths, types, limits); a model per change here would
     # double the cost of a 100,000-file commit. The schema still documents a change's shape.
+    changes: list[dict[str, Any]] = Field(default=[], json_schema_extra={"items": ChangeIn.model_json_schema()})
+    stage: int | None = Field(default=None, ge=1, lt=1 << 62,
+                              description="Also apply every change staged there (POST .../stages).")
+
+
+class StageIn(BaseModel):
     changes: list[dict[str, Any]] = Field(json_schema_extra={"items": ChangeIn.model_json_schema()})
 
 
@@ -79,6 +85,7 @@ class AckIn(BaseModel):
 
 bearer = HTTPBearer(auto_error=False)
 BoxId = Annotated[int, PathParam(ge=0, lt=1 << 62, description="A box id (see GET /v1/boxes?name=).")]
+StageId = Annotated[int, PathParam(ge=1, lt=1 << 62, description="A stage id (see POST /v1/boxes/{box_id}/stages).")]
 
 
 def current_caller(request: Request,
@@ -204,7 +211,15 @@ def create_app(data_dir: Path) -> FastAPI:
 
     @app.post("/v1/boxes/{box_id}/commits")
     def commit(box_id: BoxId, body: CommitIn, who: Auth) -> dict[str, Any]:
-        return service.commit(who, box_id, body.message, body.device, body.changes, body.key)
+        return service.commit(who, box_id, body.message, body.device, body.changes, body.key, body.stage)
+
+    @app.post("/v1/boxes/{box_id}/stages")
+    def create_stage(box_id: BoxId, who: Auth) -> dict[str, Any]:
+        return service.create_stage(who, box_id)
+
+    @app.post("/v1/boxes/{box_id}/stages/{stage}")
+    def add_to_stage(box_id: BoxId, stage: StageId, body: StageIn, who: Auth) -> dict[str, Any]:
+        return service.add_to_stage(who, box_id, stage, body.changes)
 
     @app.get("/v1/boxes/{box_id}/changes")
     def changes(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),

@@ -37,7 +37,8 @@ from server_min.meta.sqlite_sharing import SqliteSharing
 from server_min.sharing import Sharing, folder_of
 
 MAX_BLOCK = 16 << 20
-MAX_CHANGES = 500_000
+MAX_CHANGES = 500_000  # in one request
+MAX_STAGED = 10_000_000  # in one staged commit
 MAX_HASHES = 100_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -379,9 +380,10 @@ class Service:
     # --- commits and the journal ------------------------------------------------------------
 
     def commit(self, caller: Caller, box_id: int, message: str, device_id: int | None,
-               changes: list[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
+               changes: list[dict[str, Any]], key: str | None = None, stage: int | None = None) -> dict[str, Any]:
         """Apply `changes` as one atomic commit, or nothing at all (409 naming every conflicting path).
 
+        With `stage`, the commit applies every change staged there (see add_to_stage) plus `changes`.
         `key`, chosen by the client, makes a retried commit safe: the same key answers with the
         commit it already made instead of committing twice.
         """
@@ -392,39 +394,18 @@ class Service:
             if done is not None:
                 return {"seq": done["seq"], "time": done["time"], "previous_head": -1,
                         "changes": done["nchanges"], "replayed": True}
-        if not changes:
+        if not changes and stage is None:
             raise BadRequest("a commit needs at least one change")
-        if len(changes) > MAX_CHANGES:
-            raise TooLarge(f"a commit may hold at most {MAX_CHANGES} changes")
-        entries = [_entry(c, access.prefix) for c in changes]
-        if len({e["path"] for e in entries}) != len(entries):
-            raise BadRequest("a commit names the same path twice")
-        wanted = list({bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)})
+        entries, parents = self._checked_changes(changes, access.prefix)
         with self.meta.write() as conn:
-            stored = self.meta.block_sizes(conn, wanted)
-            readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
-            absent = [d.hex() for d in wanted if d not in readable]
-            if absent:
-                raise Unprocessable(
-                    f"{len(absent)} block(s) of this commit are not on the server; upload them first",
-                    missing=absent[:100],
-                )
-            for e in entries:
-                if e["kind"] == "file":
-                    total = sum(stored[e["blocks"][i : i + 32]] for i in range(0, len(e["blocks"]), 32))
-                    if total != e["size"]:
-                        raise Unprocessable(f"{e['path']}: size {e['size']} does not match its blocks ({total})")
-            heads = self.meta.heads_of(conn, box_id, [e["path"] for e in entries])
-            conflicts = []
-            for e, change in zip(entries, changes, strict=True):
-                head = heads.get(e["path"])
-                parent = int(change.get("parent_rev") or 0)
-                current, present = (int(head["rev"]), bool(head["present"])) if head else (0, False)
-                if e["op"] == "put" and (parent == current or (not present and parent == 0)):
-                    continue
-                if e["op"] == "delete" and present and parent == current:
-                    continue
-                conflicts.append({"path": e["path"], "parent_rev": parent, "head_rev": current, "present": present})
+            self._check_blocks(conn, caller, entries)
+            if stage is None:
+                conflicts = self._conflicts(conn, box_id, entries, parents)
+            else:
+                self._own_stage(conn, caller, box_id, stage, access.prefix)
+                if entries:
+                    self.meta.add_staged(conn, stage, entries, parents)
+                conflicts = self.meta.staged_conflicts(conn, box_id, stage)
             if conflicts:
                 raise Conflict(
                     f"{len(conflicts)} path(s) changed on the server since your last pull; "
@@ -432,12 +413,95 @@ class Service:
                     conflicts=conflicts[:1000],
                 )
             previous = self.meta.head_in(conn, box_id)
-            seq, when = self.meta.append_commit(conn, box_id, caller.user_id, device_id, message, entries, key)
+            if stage is None:
+                seq, when = self.meta.append_commit(conn, box_id, caller.user_id, device_id, message, entries, key)
+                count = len(entries)
+            else:
+                seq, when, count = self.meta.append_staged_commit(conn, box_id, caller.user_id, device_id,
+                                                                  message, stage, key)
+                if not count:
+                    raise BadRequest("a commit needs at least one change (the stage is empty)")
         if device_id is not None:
             self.meta.touch_device(device_id)
         if self.on_commit is not None:
             self.on_commit(box_id, seq)
-        return {"seq": seq, "time": when, "previous_head": previous, "changes": len(entries)}
+        return {"seq": seq, "time": when, "previous_head": previous, "changes": count}
+
+    def create_stage(self, caller: Caller, box_id: int) -> dict[str, Any]:
+        """A new stage: a commit sent in parts. It lives a day unless a commit applies it sooner."""
+        self.access(caller, box_id, write=True)
+        return {"stage": self.meta.create_stage(box_id, caller.user_id), "staged": 0}
+
+    def add_to_stage(self, caller: Caller, box_id: int, stage: int, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Check `changes` as a commit would (paths, blocks uploaded and readable, sizes) and stage them.
+
+        Nothing is visible until the commit that names the stage; conflicts are judged then. A path
+        staged again keeps its latest change, so a retried request does no harm.
+        """
+        access = self.access(caller, box_id, write=True)
+        if not changes:
+            raise BadRequest("stage at least one change")
+        entries, parents = self._checked_changes(changes, access.prefix)
+        with self.meta.read() as conn:
+            # Blocks are never taken away from the store or from a user who proved them, so this check
+            # holds at the commit too; made outside the write, it keeps other writers waiting less.
+            self._check_blocks(conn, caller, entries)
+        with self.meta.write() as conn:
+            self._own_stage(conn, caller, box_id, stage, access.prefix)
+            total = self.meta.add_staged(conn, stage, entries, parents)
+            if total > MAX_STAGED:
+                raise TooLarge(f"a commit may hold at most {MAX_STAGED} changes")
+        return {"stage": stage, "staged": total}
+
+    @staticmethod
+    def _checked_changes(changes: list[dict[str, Any]], prefix: str) -> tuple[list[dict[str, Any]], list[int]]:
+        """The journal entries of a request's `changes` and the revision each was based on (400 if invalid)."""
+        if len(changes) > MAX_CHANGES:
+            raise TooLarge(f"send at most {MAX_CHANGES} changes at once (stage larger commits in parts)")
+        entries = _entries(changes, prefix)
+        if len({e["path"] for e in entries}) != len(entries):
+            raise BadRequest("a commit names the same path twice")
+        return entries, [int(c.get("parent_rev") or 0) for c in changes]
+
+    def _check_blocks(self, conn: sqlite3.Connection, caller: Caller, entries: list[dict[str, Any]]) -> None:
+        """422 unless every block of `entries` is stored, readable by the caller, and sums to its file's size."""
+        wanted = list({bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)})
+        stored = self.meta.block_sizes(conn, wanted)
+        readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
+        absent = [d.hex() for d in wanted if d not in readable]
+        if absent:
+            raise Unprocessable(
+                f"{len(absent)} block(s) of this commit are not on the server; upload them first",
+                missing=absent[:100],
+            )
+        for e in entries:
+            if e["kind"] == "file":
+                total = sum(stored[e["blocks"][i : i + 32]] for i in range(0, len(e["blocks"]), 32))
+                if total != e["size"]:
+                    raise Unprocessable(f"{e['path']}: size {e['size']} does not match its blocks ({total})")
+
+    def _conflicts(self, conn: sqlite3.Connection, box_id: int, entries: list[dict[str, Any]],
+                   parents: list[int]) -> list[dict[str, Any]]:
+        """The changes whose path moved on since the revision they were based on."""
+        heads = self.meta.heads_of(conn, box_id, [e["path"] for e in entries])
+        conflicts = []
+        for e, parent in zip(entries, parents, strict=True):
+            head = heads.get(e["path"])
+            current, present = (int(head["rev"]), bool(head["present"])) if head else (0, False)
+            if e["op"] == "put" and (parent == current or (not present and parent == 0)):
+                continue
+            if e["op"] == "delete" and present and parent == current:
+                continue
+            conflicts.append({"path": e["path"], "parent_rev": parent, "head_rev": current, "present": present})
+        return conflicts
+
+    def _own_stage(self, conn: sqlite3.Connection, caller: Caller, box_id: int, stage: int, prefix: str) -> None:
+        """404 unless `stage` is the caller's, in this box, and inside the folder the caller may write."""
+        row = self.meta.stage(conn, stage)
+        if row is None or row["box_id"] != box_id or row["user_id"] != caller.user_id:
+            raise NotFound(f"no stage {stage} in this box: it was committed already, or expired; push again")
+        if prefix and self.meta.staged_outside(conn, stage, prefix):
+            raise Forbidden(f"this stage holds paths outside the folder {prefix!r} you may write; push again")
 
     def changes(self, caller: Caller, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
         """Journal entries after `cursor` (whole commits), within the caller's folder."""
@@ -564,6 +628,64 @@ def _checked_path(raw: Any) -> str:
     return path
 
 
+INT_FIELDS = (("size", 0), ("mtime_ns", 0), ("mode", 0o644), ("parent_rev", 0))
+
+
+def _entries(changes: list[Any], prefix: str) -> list[dict[str, Any]]:
+    """Validate every change of a commit and turn each into a journal entry (see _entry).
+
+    Puts of files with plain paths, nearly all of a large commit, take one fast pass: their block
+    hashes are checked and converted together. Any other change, or any doubt, gets _entry's checks,
+    so the errors are the same either way.
+    """
+    entries: list[dict[str, Any]] = []
+    hexes: list[str] = []
+    counts: list[int] = []  # per entry: how many of `hexes` are its blocks, -1 when _entry made it
+    for change in changes:
+        entry = _plain_put(change, prefix, hexes)
+        if entry is None:
+            entries.append(_entry(change, prefix))
+            counts.append(-1)
+        else:
+            entries.append(entry)
+            counts.append(len(entry["blocks"]))
+    joined = "".join(hexes)
+    if not HEX_ALL.fullmatch(joined):
+        return [_entry(change, prefix) for change in changes]  # raises, naming the bad hash
+    digests = bytes.fromhex(joined)
+    at = 0
+    for entry, count in zip(entries, counts, strict=True):
+        if count >= 0:
+            entry["blocks"] = digests[at : at + 32 * count]
+            at += 32 * count
+    return entries
+
+
+def _plain_put(change: Any, prefix: str, hexes: list[str]) -> dict[str, Any] | None:
+    """The entry of a file put whose every field is plainly valid, its hex hashes added to `hexes`
+    (entry["blocks"] holds them until the caller converts them); None for anything else."""
+    if type(change) is not dict or change.get("op") != "put" or change.get("kind", "file") != "file":
+        return None
+    path = change.get("path")
+    if type(path) is not str or not is_plain_path(path) or path == ".box" or path.startswith(".box/"):
+        return None
+    ints = []
+    for key, default in INT_FIELDS:
+        value = change.get(key)
+        if value is None:
+            value = default
+        elif type(value) is not int or not 0 <= value < 1 << 63:
+            return None
+        ints.append(value)
+    blocks = change.get("blocks") or []
+    if type(blocks) is not list or len(blocks) > MAX_HASHES or not all(
+            type(h) is str and len(h) == 64 for h in blocks):
+        return None
+    hexes += blocks
+    return {"path": _join(prefix, path), "op": "put", "kind": "file", "size": ints[0], "mtime_ns": ints[1],
+            "mode": ints[2] & 0o7777, "blocks": blocks, "target": None}
+
+
 def _entry(change: Any, prefix: str) -> dict[str, Any]:
     """Validate one change of a commit and turn it into a journal entry (paths made absolute in the box)."""
     if not isinstance(change, dict):
@@ -580,7 +702,7 @@ def _entry(change: Any, prefix: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise BadRequest(f"{path}: kind must be one of {', '.join(KINDS)}")
     ints = {}
-    for key, default in (("size", 0), ("mtime_ns", 0), ("mode", 0o644), ("parent_rev", 0)):
+    for key, default in INT_FIELDS:
         value = change.get(key, default)
         if value is None:
             value = default

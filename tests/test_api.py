@@ -644,3 +644,120 @@ def test_unknown_route_and_method_answer_json_errors(api: Api) -> None:
     """Rule 7: every 4xx carries a JSON body with 'error' and 'message', not only those of known routes."""
     assert_error(api.call("GET", "/v1/no-such-route", api.alice), 404)
     assert_error(api.call("DELETE", "/v1/me", api.alice), 405)
+
+
+# --- staged commits: a commit sent in parts ----------------------------------------------------
+
+
+def stage(api: Api, box_id: int, changes: list[dict[str, Any]], stage_id: int | None = None,
+          token: str | None = None) -> tuple[int, requests.Response]:
+    """Add `changes` to `stage_id` (a new stage when None); return the stage id and the answer."""
+    token = token or api.alice
+    if stage_id is None:
+        resp = api.call("POST", f"/v1/boxes/{box_id}/stages", token)
+        assert resp.status_code == 200, resp.text
+        stage_id = int(resp.json()["stage"])
+    return stage_id, api.call("POST", f"/v1/boxes/{box_id}/stages/{stage_id}", token, json={"changes": changes})
+
+
+def commit_stage(api: Api, box_id: int, stage_id: int, changes: list[dict[str, Any]] | None = None,
+                 token: str | None = None, key: str | None = None) -> requests.Response:
+    body: dict[str, Any] = {"message": "staged", "changes": changes or [], "stage": stage_id}
+    if key is not None:
+        body["key"] = key
+    return api.call("POST", f"/v1/boxes/{box_id}/commits", token or api.alice, json=body)
+
+
+def puts(api: Api, names: list[str]) -> list[dict[str, Any]]:
+    """Upload one fresh block per name; the changes that put them."""
+    datas = [fresh(40) for _ in names]
+    assert upload(api, api.alice, *datas).status_code == 200
+    return [{"path": n, "op": "put", "size": len(d), "blocks": [sha(d)], "mtime_ns": 5}
+            for n, d in zip(names, datas, strict=True)]
+
+
+def test_staged_commit_applies_every_part_at_once(api: Api) -> None:
+    box_id, _ = new_box(api)
+    start = head(api, box_id)
+    first = puts(api, [f"a/{i}.txt" for i in range(30)])
+    second = [
+        *puts(api, [f"b/{i}.txt" for i in range(20)]),
+        {"path": "seed.txt", "op": "delete", "parent_rev": start},
+        {"path": "emptydir", "op": "put", "kind": "dir"},
+        {"path": "link", "op": "put", "kind": "link", "target": "a/0.txt"},
+    ]
+    last = puts(api, ["last.txt"])
+    stage_id, resp = stage(api, box_id, first)
+    assert resp.status_code == 200 and resp.json() == {"stage": stage_id, "staged": 30}, resp.text
+    _, resp = stage(api, box_id, second, stage_id)
+    assert resp.json()["staged"] == 53
+    _, resp = stage(api, box_id, second, stage_id)  # a retried part changes nothing
+    assert resp.status_code == 200 and resp.json()["staged"] == 53
+    # Staged changes are seen by no reader until the commit.
+    assert head(api, box_id) == start and tree_paths(api, box_id) == ["seed.txt"]
+    resp = commit_stage(api, box_id, stage_id, last, key="stagedkey1")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["seq"] == start + 1 and resp.json()["changes"] == 54
+    assert head(api, box_id) == start + 1
+    expected = sorted([c["path"] for c in first + second + last if c["op"] == "put"])
+    assert tree_paths(api, box_id) == expected
+    changes = api.call("GET", f"/v1/boxes/{box_id}/changes?cursor={start}", api.alice).json()
+    assert {e["seq"] for e in changes["entries"]} == {start + 1} and len(changes["entries"]) == 54
+    by_path = {e["path"]: e for e in changes["entries"]}
+    assert by_path["a/3.txt"]["blocks"] == first[3]["blocks"] and by_path["a/3.txt"]["size"] == 40 + 16
+    assert by_path["link"]["target"] == "a/0.txt" and by_path["seed.txt"]["op"] == "delete"
+    # The blocks read back through the box; the stage is gone; a retried commit is answered, not re-applied.
+    assert api.call("GET", f"/v1/blocks/{first[0]['blocks'][0]}", api.alice).status_code == 200
+    assert commit_stage(api, box_id, stage_id, key="stagedkey1").json()["replayed"] is True
+    assert_error(commit_stage(api, box_id, stage_id), 404)
+    assert_error(stage(api, box_id, last, stage_id)[1], 404)
+    assert head(api, box_id) == start + 1
+
+
+def test_bad_stage_part_stages_nothing(api: Api) -> None:
+    box_id, _ = new_box(api)
+    good = puts(api, ["good.txt"])
+    stage_id, resp = stage(api, box_id, good)
+    assert resp.json()["staged"] == 1
+    never = fresh(10)
+    for bad in ([{"path": "x.txt", "op": "put", "size": 10, "blocks": [sha(never)]}],  # block not uploaded: 422
+                [puts(api, ["y.txt"])[0] | {"size": 1}],  # size does not match: 422
+                [{"path": "../x", "op": "put", "blocks": []}],  # bad path: 400
+                puts(api, ["z.txt"]) * 2,  # same path twice in one part: 400
+                []):  # nothing: 400
+        assert_error(stage(api, box_id, bad, stage_id)[1], 400, 422)
+    resp = commit_stage(api, box_id, stage_id)
+    assert resp.status_code == 200 and resp.json()["changes"] == 1
+    assert tree_paths(api, box_id) == ["good.txt", "seed.txt"]
+
+
+def test_staged_conflict_applies_nothing_and_names_the_path(api: Api) -> None:
+    box_id, _ = new_box(api)
+    before = head(api, box_id), tree_paths(api, box_id)
+    fine = puts(api, [f"f{i}.txt" for i in range(5)])
+    stale = puts(api, ["seed.txt"])[0] | {"parent_rev": 0}  # seed.txt exists: a put based on nothing conflicts
+    stage_id, resp = stage(api, box_id, [*fine, stale])
+    assert resp.status_code == 200
+    body = assert_error(commit_stage(api, box_id, stage_id), 409)
+    assert [c["path"] for c in body["conflicts"]] == ["seed.txt"]
+    assert (head(api, box_id), tree_paths(api, box_id)) == before
+    # Staging the path again with the right parent replaces its change; then the commit goes through.
+    _, resp = stage(api, box_id, [stale | {"parent_rev": before[0]}], stage_id)
+    assert resp.json()["staged"] == 6
+    assert commit_stage(api, box_id, stage_id).status_code == 200
+    assert head(api, box_id) == before[0] + 1
+
+
+def test_stage_of_another_user_or_box_is_not_found(api: Api) -> None:
+    box_id, _ = new_box(api)
+    other_box, _ = new_box(api)
+    stage_id, resp = stage(api, box_id, puts(api, ["x.txt"]))
+    assert resp.status_code == 200
+    bobs_box, _ = new_box(api, api.bob, seed=False)
+    assert_error(commit_stage(api, bobs_box, stage_id, token=api.bob), 404)
+    assert_error(commit_stage(api, box_id, stage_id, token=api.bob), 404)  # not bob's box at all
+    assert_error(commit_stage(api, other_box, stage_id), 404)  # alice's stage, but of another box
+    empty_id, _ = stage(api, box_id, [])
+    assert_error(commit_stage(api, box_id, empty_id), 400)  # an empty stage commits nothing
+    assert head(api, box_id) == 1 and head(api, other_box) == 1
+    assert commit_stage(api, box_id, stage_id).status_code == 200

@@ -279,3 +279,55 @@ def test_a_reader_in_the_way_does_not_block_a_write(meta: SqliteMeta, alice: int
         reader.rollback()
         reader.close()
     assert meta.head(box) == 1
+
+
+def test_staged_commit_moves_every_row_and_drops_the_stage(meta: SqliteMeta, alice: int) -> None:
+    box = meta.create_box(alice, "docs", SIZES)
+    commit(meta, box, alice, [put("gone", digest(0))])
+    stage = meta.create_stage(box, alice)
+    many = [put(f"f{i:05d}", digest(i), digest(i + 1)) for i in range(BATCH * 7)]  # rows past one statement
+    with meta.write() as conn:
+        assert meta.add_staged(conn, stage, many[:100], [0] * 100) == 100
+        assert meta.add_staged(conn, stage, many, [0] * len(many)) == len(many)  # staged again: replaced
+        meta.add_staged(conn, stage, [delete("gone")], [1])
+        assert meta.staged_conflicts(conn, box, stage) == []
+        seq, _, count = meta.append_staged_commit(conn, box, alice, None, "m", stage)
+    assert (seq, count) == (2, len(many) + 1)
+    assert [r["path"] for r in meta.tree(box, 2, "")] == [e["path"] for e in many]
+    paths = meta.conn.execute("SELECT COUNT(*) FROM block_paths WHERE box_id = ?", (box,)).fetchone()[0]
+    assert paths == 1 + 2 * len(many)
+    for table in ("stages", "stage_changes", "stage_blocks"):
+        assert meta.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_staged_conflicts_follow_the_commit_rules(meta: SqliteMeta, alice: int) -> None:
+    box = meta.create_box(alice, "docs", SIZES)
+    commit(meta, box, alice, [put("kept", digest(1)), put("deleted", digest(1))])
+    commit(meta, box, alice, [delete("deleted")])
+    stage = meta.create_stage(box, alice)
+    cases = {  # path -> (change, parent_rev, conflicts?)
+        "kept": (put("kept", digest(2)), 1, False), "new": (put("new", digest(2)), 0, False),
+        "deleted": (put("deleted", digest(2)), 0, False),  # re-creating a deleted path from nothing is fine
+        "stale": (put("kept", digest(3)), 0, True),
+    }
+    with meta.write() as conn:
+        for change, parent, _ in list(cases.values())[:3]:
+            meta.add_staged(conn, stage, [change], [parent])
+        assert meta.staged_conflicts(conn, box, stage) == []
+        meta.add_staged(conn, stage, [put("kept", digest(3))], [0])  # based on nothing, but kept exists
+        meta.add_staged(conn, stage, [delete("never")], [0])  # deleting what is not there
+        conflicts = meta.staged_conflicts(conn, box, stage)
+    assert [(c["path"], c["head_rev"], c["present"]) for c in conflicts] == [("kept", 1, True), ("never", 0, False)]
+
+
+def test_a_stage_expires_after_a_day(meta: SqliteMeta, alice: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    box = meta.create_box(alice, "docs", SIZES)
+    old = meta.create_stage(box, alice)
+    with meta.write() as conn:
+        meta.add_staged(conn, old, [put("a", digest(1))], [0])
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    fresh = meta.create_stage(box, alice)  # making a stage drops the expired ones
+    with meta.read() as conn:
+        assert meta.stage(conn, old) is None and meta.stage(conn, fresh) is not None
+    assert meta.conn.execute("SELECT COUNT(*) FROM stage_changes").fetchone()[0] == 0

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from box_common.sqlite_rows import insert_rows
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT, created REAL NOT NULL);
@@ -54,10 +56,26 @@ CREATE TABLE IF NOT EXISTS block_paths (
     sha256 BLOB NOT NULL, box_id INTEGER NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (sha256, box_id, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- A commit staged in parts (a push too large for one request, or sent while its blocks upload): checked
+-- changes wait here, seen by no reader, until one commit applies them all or the stage expires.
+-- AUTOINCREMENT: an expired stage's id is never given to a new one.
+CREATE TABLE IF NOT EXISTS stages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, box_id INTEGER NOT NULL REFERENCES boxes(id),
+    user_id INTEGER NOT NULL REFERENCES users(id), created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS stage_changes (
+    stage INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, blocks BLOB NOT NULL, target TEXT,
+    parent_rev INTEGER NOT NULL, PRIMARY KEY (stage, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stage_blocks (
+    stage INTEGER NOT NULL, sha256 BLOB NOT NULL, path TEXT NOT NULL,
+    PRIMARY KEY (stage, sha256, path)) WITHOUT ROWID;
 """
 
 # A WAL larger than this after a write is checkpointed and truncated (it would otherwise keep up to 4 MiB).
 WAL_TRIM_BYTES = 256 << 10
+
+# A stage not committed within this many seconds is dropped (its client gave up or died).
+STAGE_TTL = 24 * 3600
 
 # SQLite's limit on bound variables is far higher, but small batches keep each statement cheap.
 BATCH = 500
@@ -76,6 +94,7 @@ class SqliteMeta:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._writing = threading.RLock()
         self.conn.executescript(SCHEMA)
         self._backfill_block_paths()
         # box_blocks (box, block) was block_paths without the path: dropped, block_paths answers the same.
@@ -119,13 +138,16 @@ class SqliteMeta:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on any error."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # Writers of this process queue here and take turns at once; SQLite's own busy wait (for other
+        # processes) sleeps in steps of 1-100 ms, which oversleeps by tens of ms under load.
+        with self._writing:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         self._trim_wal(conn)
 
     def _trim_wal(self, conn: sqlite3.Connection) -> None:
@@ -315,14 +337,10 @@ class SqliteMeta:
                    proved: Iterable[bytes]) -> None:
         """Record newly stored blocks and every block this user has proved to hold, in one transaction."""
         with self.write() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO blocks (sha256, size, stored_size, codec, pack, offset) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO uploads (user_id, sha256) VALUES (?, ?)", ((user_id, d) for d in proved)
-            )
+            insert_rows(conn, "INSERT OR IGNORE INTO blocks (sha256, size, stored_size, codec, pack, offset)",
+                        sorted(rows), 6)
+            insert_rows(conn, "INSERT OR IGNORE INTO uploads (user_id, sha256)",
+                        sorted((user_id, d) for d in proved), 2)
 
     def block(self, digest: bytes) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM blocks WHERE sha256 = ?", (digest,)).fetchone()
@@ -351,35 +369,113 @@ class SqliteMeta:
         key: str | None = None,
     ) -> tuple[int, float]:
         """Write one commit and its journal entries inside the caller's transaction; return (seq, time)."""
+        seq, now = self._new_commit(conn, box_id, user_id, device_id, message, len(entries), key)
+        insert_rows(
+            conn,
+            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target)",
+            [(box_id, seq, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"],
+              e["blocks"], "", e["target"])  # the content hash is computed from the blocks when read
+             for e in entries], 11)
+        insert_rows(conn, "INSERT INTO files (box_id, path, rev, present)",
+                    [(box_id, e["path"], seq, int(e["op"] == "put")) for e in entries], 4,
+                    "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present")
+        # In key order: B-tree inserts then walk the index once instead of jumping around it.
+        insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
+                    sorted((e["blocks"][i : i + 32], box_id, e["path"]) for e in entries
+                           for i in range(0, len(e["blocks"]), 32)), 3)
+        return seq, now
+
+    def _new_commit(self, conn: sqlite3.Connection, box_id: int, user_id: int, device_id: int | None,
+                    message: str, nchanges: int, key: str | None) -> tuple[int, float]:
         seq = self.head_in(conn, box_id) + 1
         now = time.time()
         conn.execute(
             "INSERT INTO commits (box_id, seq, user_id, device_id, message, time, nchanges, key) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (box_id, seq, user_id, device_id, message, now, len(entries), key),
-        )
-        conn.executemany(
-            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                (box_id, seq, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"],
-                 e["blocks"], "", e["target"])  # the content hash is computed from the blocks when read
-                for e in entries
-            ),
-        )
-        conn.executemany(
-            "INSERT INTO files (box_id, path, rev, present) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present",
-            ((box_id, e["path"], seq, int(e["op"] == "put")) for e in entries),
-        )
-        # In key order: B-tree inserts then walk the index once instead of jumping around it.
-        conn.executemany(
-            "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) VALUES (?, ?, ?)",
-            sorted((e["blocks"][i : i + 32], box_id, e["path"]) for e in entries
-                   for i in range(0, len(e["blocks"]), 32)),
+            (box_id, seq, user_id, device_id, message, now, nchanges, key),
         )
         conn.execute("UPDATE boxes SET head = ? WHERE id = ?", (seq, box_id))
         return seq, now
+
+    # --- staged commits -----------------------------------------------------------------------
+
+    def create_stage(self, box_id: int, user_id: int) -> int:
+        """A new, empty stage for a commit of `user_id` in `box_id`; expired stages are dropped first."""
+        with self.write() as conn:
+            old = [r[0] for r in conn.execute("SELECT id FROM stages WHERE created < ?", (time.time() - STAGE_TTL,))]
+            for stage in old:
+                self._drop_stage(conn, stage)
+            cur = conn.execute("INSERT INTO stages (box_id, user_id, created) VALUES (?, ?, ?)",
+                               (box_id, user_id, time.time()))
+            return int(cur.lastrowid or 0)
+
+    def stage(self, conn: sqlite3.Connection, stage: int) -> sqlite3.Row | None:
+        return conn.execute("SELECT * FROM stages WHERE id = ?", (stage,)).fetchone()
+
+    def add_staged(self, conn: sqlite3.Connection, stage: int, entries: Sequence[dict[str, Any]],
+                   parents: Sequence[int]) -> int:
+        """Stage checked `entries` (a path staged again keeps its latest change); return the stage's size."""
+        insert_rows(
+            conn, "INSERT OR REPLACE INTO stage_changes (stage, path, op, kind, size, mtime_ns, mode, blocks, target, "
+            "parent_rev)",
+            [(stage, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"], e["blocks"], e["target"],
+              parent) for e, parent in zip(entries, parents, strict=True)], 10)
+        insert_rows(conn, "INSERT OR IGNORE INTO stage_blocks (stage, sha256, path)",
+                    sorted((stage, e["blocks"][i : i + 32], e["path"]) for e in entries
+                           for i in range(0, len(e["blocks"]), 32)), 3)
+        return int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
+
+    def staged_outside(self, conn: sqlite3.Connection, stage: int, prefix: str) -> bool:
+        """True if the stage holds a path outside folder `prefix`."""
+        return conn.execute(
+            "SELECT 1 FROM stage_changes WHERE stage = ? AND NOT (path >= ? AND path < ?) LIMIT 1",
+            (stage, prefix + "/", prefix + "0"),
+        ).fetchone() is not None
+
+    def staged_conflicts(self, conn: sqlite3.Connection, box_id: int, stage: int) -> list[dict[str, Any]]:
+        """The staged changes whose path moved on since the revision they were based on (see Service.commit)."""
+        rows = conn.execute(
+            "SELECT s.path, s.parent_rev, COALESCE(f.rev, 0) AS head_rev, COALESCE(f.present, 0) AS present "
+            "FROM stage_changes s LEFT JOIN files f ON f.box_id = ? AND f.path = s.path WHERE s.stage = ? AND NOT ("
+            "(s.op = 'put' AND (s.parent_rev = COALESCE(f.rev, 0) "
+            "OR (COALESCE(f.present, 0) = 0 AND s.parent_rev = 0))) "
+            "OR (s.op = 'delete' AND COALESCE(f.present, 0) = 1 AND s.parent_rev = f.rev)) ORDER BY s.path",
+            (box_id, stage),
+        ).fetchall()
+        return [{"path": r["path"], "parent_rev": r["parent_rev"], "head_rev": r["head_rev"],
+                 "present": bool(r["present"])} for r in rows]
+
+    def append_staged_commit(self, conn: sqlite3.Connection, box_id: int, user_id: int, device_id: int | None,
+                             message: str, stage: int, key: str | None = None) -> tuple[int, float, int]:
+        """Write one commit of every staged change inside the caller's transaction, and drop the stage.
+
+        Return (seq, time, number of changes). The rows move from table to table inside SQLite.
+        """
+        nchanges = int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
+        seq, now = self._new_commit(conn, box_id, user_id, device_id, message, nchanges, key)
+        conn.execute(
+            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target) "
+            "SELECT ?, ?, path, op, kind, size, mtime_ns, mode, blocks, '', target FROM stage_changes WHERE stage = ?",
+            (box_id, seq, stage),
+        )
+        conn.execute(
+            "INSERT INTO files (box_id, path, rev, present) SELECT ?, path, ?, op = 'put' FROM stage_changes "
+            "WHERE stage = ? ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present",
+            (box_id, seq, stage),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) "
+            "SELECT sha256, ?, path FROM stage_blocks WHERE stage = ?",
+            (box_id, stage),
+        )
+        self._drop_stage(conn, stage)
+        return seq, now, nchanges
+
+    @staticmethod
+    def _drop_stage(conn: sqlite3.Connection, stage: int) -> None:
+        conn.execute("DELETE FROM stage_changes WHERE stage = ?", (stage,))
+        conn.execute("DELETE FROM stage_blocks WHERE stage = ?", (stage,))
+        conn.execute("DELETE FROM stages WHERE id = ?", (stage,))
 
     def commit_by_key(self, box_id: int, key: str) -> sqlite3.Row | None:
         return self.conn.execute(

@@ -1,0 +1,78 @@
+"""Staged commits: a large push sends its changes in parts while later blocks still upload.
+
+The server checks each part as a commit would and keeps it out of sight; the final commit names
+the stage and applies every part at once, so the push stays one atomic commit however many files
+it holds, and the server's checking overlaps the upload instead of following it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from boxctl.transfer import BlockUploader
+from boxctl.transport import Transport
+
+STAGE_PART = 5_000  # changes per request: small enough that little is left for the final commit
+
+
+class CommitStager:
+    """Collects the changes of a push; sends those whose blocks are all uploaded, a part at a time.
+
+    `add` each change once its blocks were given to the uploader and `poll` now and then; once every
+    change was added, `wait` for the stage id (None if nothing was staged): the changes not staged
+    (`is_staged` is False) go in the final commit itself.
+    """
+
+    def __init__(self, transport: Transport, box: str, uploader: BlockUploader,
+                 to_json: Callable[[Any], dict[str, Any]], part: int = STAGE_PART) -> None:
+        self.transport = transport
+        self.box = box
+        self.uploader = uploader
+        self.to_json = to_json
+        self.part = part
+        self.waiting: deque[tuple[int, Any]] = deque()  # (uploader position after its blocks, change)
+        self.ready: list[Any] = []
+        self.staged: set[int] = set()  # id() of every change handed to a part
+        self.stage: int | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")  # parts go in order
+        self.sent: list[Future[None]] = []
+
+    def add(self, change: Any) -> None:
+        """A change whose blocks have all been given to the uploader."""
+        self.waiting.append((self.uploader.position(), change))
+
+    def poll(self) -> None:
+        """Send a part if enough changes have all their blocks on the server."""
+        done = self.uploader.uploaded_before()
+        while self.waiting and self.waiting[0][0] < done:
+            self.ready.append(self.waiting.popleft()[1])
+        while len(self.ready) >= self.part:
+            part, self.ready = self.ready[: self.part], self.ready[self.part :]
+            self.staged.update(id(c) for c in part)
+            body = {"changes": [self.to_json(c) for c in part]}
+            self.sent.append(self.pool.submit(self._send, body))
+
+    def _send(self, body: dict[str, Any]) -> None:
+        if self.stage is None:
+            self.stage = int(self.transport.post_json(f"{self.box}/stages", {})["stage"])
+        self.transport.post_json(f"{self.box}/stages/{self.stage}", body)
+
+    def is_staged(self, change: Any) -> bool:
+        """True if `change` went to the server in a part (so the final commit must not list it)."""
+        return id(change) in self.staged
+
+    def wait(self) -> int | None:
+        """Wait for every part; the stage id for the commit (None if no part was sent)."""
+        try:
+            for future in self.sent:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.stage
+
+    def abandon(self) -> None:
+        """Stop sending parts (after an error); the server drops an uncommitted stage after a day."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
