@@ -342,10 +342,9 @@ class Engine:
                     queue(change, ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads))
                     stager.poll()
             changes.sort(key=lambda c: c.path)
-            # The changes not staged yet go in the commit itself; listed while the last batches upload.
-            listed = [self._change_json(c) for c in changes if not stager.is_staged(c)]
             stats = uploader.finish()
             stage = stager.wait()
+            listed = [self._change_json(c) for c in changes if not stager.is_staged(c)]  # the rest
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
             stager.abandon()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from boxctl.errors import NotFound
 from boxctl.transfer import BlockUploader
 from boxctl.transport import Transport
 
@@ -23,7 +24,8 @@ class CommitStager:
 
     `add` each change once its blocks were given to the uploader and `poll` now and then; once every
     change was added, `wait` for the stage id (None if nothing was staged): the changes not staged
-    (`is_staged` is False) go in the final commit itself.
+    (`is_staged` is False) go in the final commit itself. Against a server without stages, nothing
+    is staged and the commit carries every change, as before.
     """
 
     def __init__(self, transport: Transport, box: str, uploader: BlockUploader,
@@ -35,8 +37,9 @@ class CommitStager:
         self.part = part
         self.waiting: deque[tuple[int, Any]] = deque()  # (uploader position after its blocks, change)
         self.ready: list[Any] = []
-        self.staged: set[int] = set()  # id() of every change handed to a part
+        self.staged: set[int] = set()  # id() of every change the server has staged
         self.stage: int | None = None
+        self.unsupported = False
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")  # parts go in order
         self.sent: list[Future[None]] = []
 
@@ -51,27 +54,36 @@ class CommitStager:
             self.ready.append(self.waiting.popleft()[1])
         while len(self.ready) >= self.part:
             part, self.ready = self.ready[: self.part], self.ready[self.part :]
-            self.staged.update(id(c) for c in part)
-            body = {"changes": [self.to_json(c) for c in part]}
-            self.sent.append(self.pool.submit(self._send, body))
+            self.sent.append(self.pool.submit(self._send, part))
 
-    def _send(self, body: dict[str, Any]) -> None:
+    def _send(self, part: list[Any]) -> None:
+        if self.unsupported:
+            return
+        body = {"changes": [self.to_json(c) for c in part]}
         if self.stage is None:
-            self.stage = int(self.transport.post_json(f"{self.box}/stages", {})["stage"])
+            try:
+                self.stage = int(self.transport.post_json(f"{self.box}/stages", {})["stage"])
+            except NotFound:
+                self.unsupported = True  # a server from before staged commits: all goes in the commit itself
+                return
         self.transport.post_json(f"{self.box}/stages/{self.stage}", body)
-
-    def is_staged(self, change: Any) -> bool:
-        """True if `change` went to the server in a part (so the final commit must not list it)."""
-        return id(change) in self.staged
+        self.staged.update(id(c) for c in part)
 
     def wait(self) -> int | None:
-        """Wait for every part; the stage id for the commit (None if no part was sent)."""
+        """Wait for every part; the stage id for the commit (None if no part was staged).
+
+        After this, `is_staged` tells which changes the final commit must not list again.
+        """
         try:
             for future in self.sent:
                 future.result()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        return self.stage
+        return self.stage if self.staged else None
+
+    def is_staged(self, change: Any) -> bool:
+        """True if `change` reached the server in a part (call after `wait`)."""
+        return id(change) in self.staged
 
     def abandon(self) -> None:
         """Stop sending parts (after an error); the server drops an uncommitted stage after a day."""
