@@ -532,3 +532,24 @@ def test_password_guessing_is_rate_limited(world: World) -> None:
     locked = w.call("POST", "/v1/login", json={"user": "carol", "password": "carol's long password"})
     assert locked.status_code == 429  # even the right password waits: no oracle during the lock
     assert "carol's long password" not in locked.text
+
+
+def test_stage_made_in_one_folder_cannot_be_committed_into_another(unchanged: World) -> None:
+    """A folder member stages a file under its folder, loses that share and gets another folder: its old
+    stage holds paths outside what it may now write, so the commit is refused and nothing lands."""
+    w = unchanged
+    members = f"/v1/boxes/{w.box}/members"
+    data = b"staged by mallory " + str(time.time_ns()).encode()
+    assert w.upload("mallory", data).status_code == 200
+    w.settle()
+    assert w.call("POST", members, "alice", json={"user": "mallory", "path": "shared", "role": "editor"}).ok
+    stage = int(w.call("POST", f"/v1/boxes/{w.box}/stages", "mallory").json()["stage"])
+    staged = w.call("POST", f"/v1/boxes/{w.box}/stages/{stage}", "mallory", json={"changes": [w.put("x.txt", data)]})
+    assert staged.status_code == 200, staged.text
+    assert w.call("DELETE", f"{members}/mallory", "alice", params={"path": "shared"}).status_code == 200
+    assert w.call("POST", members, "alice", json={"user": "mallory", "path": "private", "role": "editor"}).ok
+    try:
+        resp = w.call("POST", f"/v1/boxes/{w.box}/commits", "mallory", json={"stage": stage, "changes": []})
+        assert resp.status_code == 403, resp.text
+    finally:
+        assert w.call("DELETE", f"{members}/mallory", "alice", params={"path": "private"}).status_code == 200
