@@ -61,9 +61,9 @@ class Sizes:
         return CACHE / self.name
 
 
-# The full run halves issue 3's 1 GiB big file (workloads 1 and 3) so that the whole run fits in about
-# 30 minutes on a 2-core machine; `python -m bench.run --big-mib 1024` restores the issue's size.
-FULL = Sizes("full", big=GIB // 2, text=100_000_000, small_files=100_000, huge=4 * GIB, django=10)
+# The full run uses issue 3's sizes (about 25 minutes on a 2-core machine); `--big-mib 512` and the like
+# make a shorter run.
+FULL = Sizes("full", big=GIB, text=100_000_000, small_files=100_000, huge=4 * GIB, django=10)
 QUICK = Sizes("quick", big=GIB // 10, text=10_000_000, small_files=10_000, huge=4 * GIB // 10, django=3,
               django_subdir="docs")
 

@@ -302,6 +302,7 @@ def run_timed(tool: str, argv: Sequence[str], *, cwd: Path | None = None, env: M
     with tempfile.NamedTemporaryFile("r", suffix=".time", delete=False) as stats:
         stats_path = stats.name
     wrapped = [GNU_TIME, "-v", "-o", stats_path, *argv]
+    os.sync()  # the writeback of earlier steps is not this command's cost
     window = server.window() if server is not None else contextlib.nullcontext([])
     try:
         with window as peak:

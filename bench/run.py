@@ -29,10 +29,10 @@ from bench.workloads import TITLES, WORKLOADS, Context, log, summaries
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 QUICK_BUDGET = 120.0
-# Runs per workload. The full run keeps the median of 3 where a run is cheap enough to repeat within the
-# ~30 minute budget of this 2-core machine; W5's first push (100,000 files) and W6 (memory, 4 GiB) run once,
-# and W5's no-ops repeat NOOP_REPEATS times on the same state.
-FULL_RUNS = {"W1": 3, "W2": 3, "W4": 3, "W5": 1, "W6": 1, "W7": 1}
+# Runs per workload: the full run keeps the median of 3 (issue 3 asks for at least 3), about 25 minutes on
+# this 2-core machine; W5's no-ops repeat NOOP_REPEATS times on the same state of each run. W7 is one
+# server, measured by repeated calls inside the run.
+FULL_RUNS = {"W1": 3, "W2": 3, "W4": 3, "W5": 3, "W6": 3, "W7": 1}
 QUICK_RUNS = {"W1": 1, "W2": 1, "W4": 1, "W5": 1, "W6": 1, "W7": 1}
 NOOP_REPEATS = 3
 
@@ -58,7 +58,9 @@ def notes(tools: list[Tool], quick: bool) -> list[str]:
         "written and renamed in, unchanged ones only get the release's mtime (every file of a Django sdist has a "
         "new mtime), removed ones are deleted.",
         "Workload 5's no-op status and no-op push leave the state as it was, so they repeat on the same folder and "
-        "the median is taken; workload 6 runs once per tool: it measures memory, which varies little between runs.",
+        "the median is taken.",
+        "Every measured command starts after a `sync`, so no tool pays for writing back what the one before it "
+        "left in the page cache.",
         "Space is `du -s -B1` (allocated blocks) of the repository, the server's data folder (SQLite + packs), "
         "the rsync module folder or the copy. Peak memory of a client is GNU time's maximum resident set size.",
         "The machine is shared: other work (test suites of other sessions) ran at the same time, so wall times are "
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
                         help="write docs/benchmarks.md and .png (default: on for full runs, off for --quick)")
     parser.add_argument("--keep-work", action="store_true", help="leave bench/work/ in place for inspection")
-    parser.add_argument("--big-mib", type=int, help="size of the big file of W1 and W3 (full: 512, issue 3: 1024)")
+    parser.add_argument("--big-mib", type=int, help="size of the big file of W1 and W3 (full: 1024, as issue 3 asks)")
     parser.add_argument("--huge-mib", type=int, help="size of the huge file of W6 (full: 4096)")
     parser.add_argument("--small-files", type=int, help="number of small files of W5 (full: 100,000)")
     parser.add_argument("--from-results", type=Path, metavar="JSON",
