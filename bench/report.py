@@ -277,7 +277,8 @@ def markdown(doc: dict[str, Any], targets: list[TargetResult], chart: str | None
         "`--stats` totals); *sent / added* is what the tool itself sent or stored (Box: block frames from "
         "`boxctl push --json`; rsync: its total; restic, borg: growth of the repository; cp: bytes copied); "
         "*space* is `du` of the repository, server data folder or copy afterwards; memory is peak RSS of the client "
-        "(GNU time) and of the server process tree (psutil, sampled every 20 ms).")
+        "(GNU time) and of the server (Box: the kernel's high-water mark of its one process, VmHWM, reset before "
+        "each command; the rsync daemon forks, so its process tree is sampled every 20 ms).")
     add("")
     for workload in ("W1", "W2", "W3", "W4", "W5", "W6"):
         block = res.get(workload)
