@@ -11,9 +11,10 @@ from tests.e2e.helpers import commits, push
 
 def test_many_files_push_in_staged_parts_as_one_commit(two_devices: tuple[Device, Device]) -> None:
     a, b = two_devices
-    # Ten upload batches of 2,000 blocks: the uploader lets 4 run at once, so by the time the last ones
-    # are queued the first have landed, and their files go ahead in parts.
-    count = 4 * STAGE_PART
+    # Over twelve upload batches of 2,000 blocks: the uploader lets 4 run at once, so by the time the last
+    # one is queued at least 9 have landed (the first 3 among them but for a freak delay), and the files
+    # of those go ahead in parts.
+    count = 5 * STAGE_PART
     for i in range(count):
         a.write(f"d{i // 1000:02d}/f{i:05d}.txt", f"file {i}\n")
     a.write("old.txt", "soon gone")
