@@ -88,6 +88,12 @@ def batched(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _blocks_by_path(entries: Sequence[dict[str, Any]]) -> list[tuple[bytes, str]]:
+    """(block, path) for every block of `entries`, in key order: B-tree inserts then walk the index
+    once instead of jumping around it."""
+    return sorted((e["blocks"][i : i + 32], e["path"]) for e in entries for i in range(0, len(e["blocks"]), 32))
+
+
 class SqliteMeta:
     """Metadata in one SQLite file; one connection per thread, writes serialised by SQLite itself."""
 
@@ -379,10 +385,8 @@ class SqliteMeta:
         insert_rows(conn, "INSERT INTO files (box_id, path, rev, present)",
                     [(box_id, e["path"], seq, int(e["op"] == "put")) for e in entries], 4,
                     "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present")
-        # In key order: B-tree inserts then walk the index once instead of jumping around it.
         insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
-                    sorted((e["blocks"][i : i + 32], box_id, e["path"]) for e in entries
-                           for i in range(0, len(e["blocks"]), 32)), 3)
+                    [(d, box_id, path) for d, path in _blocks_by_path(entries)], 3)
         return seq, now
 
     def _new_commit(self, conn: sqlite3.Connection, box_id: int, user_id: int, device_id: int | None,
@@ -421,8 +425,7 @@ class SqliteMeta:
             [(stage, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"], e["blocks"], e["target"],
               parent) for e, parent in zip(entries, parents, strict=True)], 10)
         insert_rows(conn, "INSERT OR IGNORE INTO stage_blocks (stage, sha256, path)",
-                    sorted((stage, e["blocks"][i : i + 32], e["path"]) for e in entries
-                           for i in range(0, len(e["blocks"]), 32)), 3)
+                    [(stage, d, path) for d, path in _blocks_by_path(entries)], 3)
         return int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
 
     def staged_outside(self, conn: sqlite3.Connection, stage: int, prefix: str) -> bool:
