@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import socket
@@ -17,7 +16,6 @@ from urllib.parse import quote
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from box_common.paths import InvalidPath, normalize_path
 from boxctl import __version__
@@ -132,6 +130,9 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
     if not enabled or STATE.quiet or not err.is_terminal:
         yield None
         return
+    # Imported here: most runs (piped, cron, --json) never draw a bar, and the import costs startup time.
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         tasks: dict[str, Any] = {}
@@ -656,10 +657,6 @@ def _when(epoch: float) -> str:
 
 
 MULTI_OPTIONS = ("--only",)
-# A push or pull of 100,000 files makes millions of small objects and almost no reference cycles:
-# with the default thresholds the cycle collector runs thousands of times over the same live
-# objects (a tenth of a push's CPU). It still runs, just far less often.
-GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def expand_multi_options(args: list[str]) -> list[str]:
@@ -684,7 +681,6 @@ def expand_multi_options(args: list[str]) -> list[str]:
 def main() -> None:
     """Entry point: run the app, turning every BoxError into one line on stderr and its exit code."""
     # Click handles usage errors itself (exit 2); everything we raise becomes one line here.
-    gc.set_threshold(*GC_THRESHOLDS)
     try:
         app(args=expand_multi_options(sys.argv[1:]))
     except BoxError as exc:

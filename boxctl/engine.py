@@ -24,6 +24,7 @@ from typing import Any
 from box_common.paths import InvalidPath, is_under, normalize_prefix, parent_paths
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
+from boxctl.durable import fsync_write, sync_filesystem, write_temp
 from boxctl.errors import BoxError, NotFound, UsageError
 from boxctl.index import Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
@@ -35,11 +36,8 @@ from boxctl.workspace import (
     LocalEntry,
     UnsafePath,
     Workspace,
-    fsync_write,
     make_link,
     remove_path,
-    sync_filesystem,
-    write_temp,
 )
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)

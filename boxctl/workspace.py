@@ -6,12 +6,9 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from box_common.paths import (
     MAX_DEPTH,
@@ -24,6 +21,9 @@ from box_common.paths import (
 )
 from boxctl.config import BOX_DIR
 from boxctl.errors import UsageError
+
+if TYPE_CHECKING:
+    import pathspec
 
 IGNORE_FILE = ".boxignore"
 TEMP_PREFIX = ".box-tmp-"
@@ -63,6 +63,8 @@ class Workspace:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {IGNORE_FILE}: {exc}") from None
+        import pathspec  # here: most folders have no .boxignore, and the import costs every command time
+
         return pathspec.GitIgnoreSpec.from_lines(lines)
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
@@ -172,68 +174,6 @@ class Workspace:
             if not stat.S_ISDIR(st.st_mode):
                 raise UnsafePath(f"refusing to write {path!r}: {parent!r} is not a plain folder")
         return self.root / path
-
-
-def write_temp(final: Path, chunks: Iterable[bytes], mode: int, mtime_ns: int, temp: Path | None = None,
-               sync: bool = True) -> Path:
-    """Write `chunks` to a temp file beside `final` (fsynced unless `sync` is False), with mode and mtime.
-
-    A named `temp` survives a failure (the next pull reuses its verified blocks); a random one is
-    removed. The caller renames the temp over `final` once its data is on disk.
-    """
-    keep = temp is not None
-    temp = temp or final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if keep else os.O_EXCL)
-    fd = os.open(temp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            if sync:
-                os.fsync(out.fileno())
-        os.chmod(temp, mode & 0o777)
-        os.utime(temp, ns=(mtime_ns, mtime_ns))
-    except BaseException:
-        if not keep:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-        raise
-    return temp
-
-
-def fsync_write(root: Path, final: Path, chunks: Iterable[bytes], mode: int, mtime_ns: int,
-                temp: Path | None = None) -> None:
-    """Write `chunks` to a temp file beside `final`, fsync, set mode and mtime, then rename over `final`.
-
-    A reader never sees a half-written file: until the rename, `final` is untouched.
-    """
-    os.replace(write_temp(final, chunks, mode, mtime_ns, temp), final)
-
-
-def sync_filesystem(root: Path) -> None:
-    """Flush every dirty page of the file system holding `root` (one syncfs instead of many fsyncs)."""
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        if _LIBC is not None and _LIBC.syncfs(fd) == 0:
-            return
-        os.sync()
-    finally:
-        os.close(fd)
-
-
-def _load_libc() -> Any:
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        return libc if hasattr(libc, "syncfs") else None
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
 
 
 def make_link(final: Path, target: str) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from boxctl.durable import fsync_write
 from boxctl.errors import UsageError
 from boxctl.workspace import (
     IGNORE_FILE,
     TEMP_PREFIX,
     UnsafePath,
     Workspace,
-    fsync_write,
     make_link,
     remove_path,
 )

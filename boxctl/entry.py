@@ -1,0 +1,25 @@
+"""The `boxctl` executable: sets the garbage collector's pace first, then runs the command line.
+
+A push or pull of 100,000 files makes millions of small objects and almost no reference cycles:
+with the default thresholds the cycle collector runs thousands of times over the same live
+objects (a tenth of a push's CPU). It still runs, just far less often. Set before the command
+line's modules are imported, the same pace also spares the collections that loading them causes.
+"""
+
+from __future__ import annotations
+
+import gc
+
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def main() -> None:
+    """Run `boxctl` with the collector tuned."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    from boxctl.cli import main as cli_main  # after the thresholds: importing is most of a short command
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
