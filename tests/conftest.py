@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-BOXCTL = [sys.executable, "-m", "boxctl.cli"]
+BOXCTL = [sys.executable, "-m", "boxctl"]
 
 
 def free_port() -> int:

@@ -1,0 +1,5 @@
+"""`python -m boxctl`: the same as the `boxctl` executable."""
+
+from boxctl.entry import main
+
+main()
