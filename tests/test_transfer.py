@@ -1,0 +1,32 @@
+"""boxctl.transfer: how blocks are grouped into batches (small first, then full size)."""
+
+from __future__ import annotations
+
+import itertools
+
+from boxctl.transfer import BATCH_BLOCKS, BATCH_BYTES, FIRST_BATCH_BLOCKS, FIRST_BATCH_BYTES, _groups, batch_limits
+
+
+def test_batches_start_small_and_double_up_to_the_full_size() -> None:
+    limits = [batch_limits(n) for n in range(12)]
+    assert limits[0] == (FIRST_BATCH_BYTES, FIRST_BATCH_BLOCKS)
+    assert limits[1] == (2 * FIRST_BATCH_BYTES, 2 * FIRST_BATCH_BLOCKS)
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(limits))
+    assert limits[-1] == (BATCH_BYTES, BATCH_BLOCKS)
+
+
+def test_download_groups_follow_the_same_ramp_and_keep_every_hash_in_order() -> None:
+    block = 1 << 20
+    hashes = [(f"{i:064x}", block) for i in range(200)]
+    groups = list(_groups(hashes))
+    assert [sha for group in groups for sha in group] == [sha for sha, _ in hashes]
+    sizes = [len(group) for group in groups]
+    assert sizes[:4] == [4, 8, 16, 32]  # 1 MiB blocks: 4, 8, 16 MiB, then full 32 MiB groups
+    assert max(sizes) == BATCH_BYTES // block
+
+
+def test_many_tiny_blocks_are_grouped_by_count() -> None:
+    hashes = [(f"{i:064x}", 100) for i in range(10_000)]
+    sizes = [len(group) for group in _groups(hashes)]
+    assert sizes[:4] == [FIRST_BATCH_BLOCKS, 2 * FIRST_BATCH_BLOCKS, 4 * FIRST_BATCH_BLOCKS, 8 * FIRST_BATCH_BLOCKS]
+    assert sum(sizes) == 10_000
