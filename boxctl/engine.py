@@ -29,7 +29,7 @@ from boxctl.errors import BoxError, NotFound, UsageError
 from boxctl.index import Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
 from boxctl.staging import CommitStager
-from boxctl.transfer import BlockUploader, download_blocks
+from boxctl.transfer import BlockUploader, default_jobs, download_blocks
 from boxctl.transport import Transport
 from boxctl.workspace import (
     TEMP_PREFIX,
@@ -158,7 +158,7 @@ class Engine:
     """Sync rules for one synced folder, talking to the server through a Transport."""
 
     def __init__(self, root: Path, config: BoxConfig, transport: Transport, progress: Progress | None = None,
-                 threads: int = 4, delta: bool = True) -> None:
+                 threads: int | None = None, delta: bool = True) -> None:
         self.root = root
         self.config = config
         self.transport = transport
@@ -166,7 +166,7 @@ class Engine:
         self.workspace = Workspace(root)
         self.chunker = Chunker(config.min_size, config.avg_size, config.max_size)
         self.progress = progress or _no_progress
-        self.threads = threads
+        self.threads = threads or default_jobs()
         self.delta = delta
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # see _file_hash
 

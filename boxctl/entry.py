@@ -19,7 +19,3 @@ def main() -> None:
     from boxctl.cli import main as cli_main  # after the thresholds: importing is most of a short command
 
     cli_main()
-
-
-if __name__ == "__main__":
-    main()

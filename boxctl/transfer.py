@@ -31,9 +31,10 @@ FIRST_BATCH_BLOCKS = 250
 IN_FLIGHT = 4
 MAX_DELTA_MISSES = 16  # consecutive deltas no smaller than the block: the data was rewritten, stop trying
 
+
 def batch_limits(number: int) -> tuple[int, int]:
     """The bytes and blocks at which batch `number` (0 for the first) is full."""
-    ramp = min(number, 8)
+    ramp = min(number, 8)  # past 8 doublings both limits are full anyway; the cap keeps the shift small
     return min(BATCH_BYTES, FIRST_BATCH_BYTES << ramp), min(BATCH_BLOCKS, FIRST_BATCH_BLOCKS << ramp)
 
 
@@ -89,7 +90,7 @@ class UploadStats:
 class BlockUploader:
     """Collects blocks into batches; for each batch asks which are missing and uploads those.
 
-    `add` returns quickly: batches run on a thread pool, at most IN_FLIGHT at once. Call
+    `add` returns quickly: batches run on a thread pool, at most `threads` at once. Call
     `finish` to wait for all of them (it re-raises the first error).
     """
 
@@ -129,7 +130,7 @@ class BlockUploader:
             self.flush()
 
     def flush(self) -> None:
-        """Send the current batch to the pool (blocking while IN_FLIGHT batches are already running)."""
+        """Send the current batch to the pool (blocking while `threads` batches are already running)."""
         if not self.batch:
             return
         batch, self.batch, self.batch_bytes = self.batch, [], 0
