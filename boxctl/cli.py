@@ -34,7 +34,6 @@ from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
 from boxctl.index import Index
 from boxctl.timeparse import parse_time
-from boxctl.transfer import default_jobs
 from boxctl.transport import Transport, parse_rate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -57,7 +56,7 @@ class State:
     quiet = False
     directory: Path | None = None
     bwlimit: float | None = None
-    jobs = default_jobs()
+    jobs: int | None = None  # None: the engine's defaults (see Engine)
     timeout = 60.0
     retries = 6
     delta = True
@@ -69,7 +68,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document f
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 BwOpt = Annotated[str | None, typer.Option("--bwlimit", help="Limit bandwidth, rsync style: KiB/s, or 500K, 2M.")]
 JobsOpt = Annotated[int | None, typer.Option(
-    "--jobs", "-j", help="Batches of blocks in flight, and hashing threads (default: one per core, 2 to 4).")]
+    "--jobs", "-j", help="Batches of blocks in flight and hashing threads (default: 4 uploads in flight, "
+    "other work one thread per core, 2 to 4).")]
 
 
 def transfer_options(bwlimit: str | None, jobs: int | None) -> None:

@@ -29,7 +29,7 @@ from boxctl.errors import BoxError, NotFound, UsageError
 from boxctl.index import Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
 from boxctl.staging import CommitStager
-from boxctl.transfer import BlockUploader, default_jobs, download_blocks
+from boxctl.transfer import BlockUploader, default_jobs, default_uploads, download_blocks
 from boxctl.transport import Transport
 from boxctl.workspace import (
     TEMP_PREFIX,
@@ -166,7 +166,10 @@ class Engine:
         self.workspace = Workspace(root)
         self.chunker = Chunker(config.min_size, config.avg_size, config.max_size)
         self.progress = progress or _no_progress
+        # `threads` (--jobs) sets both; by default reading, hashing and downloads use one thread per core,
+        # and uploads keep more batches in flight (see default_uploads).
         self.threads = threads or default_jobs()
+        self.uploads = threads or default_uploads()
         self.delta = delta
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # see _file_hash
 
@@ -307,7 +310,7 @@ class Engine:
             self.progress("push", done, total)
 
         known = {e.blocks[i : i + 32] for e in self.index.entries().values() for i in range(0, len(e.blocks), 32)}
-        uploader = BlockUploader(self.transport, self.threads, on_progress=advance, known=known, delta=self.delta)
+        uploader = BlockUploader(self.transport, self.uploads, on_progress=advance, known=known, delta=self.delta)
         stager = CommitStager(self.transport, self.box, uploader, self._change_json)
         changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]
         same: list[LocalChange] = []

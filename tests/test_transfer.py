@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import os
 
-from boxctl.transfer import BATCH_BLOCKS, BATCH_BYTES, FIRST_BATCH_BLOCKS, FIRST_BATCH_BYTES, _groups, batch_limits
+from boxctl.config import BoxConfig
+from boxctl.engine import Engine
+from boxctl.transfer import (
+    BATCH_BLOCKS,
+    BATCH_BYTES,
+    FIRST_BATCH_BLOCKS,
+    FIRST_BATCH_BYTES,
+    IN_FLIGHT,
+    _groups,
+    batch_limits,
+    default_jobs,
+    default_uploads,
+)
+from boxctl.transport import Transport
 
 
 def test_batches_start_small_and_double_up_to_the_full_size() -> None:
@@ -30,3 +44,24 @@ def test_many_tiny_blocks_are_grouped_by_count() -> None:
     sizes = [len(group) for group in _groups(hashes)]
     assert sizes[:4] == [FIRST_BATCH_BLOCKS, 2 * FIRST_BATCH_BLOCKS, 4 * FIRST_BATCH_BLOCKS, 8 * FIRST_BATCH_BLOCKS]
     assert sum(sizes) == 10_000
+
+
+def test_default_threads_follow_the_cores_from_two_to_four(monkeypatch) -> None:
+    for cores, expected in ((1, 2), (2, 2), (3, 3), (16, 4), (None, 2)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert default_jobs() == expected
+
+
+def test_uploads_keep_four_batches_in_flight_unless_jobs_says_otherwise(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    (tmp_path / ".box").mkdir()
+    config = BoxConfig("http://127.0.0.1:9", 1, "box", "me", 1, "here", 256 << 10, 1 << 20, 4 << 20)
+    transport = Transport(config.server, "token")
+
+    engine = Engine(tmp_path, config, transport)
+    assert (engine.threads, engine.uploads) == (2, default_uploads()) == (2, IN_FLIGHT)
+    engine.index.close()
+
+    engine = Engine(tmp_path, config, transport, threads=3)  # --jobs 3 sets both
+    assert (engine.threads, engine.uploads) == (3, 3)
+    engine.index.close()
