@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from box_common.frames import CODEC_IDS, Frame, encode_frame
-from server_min.bodies import BodyBuffers, tune_malloc
+from server_min.bodies import BodyBuffers, raise_flow_limit, tune_malloc
 from server_min.errors import BadRequest, ServerError, TooLarge
 from server_min.notify import Notifier
 from server_min.routes_sharing import install as install_sharing
@@ -292,6 +292,7 @@ def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_
     from server_min.links import redact_access_log
 
     tune_malloc()  # before the first request: uploads then reuse warm memory
+    raise_flow_limit()
     app = create_app(data_dir)
     started = time.time()
     app.state.started = started

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import importlib
 import mmap
 import threading
 from collections.abc import Iterator
@@ -111,3 +112,27 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP)) and bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM))
+
+
+BODY_HIGH_WATER = 1 << 20  # body bytes uvicorn may hold for the app before it stops reading the socket
+
+
+def raise_flow_limit(limit: int = BODY_HIGH_WATER) -> bool:
+    """Let uvicorn keep up to `limit` bytes of a request body for the app before pausing the socket.
+
+    uvicorn pauses reading once more than 64 KiB of body wait for the app, and asyncio reads up to
+    256 KiB at a time, so every read of an upload paused the socket and the app's next receive resumed
+    it: two epoll calls and the selector's bookkeeping per piece. With 1 MiB it pauses only when the
+    app really falls behind (a 1 GiB push: 4% less server CPU, 2-3% less time, A/B of 9 pairs); a slow
+    upload still holds at most about 1 MiB per connection. False if this uvicorn has no such limit.
+    """
+    changed = False
+    for name in ("httptools_impl", "h11_impl"):
+        try:
+            module = importlib.import_module(f"uvicorn.protocols.http.{name}")
+        except ImportError:
+            continue  # httptools is optional for uvicorn
+        if isinstance(getattr(module, "HIGH_WATER_LIMIT", None), int):
+            module.HIGH_WATER_LIMIT = max(module.HIGH_WATER_LIMIT, limit)
+            changed = True
+    return changed
