@@ -95,7 +95,7 @@ def evaluate(results: dict[str, Any]) -> list[TargetResult]:
     t.append(TargetResult("W3-blocks", "W3",
                           "block bytes sent at most two average blocks (+ metadata), in average blocks",
                           _ratio(box_w3, float(avg) if avg else None), 2.0, "<=",
-                          f"blocks {_b(box_w3)}; all bytes sent incl. metadata {_b(box_w3_wire)}; "
+                          f"blocks {_b(box_w3)}; all bytes sent incl. metadata (bodies) {_b(box_w3_wire)}; "
                           f"average block {_b(avg)}"))
 
     w4 = results.get("W4") or {}
@@ -273,8 +273,10 @@ def markdown(doc: dict[str, Any], targets: list[TargetResult], chart: str | None
     add("## Results")
     add("")
     add("Columns: *wall s* is the median wall time of the whole command (process start included); *wire up / down* "
-        "is what crossed the socket (Box: counted by a relay in front of the server, HTTP headers included; rsync: its "
-        "`--stats` totals); *sent / added* is what the tool itself sent or stored (Box: block frames from "
+        "is what crossed the socket (Box in W2 and W4: counted by a relay in front of the server, HTTP headers "
+        "included; Box elsewhere: the request and answer bodies it counted itself, as `boxctl push --json` reports "
+        "them, since the relay's extra loopback hop would slow the timed runs; rsync: its `--stats` totals); "
+        "*sent / added* is what the tool itself sent or stored (Box: block frames from "
         "`boxctl push --json`; rsync: its total; restic, borg: growth of the repository; cp: bytes copied); "
         "*space* is `du` of the repository, server data folder or copy afterwards; memory is peak RSS of the client "
         "(GNU time) and of the server (Box: the kernel's high-water mark of its one process, VmHWM, reset before "
