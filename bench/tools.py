@@ -169,16 +169,16 @@ class BoxTarget(Target):
 
     def _measured(self, argv: list[str], cwd: Path) -> tuple[Any, Sample]:
         before_space = self.space()
-        up0, down0 = self.relay.counts() if self.relay else (0, 0)
+        before = self.relay.counts() if self.relay else None
         run = run_timed("box", argv, cwd=cwd, env=self.env, server=self.server.sampler)
-        up1, down1 = self.relay.counts() if self.relay else (0, 0)
+        after = self.relay.counts() if self.relay else None
         space = self.space()
         try:
             answer = json.loads(run.stdout) if run.stdout.strip() else {}
         except ValueError as exc:
             raise CommandFailed("box", argv, 0, run.stdout, f"--json output is not JSON: {exc}") from None
-        if self.relay:
-            sent, received = up1 - up0, down1 - down0
+        if before is not None and after is not None:
+            sent, received = after[0] - before[0], after[1] - before[1]
         else:  # no relay: what the client counted itself (request and answer bodies, without HTTP headers)
             sent, received = answer.get("wire_bytes_sent"), answer.get("wire_bytes_received")
         sample = Sample(run.seconds, client_rss=run.client_rss, server_rss=run.server_rss,
