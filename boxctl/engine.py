@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from box_common.paths import InvalidPath, is_under, normalize_prefix, parent_paths
+from boxctl import prescan
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.durable import fsync_write, sync_filesystem, write_temp
@@ -34,6 +35,7 @@ from boxctl.transport import Transport
 from boxctl.workspace import (
     TEMP_PREFIX,
     LocalEntry,
+    PendingScan,
     UnsafePath,
     Workspace,
     make_link,
@@ -43,6 +45,7 @@ from boxctl.workspace import (
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 SMALL_FILE = 1 << 20  # pulled files up to this size are flushed in batches
 SMALL_GROUP = 32  # small files read per pool task
+PARALLEL_SCAN = 20_000  # indexed paths from which a scan is shared out among processes (a fork costs ~10 ms)
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -199,20 +202,26 @@ class Engine:
 
     # --- local changes ----------------------------------------------------------------------
 
-    def _candidates(self) -> tuple[list[LocalChange], list[LocalChange]]:
-        """Paths that surely changed, and files whose stat changed and that must be hashed to tell."""
-        scan = self.workspace.scan()
+    def _candidates(self, started: PendingScan | None = None) -> tuple[list[LocalChange], list[LocalChange]]:
+        """Paths that surely changed, and files whose stat changed and that must be hashed to tell.
+
+        `started` is a walk of the folder begun at start-up (see prescan), to collect instead of walking.
+        """
+        base = self.index.stats()
+        scan = self.workspace.scan_stats(workers=self.threads if len(base) >= PARALLEL_SCAN else 1, started=started)
         for temp in self.workspace.temps:  # left by a pull that was cut off: never a user's file
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        base = self.index.stats()
         sure_paths: list[tuple[str, LocalEntry | None]] = []
         maybe_paths: list[tuple[str, LocalEntry]] = []
         selective = bool(self.config.only)
-        for path, local in scan.items():
-            if selective and not self.selected(path) and (path in base or self.new_root(path) is None):
-                continue  # a folder that only holds selected paths
+        for path, found in scan.items():
             old = base.get(path)
+            if old == found:
+                continue  # the common case, one tuple comparison: unchanged since the last sync
+            if selective and not self.selected(path) and (old is not None or self.new_root(path) is None):
+                continue  # a folder that only holds selected paths
+            local = LocalEntry(path, *found)
             if old is None or old[0] != local.kind:
                 sure_paths.append((path, local))
             elif local.kind == "file":
@@ -220,9 +229,11 @@ class Engine:
                     maybe_paths.append((path, local))
             elif local.kind == "link" and old[5] != local.target:
                 sure_paths.append((path, local))
-        for path, old in base.items():
-            if path not in scan and (not selective or self.selected(path)) \
-                    and not self.workspace.is_ignored(path, old[0] == "dir"):
+        # A folder that could not be listed (no permission) hides what is inside: nothing there is deleted.
+        unknown = tuple(f"{rel}/" for rel in self.workspace.unlisted)
+        for path in sorted(base.keys() - scan.keys()):
+            if (not selective or self.selected(path)) and not self.workspace.is_ignored(path, base[path][0] == "dir") \
+                    and not (unknown and path.startswith(unknown)):
                 sure_paths.append((path, None))
         # Full index entries (block lists) only for the few paths that changed.
         full = self.index.get_many([p for p, _ in sure_paths] + [p for p, _ in maybe_paths])
@@ -249,9 +260,9 @@ class Engine:
             with self.index.transaction() as conn:
                 self.index.put(entries, conn)
 
-    def local_changes(self, hash_files: bool = True) -> list[LocalChange]:
+    def local_changes(self, hash_files: bool = True, started: PendingScan | None = None) -> list[LocalChange]:
         """Every local change since the last sync, files hashed where their stat moved."""
-        sure, maybe = self._candidates()
+        sure, maybe = self._candidates(started)
         same = []
         for change in maybe:
             try:
@@ -268,7 +279,7 @@ class Engine:
     def status(self, remote: bool = True) -> Status:
         """Local changes, and how many remote changes wait to be pulled."""
         result = Status(cursor=self.index.cursor)
-        for change in self.local_changes():
+        for change in self.local_changes(started=prescan.take(self.root)):
             getattr(result, change.status).append(change.path)
         result.skipped = list(self.workspace.skipped)
         if remote:
@@ -284,7 +295,7 @@ class Engine:
 
         Paths in `hold` (files still being written, as watch sees them) wait for a later push.
         """
-        sure, maybe = self._candidates()
+        sure, maybe = self._candidates(prescan.take(self.root))
         roots = sorted({r for c in sure if (r := self.new_root(c.path)) is not None})
         if roots and not dry_run:
             # New local files outside a selective folder's selection: select their folder first (pulling

@@ -9,6 +9,7 @@ line's modules are imported, the same pace also spares the collections that load
 from __future__ import annotations
 
 import gc
+import sys
 
 GC_THRESHOLDS = (50_000, 20, 20)
 
@@ -16,6 +17,9 @@ GC_THRESHOLDS = (50_000, 20, 20)
 def main() -> None:
     """Run `boxctl` with the collector tuned."""
     gc.set_threshold(*GC_THRESHOLDS)
+    from boxctl import prescan
+
+    prescan.start(sys.argv[1:])  # a big folder's walk runs in other processes while the rest loads
     from boxctl.cli import main as cli_main  # after the thresholds: importing is most of a short command
 
     cli_main()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
 
+STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -71,7 +73,7 @@ class Index:
     """SQLite index of one synced folder; every update runs in one transaction."""
 
     def __init__(self, path: Path) -> None:
-        self.cache_path = path.with_name("stats.cache")
+        self.cache_path = path.with_name(STATS_CACHE)
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -117,9 +119,12 @@ class Index:
                 return stats
         except (OSError, EOFError, ValueError, TypeError):
             pass
+        # One shared string per kind, like a scan's: comparing two of them is then one pointer check.
+        kinds = {"file": "file", "dir": "dir", "link": "link"}
         stats = {
-            row[0]: row[1:]
-            for row in self.conn.execute("SELECT path, kind, size, mtime_ns, inode, mode, target FROM entries")
+            path: (kinds.get(kind, kind), size, mtime_ns, inode, mode, target)
+            for path, kind, size, mtime_ns, inode, mode, target
+            in self.conn.execute("SELECT path, kind, size, mtime_ns, inode, mode, target FROM entries")
         }
         temp = self.cache_path.with_suffix(".tmp")
         with contextlib.suppress(OSError):

@@ -1,0 +1,242 @@
+"""Scanning a synced folder: the walk shared out among forked children, the walk begun at start-up
+(boxctl.prescan), and what the engine makes of a scan (folders it could not list)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from boxctl import prescan
+from boxctl.config import BoxConfig
+from boxctl.engine import Engine
+from boxctl.errors import UsageError
+from boxctl.index import STATS_CACHE, IndexEntry
+from boxctl.transport import Transport
+from boxctl.workspace import IGNORE_FILE, PARTIAL_PREFIX, TEMP_PREFIX, Workspace
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the shared walk forks, on Linux only")
+
+
+@pytest.fixture(autouse=True)
+def forks_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fork even if earlier tests left idle threads behind (they hold no lock a child needs)."""
+    monkeypatch.setattr("boxctl.workspace.can_fork", lambda: True)
+    monkeypatch.setattr("boxctl.prescan.can_fork", lambda: True)
+
+
+def put(root: Path, rel: str, data: bytes = b"data") -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A box folder holding a bit of everything a walk meets, in few top-level folders (so the shared
+    walk must go a level deeper to find folders enough to share out)."""
+    r = tmp_path / "root"
+    put(r, ".box/config", b"{}")
+    put(r, "top.txt")
+    for top in ("docs", "photos"):
+        for sub in range(5):
+            for n in range(7):
+                put(r, f"{top}/s{sub}/f{n}.txt", bytes([n]) * n)
+            put(r, f"{top}/s{sub}/deeper/leaf.bin", b"x" * sub)
+    put(r, "photos/s1/build/out.o")  # ignored by the rules below
+    put(r, "photos/s2/app.log")  # ignored
+    put(r, f"docs/s3/{TEMP_PREFIX}abc")  # a temp of a transfer cut off: reported for removal
+    put(r, f"docs/s4/{PARTIAL_PREFIX}resume")  # a resumable pull's temp: kept, never listed
+    put(r, "docs/s0/cafe\u0301.txt")  # not NFC: skipped with a reason
+    os.symlink("../top.txt", r / "docs/s1/link")
+    os.mkfifo(r / "photos/s3/fifo")
+    (r / "empty").mkdir()
+    put(r, IGNORE_FILE, b"*.log\nbuild/\n")
+    # Written a minute ago: the index keeps no stat of a file written just now (it could still change
+    # within the clock's resolution), and these must compare as unchanged.
+    past = time.time_ns() - 60 * 10**9
+    for folder, _, names in os.walk(r):
+        for name in names:
+            os.utime(os.path.join(folder, name), ns=(past, past), follow_symlinks=False)
+    return r
+
+
+def scan_of(ws: Workspace, workers: int) -> tuple[dict, list, list, list]:
+    found = ws.scan_stats(workers=workers)
+    return found, sorted(ws.skipped), sorted(ws.temps), sorted(ws.unlisted)
+
+
+@linux_only
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_a_shared_walk_finds_exactly_what_one_walk_finds(root: Path, workers: int) -> None:
+    ws = Workspace(root)
+    alone = scan_of(ws, 1)
+    assert "photos/s1/build" not in alone[0] and "photos/s2/app.log" not in alone[0]
+    assert alone[0]["docs/s1/link"] == ("link", 0, os.lstat(root / "docs/s1/link").st_mtime_ns,
+                                        os.lstat(root / "docs/s1/link").st_ino, 0o777, "../top.txt")
+    assert len([p for p, s in alone[0].items() if s[0] == "file"]) == 2 * 5 * 8 + 2
+    assert [why for _, why in alone[1]] == ["name is not in NFC form", "not a regular file, folder or symlink"]
+    assert alone[2] == [str(root / f"docs/s3/{TEMP_PREFIX}abc")]
+    assert scan_of(ws, workers) == alone
+
+
+@linux_only
+def test_a_share_whose_child_fails_is_walked_here(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = Workspace(root)
+    alone = scan_of(ws, 1)
+    parent = os.getpid()
+    walk_share = Workspace._walk_share
+
+    def failing_in_children(self: Workspace, share: list) -> object:
+        if os.getpid() != parent:
+            raise OSError("the child hit something")
+        return walk_share(self, share)
+
+    monkeypatch.setattr(Workspace, "_walk_share", failing_in_children)
+    assert scan_of(ws, 2) == alone
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_folder_that_cannot_be_listed_is_noted(root: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    real_open, real_scandir = os.open, os.scandir
+
+    def refuse(path: object) -> None:
+        if str(path).endswith("photos/s4") or path == "s4":
+            raise PermissionError(13, "Permission denied")
+
+    def guarded_open(path: object, *args: object, **kwargs: object) -> int:
+        if kwargs.get("dir_fd") is not None and path == "s4" and os.readlink(f"/proc/self/fd/{kwargs['dir_fd']}") \
+                .endswith("photos"):
+            refuse(path)
+        if kwargs.get("dir_fd") is None:
+            refuse(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    monkeypatch.setattr(os, "scandir", lambda p=".": (refuse(p), real_scandir(p))[1])
+    ws = Workspace(root)
+    found = ws.scan_stats(workers=workers)
+    assert ws.unlisted == ["photos/s4"]
+    assert ("photos/s4", "cannot list: Permission denied") in ws.skipped
+    assert found["photos/s4"][0] == "dir" and not any(p.startswith("photos/s4/") for p in found)
+    assert "docs/s4/f1.txt" in found
+
+
+def test_a_box_folder_that_cannot_be_listed_is_an_error_not_an_empty_folder(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    with pytest.raises(UsageError, match="cannot list the synced folder"):
+        Workspace(gone).scan_stats()
+
+
+# --- the engine's view ------------------------------------------------------------------------
+
+
+def engine_for(root: Path) -> Engine:
+    config = BoxConfig("http://127.0.0.1:9", 1, "box", "me", 1, "here", 256 << 10, 1 << 20, 4 << 20)
+    return Engine(root, config, Transport(config.server, "token"))
+
+
+def index_everything(engine: Engine) -> None:
+    """Record the folder as synced just now (stats only: enough for the comparison)."""
+    entries = [IndexEntry(p, kind, size, mtime, inode, mode, 1, "h", b"", target)
+               for p, (kind, size, mtime, inode, mode, target) in engine.workspace.scan_stats().items()]
+    with engine.index.transaction() as conn:
+        engine.index.put(entries, conn)
+
+
+def changed(engine: Engine, started: prescan.PendingScan | None = None) -> dict[str, list[str]]:
+    sure, maybe = engine._candidates(started)
+    out: dict[str, list[str]] = {"put": [], "delete": [], "maybe": sorted(c.path for c in maybe)}
+    for c in sure:
+        out[c.op].append(c.path)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_nothing_inside_a_folder_that_cannot_be_listed_counts_as_deleted(root: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_for(root)
+    index_everything(engine)
+    assert changed(engine) == {"put": [], "delete": [], "maybe": []}
+    (root / "docs/s2/f3.txt").unlink()
+    real_scandir = os.scandir
+    locked = os.stat(root / "photos/s4").st_ino
+
+    def scandir(p: object = ".") -> object:
+        if os.fstat(p).st_ino == locked if isinstance(p, int) else os.stat(p).st_ino == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(p)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    # photos/s4 holds 8 indexed files this scan cannot see: they are unknown, not deleted.
+    assert changed(engine) == {"put": [], "delete": ["docs/s2/f3.txt"], "maybe": []}
+    engine.index.close()
+
+
+@linux_only
+def test_a_big_index_compares_through_the_shared_walk(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("boxctl.engine.PARALLEL_SCAN", 1)
+    calls = []
+    start_scan = Workspace.start_scan
+    monkeypatch.setattr(Workspace, "start_scan", lambda self, *a, **k: calls.append(a) or start_scan(self, *a, **k))
+    engine = engine_for(root)
+    index_everything(engine)
+    put(root, "docs/s0/f1.txt", b"edited!")
+    (root / "photos/s0/f2.txt").unlink()
+    put(root, "new/file.txt")
+    assert changed(engine) == {"put": ["new", "new/file.txt"], "delete": ["photos/s0/f2.txt"],
+                               "maybe": ["docs/s0/f1.txt"]}
+    assert calls, "the shared walk was not used"
+    engine.index.close()
+
+
+# --- the walk begun at start-up ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "command", "directory"), [
+    (["status"], "status", None),
+    (["push", "--json", "-m", "x"], "push", None),
+    (["-C", "some/where", "status"], "status", Path("some/where")),
+    (["-Cthere", "push"], "push", Path("there")),
+    (["-C=there", "push"], "push", Path("there")),
+    (["--timeout", "5", "--retries", "2", "-q", "status"], "status", None),
+    (["--", "push"], "push", None),
+    (["--version"], None, None),
+    ([], None, None),
+])
+def test_the_command_and_its_folder_are_read_from_the_arguments(argv: list[str], command: str | None,
+                                                                 directory: Path | None) -> None:
+    assert prescan.command_of(argv) == (command, directory)
+
+
+@linux_only
+def test_a_status_or_push_of_a_big_box_starts_its_walk_at_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_for(root)
+    index_everything(engine)
+    engine.index.stats()  # writes the snapshot whose size tells a big box
+    size = (root / ".box" / STATS_CACHE).stat().st_size
+    monkeypatch.chdir(root / "docs")
+
+    monkeypatch.setattr(prescan, "BIG_INDEX_BYTES", size + 1)
+    prescan.start(["status"])
+    assert prescan.take(root) is None  # too small: nothing started
+
+    monkeypatch.setattr(prescan, "BIG_INDEX_BYTES", size)
+    for other in (["sync"], ["pull"], ["watch"], ["log"]):
+        prescan.start(other)
+        assert prescan.take(root) is None  # sync and watch may write before they look
+    prescan.start(["status"])
+    started = prescan.take(root)
+    assert started is not None and prescan.take(root) is None  # taken once
+    (root / "docs/s2/f3.txt").unlink()  # after the walk began: that walk may or may not see it
+    assert changed(engine, started)["put"] == []
+    assert changed(engine) == {"put": [], "delete": ["docs/s2/f3.txt"], "maybe": []}  # the next look is new
+
+    prescan.start(["-C", str(root / "photos"), "push"])
+    started = prescan.take(root)
+    assert started is not None
+    assert started.result()[0] == Workspace(root).scan_stats()
+    engine.index.close()
