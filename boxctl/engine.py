@@ -208,7 +208,9 @@ class Engine:
         `started` is a walk of the folder begun at start-up (see prescan), to collect instead of walking.
         """
         base = self.index.stats()
-        scan = self.workspace.scan_stats(workers=self.threads if len(base) >= PARALLEL_SCAN else 1, started=started)
+        # Shared out when the folder is big, or unknown yet (a first push reads everything anyway).
+        shared = len(base) >= PARALLEL_SCAN or not base
+        scan = self.workspace.scan_stats(workers=self.threads if shared else 1, started=started)
         for temp in self.workspace.temps:  # left by a pull that was cut off: never a user's file
             with contextlib.suppress(OSError):
                 os.unlink(temp)
