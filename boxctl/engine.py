@@ -322,7 +322,7 @@ class Engine:
             done += n
             self.progress("push", done, total)
 
-        known = {e.blocks[i : i + 32] for e in self.index.entries().values() for i in range(0, len(e.blocks), 32)}
+        known = self.index.block_ids() if files else set()  # blocks of committed versions: on the server
         uploader = BlockUploader(self.transport, self.uploads, on_progress=advance, known=known, delta=self.delta)
         stager = CommitStager(self.transport, self.box, uploader, self._change_json)
         changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]

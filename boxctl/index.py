@@ -106,6 +106,16 @@ class Index:
             )
         }
 
+    def block_ids(self) -> set[bytes]:
+        """Every block id the indexed files are made of (32-byte SHA-256 digests)."""
+        ids: set[bytes] = set()
+        for (blocks,) in self.conn.execute("SELECT blocks FROM entries WHERE length(blocks) > 0"):
+            if len(blocks) == 32:
+                ids.add(blocks)
+            else:
+                ids.update(blocks[i : i + 32] for i in range(0, len(blocks), 32))
+        return ids
+
     def stats(self) -> dict[str, tuple[str, int, int, int, int, str | None]]:
         """(kind, size, mtime_ns, inode, mode, target) of every path: all a scan needs, loaded fast.
 

@@ -61,6 +61,14 @@ def test_block_ids(index: Index) -> None:
     assert entry("empty", blocks=b"").block_ids == []
 
 
+def test_every_block_id_of_the_index(index: Index) -> None:
+    d1, d2, d3 = (hashlib.sha256(bytes([n])).digest() for n in range(3))
+    index.put([entry("multi", blocks=d1 + d2), entry("one", blocks=d3), entry("again", blocks=d1),
+               entry("l", kind="link", size=0, blocks=b"", content_hash="h", target="one")])
+    assert index.block_ids() == {d1, d2, d3}
+    assert Index(index.cache_path.with_name("other.db")).block_ids() == set()
+
+
 def test_racy_mtime_is_recorded_as_zero(index: Index) -> None:
     """A file modified within RACY_NS of the recording must be hashed again next time."""
     now = time.time_ns()
