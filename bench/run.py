@@ -64,6 +64,10 @@ def notes(tools: list[Tool], quick: bool) -> list[str]:
         "the median is taken.",
         "Every measured command starts after a `sync`, so no tool pays for writing back what the one before it "
         "left in the page cache.",
+        "The tools take turns going first: run 1 starts with Box, run 2 with the next tool, and so on. A "
+        "workload's first run meets a machine just churned by the workload before it (on this virtual machine "
+        "the first run of each workload was up to 40% slower for whichever tool went first), and the median "
+        "leaves that one run out.",
         "Space is `du -s -B1` (allocated blocks) of the repository, the server's data folder (SQLite + packs), "
         "the rsync module folder or the copy. Peak memory of a client is GNU time's maximum resident set size.",
         "The machine is shared: other work (test suites of other sessions) ran at the same time, so wall times are "

@@ -74,6 +74,17 @@ class Context:
         if not ok:
             log(f"{workload} {tool.name}: CHECK FAILED: {what}")
 
+    def turns(self, run: int) -> list[Tool]:
+        """The tools in the order they take their turn in run `run`: each goes first once in a while.
+
+        A workload's first run meets a machine that the previous workload has just churned (memory
+        freshly handed to this virtual machine, writeback of what was written): with a fixed order
+        the same tool always paid for it. Rotated, each tool pays in at most one of its runs, and the
+        median leaves that run out.
+        """
+        shift = run % len(self.tools) if self.tools else 0
+        return self.tools[shift:] + self.tools[:shift]
+
     def fresh(self, label: str) -> Path:
         path = self.work / label
         remove(path)
@@ -188,7 +199,7 @@ def w1_w3(ctx: Context) -> None:
     big, front = Path(ctx.data["big"]), Path(ctx.data["big_front"])
     runs = ctx.runs["W1"]
     for run in range(runs):
-        for tool in ctx.tools:
+        for tool in ctx.turns(run):
             label = f"w1-{tool.name}-{run}"
             src = ctx.fresh(label) / "src"
             src.mkdir()
@@ -212,7 +223,7 @@ def w2(ctx: Context) -> None:
     text, para = Path(ctx.data["text"]), Path(ctx.data["text_para"])
     runs = ctx.runs["W2"]
     for run in range(runs):
-        for tool in ctx.tools:
+        for tool in ctx.turns(run):
             label = f"w2-{tool.name}-{run}"
             src = ctx.fresh(label) / "src"
             src.mkdir()
@@ -232,7 +243,7 @@ def w4(ctx: Context) -> None:
     versions = ctx.data["django_versions"]
     runs = ctx.runs["W4"]
     for run in range(runs):
-        for tool in ctx.tools:
+        for tool in ctx.turns(run):
             label = f"w4-{tool.name}-{run}"
             src = ctx.fresh(label) / "src"
             src.mkdir()
@@ -263,7 +274,7 @@ def w5(ctx: Context) -> None:
     small = Path(ctx.data["small"])
     runs = ctx.runs["W5"]
     for run in range(runs):
-        for tool in ctx.tools:
+        for tool in ctx.turns(run):
             label = f"w5-{tool.name}-{run}"
             src = ctx.fresh(label) / "src"
             link_tree(small, src)
@@ -294,7 +305,7 @@ def w6(ctx: Context) -> None:
     huge = Path(ctx.data["huge"])
     runs = ctx.runs["W6"]
     for run in range(runs):
-        for tool in ctx.tools:
+        for tool in ctx.turns(run):
             label = f"w6-{tool.name}-{run}"
             src = ctx.fresh(label) / "src"
             src.mkdir()
