@@ -89,7 +89,6 @@ class PendingScan:
 
     def __init__(self, workspace: Workspace, walk: _Walk, own: list[Folder],
                  children: list[tuple[Forked, list[Folder]]]) -> None:
-        self.root = workspace.root
         self.workspace, self.walk, self.own, self.children = workspace, walk, own, children
 
     def result(self) -> WalkPart:
@@ -188,13 +187,15 @@ class Workspace:
             self._walk_path(where, rel, walk, depth)
         return walk.as_part()
 
-    def _walk_path(self, where: str, rel: str, walk: _Walk, depth: int) -> None:
+    def _walk_path(self, where: str, rel: str, walk: _Walk, depth: int, parent: int | None = None) -> None:
+        """Open the folder at `where` (by its last name inside the open folder `parent`, when given) and walk it."""
         if not BY_FD:
             self._walk(where, where, rel, walk, depth)
             return
         try:
             # O_NOFOLLOW: a folder swapped for a symlink since its stat is refused, never followed.
-            folder = os.open(where, DIR_FLAGS | (os.O_NOFOLLOW if rel else 0))
+            flags = DIR_FLAGS | (os.O_NOFOLLOW if rel else 0)
+            folder = os.open(where if parent is None else where.rsplit("/", 1)[1], flags, dir_fd=parent)
         except OSError as exc:
             if not rel:
                 raise UsageError(f"cannot list the synced folder {where}: {exc.strerror}") from None
@@ -256,10 +257,9 @@ class Workspace:
                 found[path] = ("dir", 0, 0, st.st_ino, 0o755, None)
                 if walk.defer is not None:
                     walk.defer.append((f"{where}/{name}", path, depth + 1))
-                elif isinstance(folder, int):
-                    self._walk_into(folder, name, f"{where}/{name}", path, walk, depth + 1)
                 else:
-                    self._walk(entry.path, entry.path, path, walk, depth + 1)
+                    self._walk_path(f"{where}/{name}", path, walk, depth + 1,
+                                    folder if isinstance(folder, int) else None)
             elif spec is not None and spec.match_file(path):
                 continue
             elif kind == stat.S_IFLNK:
@@ -270,18 +270,6 @@ class Workspace:
                 found[path] = ("link", 0, st.st_mtime_ns, st.st_ino, 0o777, target)
             else:
                 skipped.append((path, "not a regular file, folder or symlink"))
-
-    def _walk_into(self, parent: int, name: str, where: str, rel: str, walk: _Walk, depth: int) -> None:
-        try:
-            folder = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                walk.unlist(rel, exc)
-            return  # otherwise it vanished or was replaced while we looked
-        try:
-            self._walk(folder, where, rel, walk, depth)
-        finally:
-            os.close(folder)
 
     def stat(self, path: str) -> LocalEntry | None:
         """The current state of one path (None if absent), never following a final symlink."""

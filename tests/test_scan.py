@@ -17,6 +17,7 @@ from boxctl.errors import UsageError
 from boxctl.index import STATS_CACHE, IndexEntry
 from boxctl.transport import Transport
 from boxctl.workspace import IGNORE_FILE, PARTIAL_PREFIX, TEMP_PREFIX, Workspace
+from tests.test_workspace import put
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the shared walk forks, on Linux only")
 
@@ -26,13 +27,6 @@ def forks_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fork even if earlier tests left idle threads behind (they hold no lock a child needs)."""
     monkeypatch.setattr("boxctl.workspace.can_fork", lambda: True)
     monkeypatch.setattr("boxctl.prescan.can_fork", lambda: True)
-
-
-def put(root: Path, rel: str, data: bytes = b"data") -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 @pytest.fixture
