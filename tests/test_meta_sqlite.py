@@ -296,8 +296,19 @@ def test_staged_commit_moves_every_row_and_drops_the_stage(meta: SqliteMeta, ali
     assert [r["path"] for r in meta.tree(box, 2, "")] == [e["path"] for e in many]
     paths = meta.conn.execute("SELECT COUNT(*) FROM block_paths WHERE box_id = ?", (box,)).fetchone()[0]
     assert paths == 1 + 2 * len(many)
-    for table in ("stages", "stage_changes", "stage_blocks"):
+    for table in ("stages", "stage_changes"):
         assert meta.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_a_path_staged_again_grants_only_its_last_blocks(meta: SqliteMeta, alice: int) -> None:
+    box = meta.create_box(alice, "docs", SIZES)
+    stage = meta.create_stage(box, alice)
+    with meta.write() as conn:
+        meta.add_staged(conn, stage, [put("x", digest(900))], [0])
+        meta.add_staged(conn, stage, [put("x", digest(901), digest(902))], [0])  # a retried part, newer content
+        meta.append_staged_commit(conn, box, alice, None, "m", stage)
+    rows = meta.conn.execute("SELECT sha256 FROM block_paths WHERE box_id = ? AND path = 'x'", (box,)).fetchall()
+    assert sorted(bytes(r[0]) for r in rows) == sorted([digest(901), digest(902)])
 
 
 def test_staged_conflicts_follow_the_commit_rules(meta: SqliteMeta, alice: int) -> None:

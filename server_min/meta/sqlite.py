@@ -66,9 +66,6 @@ CREATE TABLE IF NOT EXISTS stage_changes (
     stage INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, blocks BLOB NOT NULL, target TEXT,
     parent_rev INTEGER NOT NULL, PRIMARY KEY (stage, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS stage_blocks (
-    stage INTEGER NOT NULL, sha256 BLOB NOT NULL, path TEXT NOT NULL,
-    PRIMARY KEY (stage, sha256, path)) WITHOUT ROWID;
 """
 
 # A WAL larger than this after a write is checkpointed and truncated (it would otherwise keep up to 4 MiB).
@@ -88,7 +85,7 @@ def batched(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _blocks_by_path(entries: Sequence[dict[str, Any]]) -> list[tuple[bytes, str]]:
+def _blocks_by_path(entries: Iterable[Mapping[str, Any]]) -> list[tuple[bytes, str]]:
     """(block, path) for every block of `entries`, in key order: B-tree inserts then walk the index
     once instead of jumping around it."""
     return sorted((e["blocks"][i : i + 32], e["path"]) for e in entries for i in range(0, len(e["blocks"]), 32))
@@ -105,6 +102,8 @@ class SqliteMeta:
         self._backfill_block_paths()
         # box_blocks (box, block) was block_paths without the path: dropped, block_paths answers the same.
         self.conn.execute("DROP TABLE IF EXISTS box_blocks")
+        # stage_blocks (stage, block, path) was filled while staging; the commit now reads the staged changes.
+        self.conn.execute("DROP TABLE IF EXISTS stage_blocks")
 
     def _backfill_block_paths(self) -> None:
         """Fill block_paths from the journal once, for a database made before that table existed."""
@@ -424,8 +423,6 @@ class SqliteMeta:
             "parent_rev)",
             [(stage, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"], e["blocks"], e["target"],
               parent) for e, parent in zip(entries, parents, strict=True)], 10)
-        insert_rows(conn, "INSERT OR IGNORE INTO stage_blocks (stage, sha256, path)",
-                    [(stage, d, path) for d, path in _blocks_by_path(entries)], 3)
         return int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
 
     def staged_outside(self, conn: sqlite3.Connection, stage: int, prefix: str) -> bool:
@@ -452,7 +449,7 @@ class SqliteMeta:
                              message: str, stage: int, key: str | None = None) -> tuple[int, float, int]:
         """Write one commit of every staged change inside the caller's transaction, and drop the stage.
 
-        Return (seq, time, number of changes). The rows move from table to table inside SQLite.
+        Return (seq, time, number of changes). The changes move from table to table inside SQLite.
         """
         nchanges = int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
         seq, now = self._new_commit(conn, box_id, user_id, device_id, message, nchanges, key)
@@ -466,18 +463,17 @@ class SqliteMeta:
             "WHERE stage = ? ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present",
             (box_id, seq, stage),
         )
-        conn.execute(
-            "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) "
-            "SELECT sha256, ?, path FROM stage_blocks WHERE stage = ?",
-            (box_id, stage),
-        )
+        # Which blocks each path holds is worked out from the staged block lists only now: a table of
+        # (block, path) filled while staging took a random-key insert per block in every part's transaction.
+        staged = conn.execute("SELECT path, blocks FROM stage_changes WHERE stage = ? AND length(blocks) > 0", (stage,))
+        insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
+                    [(d, box_id, path) for d, path in _blocks_by_path(staged)], 3)
         self._drop_stage(conn, stage)
         return seq, now, nchanges
 
     @staticmethod
     def _drop_stage(conn: sqlite3.Connection, stage: int) -> None:
         conn.execute("DELETE FROM stage_changes WHERE stage = ?", (stage,))
-        conn.execute("DELETE FROM stage_blocks WHERE stage = ?", (stage,))
         conn.execute("DELETE FROM stages WHERE id = ?", (stage,))
 
     def commit_by_key(self, box_id: int, key: str) -> sqlite3.Row | None:
