@@ -305,10 +305,16 @@ def test_a_path_staged_again_grants_only_its_last_blocks(meta: SqliteMeta, alice
     stage = meta.create_stage(box, alice)
     with meta.write() as conn:
         meta.add_staged(conn, stage, [put("x", digest(900))], [0])
-        meta.add_staged(conn, stage, [put("x", digest(901), digest(902))], [0])  # a retried part, newer content
+        meta.add_staged(conn, stage, [put("x", digest(901), digest(902)), put("y", digest(903))], [0, 0])
+        meta.add_staged(conn, stage, [put("y", digest(904))], [0])  # a retried part, newer content
         meta.append_staged_commit(conn, box, alice, None, "m", stage)
-    rows = meta.conn.execute("SELECT sha256 FROM block_paths WHERE box_id = ? AND path = 'x'", (box,)).fetchall()
-    assert sorted(bytes(r[0]) for r in rows) == sorted([digest(901), digest(902)])
+
+    def granted(path: str) -> list[bytes]:
+        rows = meta.conn.execute("SELECT sha256 FROM block_paths WHERE box_id = ? AND path = ?", (box, path))
+        return sorted(bytes(r[0]) for r in rows)
+
+    assert granted("x") == sorted([digest(901), digest(902)])
+    assert granted("y") == [digest(904)]
 
 
 def test_staged_conflicts_follow_the_commit_rules(meta: SqliteMeta, alice: int) -> None:

@@ -465,7 +465,13 @@ class SqliteMeta:
         )
         # Which blocks each path holds is worked out from the staged block lists only now: a table of
         # (block, path) filled while staging took a random-key insert per block in every part's transaction.
-        staged = conn.execute("SELECT path, blocks FROM stage_changes WHERE stage = ? AND length(blocks) > 0", (stage,))
+        # A file of one block, most files, is its own row; only longer lists are split, here in Python.
+        conn.execute(
+            "INSERT OR IGNORE INTO block_paths (sha256, box_id, path) "
+            "SELECT blocks, ?, path FROM stage_changes WHERE stage = ? AND length(blocks) = 32 ORDER BY blocks",
+            (box_id, stage),
+        )
+        staged = conn.execute("SELECT path, blocks FROM stage_changes WHERE stage = ? AND length(blocks) > 32", (stage,))
         insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
                     [(d, box_id, path) for d, path in _blocks_by_path(staged)], 3)
         self._drop_stage(conn, stage)
