@@ -378,12 +378,19 @@ class Engine:
         if stage is not None:
             body["stage"] = stage
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index") as side:
-            # The new index entries are worked out while the server checks and stores the commit.
-            entries = side.submit(self._index_entries, changes)
-            answer = self.transport.post_json(f"{self.box}/commits", body)
-            puts = entries.result()
+            # The new index entries are written, in a transaction left open, while the server checks and
+            # stores the commit; they are committed once it answers (with their revision, its seq).
+            written = side.submit(self._write_entries, changes)
+            try:
+                answer = self.transport.post_json(f"{self.box}/commits", body)
+                written.result()
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    written.result()  # the helper is done with the index before it is rolled back
+                self.index.rollback()
+                raise
         result.seq = int(answer["seq"])
-        self._record_push(result.changes, result.seq, int(answer["previous_head"]), puts)
+        self._record_push(result.changes, result.seq, int(answer["previous_head"]))
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
         return result
 
@@ -440,24 +447,33 @@ class Engine:
             "target": local.target,
         }
 
-    @staticmethod
-    def _index_entries(changes: list[LocalChange]) -> list[IndexEntry]:
-        """The index entries of the puts among pushed `changes`, their revision still to be set."""
-        return [IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, 0,
+    def _write_entries(self, changes: list[LocalChange]) -> None:
+        """Open an index transaction holding the puts among pushed `changes`, their revision still unknown
+        (see _record_push, which ends it)."""
+        puts = [IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, 0,
                            content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target,
                            pack_sizes(c.sizes))
                 for c in changes if c.op == "put" and c.local is not None]
+        self.index.begin()
+        try:
+            self.index.put(puts)
+        except BaseException:
+            self.index.rollback()
+            raise
 
-    def _record_push(self, changes: list[LocalChange], seq: int, previous_head: int, puts: list[IndexEntry]) -> None:
-        for entry in puts:
-            entry.rev = seq
-        with self.index.transaction() as conn:
-            self.index.put(puts, conn)
-            self.index.delete([c.path for c in changes if c.op == "delete"], conn)
+    def _record_push(self, changes: list[LocalChange], seq: int, previous_head: int) -> None:
+        """Commit the index transaction that _write_entries opened: the puts get revision `seq`."""
+        try:
+            self.index.set_rev([c.path for c in changes if c.op == "put" and c.local is not None], seq)
+            self.index.delete([c.path for c in changes if c.op == "delete"])
             # Nothing else landed between our cursor and this commit: we are up to date with it.
             advanced = previous_head == self.index.cursor
             if advanced:
-                self.index.set_cursor(seq, conn)
+                self.index.set_cursor(seq)
+        except BaseException:
+            self.index.rollback()
+            raise
+        self.index.commit()
         if advanced:
             self._ack(seq)
 

@@ -74,7 +74,9 @@ class Index:
 
     def __init__(self, path: Path) -> None:
         self.cache_path = path.with_name(STATS_CACHE)
-        self.conn = sqlite3.connect(path, isolation_level=None)
+        # A push writes its new entries from a helper thread while the main one waits for the server;
+        # the connection is never used by two threads at once.
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
@@ -85,17 +87,34 @@ class Index:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction; it also moves the generation that the stat cache is checked against."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.begin()
         try:
             yield self.conn
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def begin(self) -> None:
+        """Open a write transaction by hand (see `transaction`); end it with `commit` or `rollback`."""
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Commit the open transaction, moving the generation that the stat cache is checked against."""
+        try:
             self.conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key) "
                 "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
             )
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.rollback()
             raise
         self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Drop the open transaction, if there is one."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def entries(self) -> dict[str, IndexEntry]:
         """Every indexed path."""
@@ -173,6 +192,14 @@ class Index:
             for e in entries
         ]
         insert_rows(conn or self.conn, "INSERT OR REPLACE INTO entries", rows, 11)
+
+    def set_rev(self, paths: list[str], rev: int, conn: sqlite3.Connection | None = None) -> None:
+        """Give `paths` revision `rev` (a push writes its entries before the server names the commit)."""
+        per = MAX_VARIABLES - 1  # and the revision
+        for start in range(0, len(paths), per):
+            part = paths[start : start + per]
+            (conn or self.conn).execute(f"UPDATE entries SET rev = ? WHERE path IN ({','.join('?' * len(part))})",
+                                        (rev, *part))
 
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
         paths = list(paths)

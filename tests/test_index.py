@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +117,40 @@ def test_transaction_rolls_back_on_error(index: Index) -> None:
     with index.transaction() as conn:
         index.put([entry("after")], conn)
     assert sorted(index.entries()) == ["after", "keep"]
+
+
+def test_entries_written_from_a_helper_thread_get_their_rev_when_committed(index: Index) -> None:
+    """A push writes its entries in a helper thread while the server works, and names their revision after."""
+    index.put([entry("old", rev=2)])
+    generation = index.get_meta("generation", "0")
+
+    def write() -> None:
+        index.begin()
+        index.put([entry("a", rev=0), entry("b", rev=0)])
+
+    helper = threading.Thread(target=write)
+    helper.start()
+    helper.join()
+    index.set_rev(["a", "b"], 7)
+    index.commit()
+    assert {p: e.rev for p, e in index.entries().items()} == {"a": 7, "b": 7, "old": 2}
+    assert index.get_meta("generation", "0") != generation  # the stat cache sees the change
+
+
+def test_an_open_transaction_rolled_back_leaves_the_index_as_it_was(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.db")
+    index.put([entry("old", rev=2)])
+    index.begin()
+    index.put([entry("new", rev=0)])
+    index.rollback()
+    index.rollback()  # a second rollback (nothing open) is harmless
+    assert list(index.entries()) == ["old"]
+    index.begin()
+    index.put([entry("left open", rev=0)])
+    index.close()  # a process that dies before the server answers: nothing of it stays
+    again = Index(tmp_path / "index.db")
+    assert list(again.entries()) == ["old"]
+    again.close()
 
 
 def test_survives_reopen(tmp_path: Path) -> None:

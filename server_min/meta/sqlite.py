@@ -471,7 +471,8 @@ class SqliteMeta:
             "SELECT blocks, ?, path FROM stage_changes WHERE stage = ? AND length(blocks) = 32 ORDER BY blocks",
             (box_id, stage),
         )
-        staged = conn.execute("SELECT path, blocks FROM stage_changes WHERE stage = ? AND length(blocks) > 32", (stage,))
+        staged = conn.execute("SELECT path, blocks FROM stage_changes WHERE stage = ? AND length(blocks) > 32",
+                              (stage,))
         insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
                     [(d, box_id, path) for d, path in _blocks_by_path(staged)], 3)
         self._drop_stage(conn, stage)
