@@ -34,6 +34,7 @@ from server_min.blocks.local import LocalBlocks
 from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
 from server_min.meta.sqlite import SqliteMeta
 from server_min.meta.sqlite_sharing import SqliteSharing
+from server_min.proved import ProvedBlocks
 from server_min.sharing import Sharing, folder_of
 
 MAX_BLOCK = 16 << 20
@@ -101,6 +102,7 @@ class Service:
         self.blocks = LocalBlocks(data_dir / "blocks")
         self.on_commit = on_commit
         self.sharing = Sharing(self, SqliteSharing(self.meta))
+        self.proved = ProvedBlocks()
 
     # --- users and devices ------------------------------------------------------------------
 
@@ -290,6 +292,7 @@ class Service:
             rows = [(d, size, len(f.payload), f.codec, pack, off)
                     for (d, f, size, _), off in zip(new, offsets, strict=True)]
         self.meta.add_blocks(caller.user_id, rows, verified.keys())
+        self.proved.add(caller.user_id, ((d, size) for d, (_, size, _) in verified.items()))
         # The answer is the same whether a block was new or already stored for someone else: no oracle.
         return {"received": len(frames), "stored": len(verified), "bytes": len(view)}
 
@@ -466,9 +469,12 @@ class Service:
     def _check_blocks(self, conn: sqlite3.Connection, caller: Caller, entries: list[dict[str, Any]]) -> None:
         """422 unless every block of `entries` is stored, readable by the caller, and sums to its file's size."""
         wanted = list({bytes(e["blocks"][i : i + 32]) for e in entries for i in range(0, len(e["blocks"]), 32)})
-        stored = self.meta.block_sizes(conn, wanted)
-        readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
-        absent = [d.hex() for d in wanted if d not in readable]
+        stored = self.proved.sizes(caller.user_id, wanted)  # just uploaded, most of a push's blocks
+        rest = [d for d in wanted if d not in stored] if stored else wanted
+        found = self.meta.block_sizes(conn, rest)
+        readable = self.meta.readable_blocks(conn, caller.user_id, list(found))
+        stored.update((d, size) for d, size in found.items() if d in readable)
+        absent = [d.hex() for d in wanted if d not in stored]
         if absent:
             raise Unprocessable(
                 f"{len(absent)} block(s) of this commit are not on the server; upload them first",
