@@ -383,14 +383,14 @@ class Engine:
             written = side.submit(self._write_entries, changes)
             try:
                 answer = self.transport.post_json(f"{self.box}/commits", body)
-                written.result()
+                put_paths = written.result()
             except BaseException:
                 with contextlib.suppress(BaseException):
                     written.result()  # the helper is done with the index before it is rolled back
                 self.index.rollback()
                 raise
         result.seq = int(answer["seq"])
-        self._record_push(result.changes, result.seq, int(answer["previous_head"]))
+        self._record_push(result.changes, put_paths, result.seq, int(answer["previous_head"]))
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
         return result
 
@@ -447,24 +447,21 @@ class Engine:
             "target": local.target,
         }
 
-    def _write_entries(self, changes: list[LocalChange]) -> None:
-        """Open an index transaction holding the puts among pushed `changes`, their revision still unknown
-        (see _record_push, which ends it)."""
+    def _write_entries(self, changes: list[LocalChange]) -> list[str]:
+        """Open an index transaction holding the puts among pushed `changes`, their revision still unknown,
+        and return their paths (push rolls the transaction back on any error; _record_push ends it)."""
         puts = [IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, 0,
                            content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target,
                            pack_sizes(c.sizes))
                 for c in changes if c.op == "put" and c.local is not None]
         self.index.begin()
-        try:
-            self.index.put(puts)
-        except BaseException:
-            self.index.rollback()
-            raise
+        self.index.put(puts)
+        return [e.path for e in puts]
 
-    def _record_push(self, changes: list[LocalChange], seq: int, previous_head: int) -> None:
-        """Commit the index transaction that _write_entries opened: the puts get revision `seq`."""
+    def _record_push(self, changes: list[LocalChange], put_paths: list[str], seq: int, previous_head: int) -> None:
+        """Commit the index transaction that _write_entries opened: the puts (`put_paths`) get revision `seq`."""
         try:
-            self.index.set_rev([c.path for c in changes if c.op == "put" and c.local is not None], seq)
+            self.index.set_rev(put_paths, seq)
             self.index.delete([c.path for c in changes if c.op == "delete"])
             # Nothing else landed between our cursor and this commit: we are up to date with it.
             advanced = previous_head == self.index.cursor

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
 
@@ -195,17 +196,17 @@ class Index:
 
     def set_rev(self, paths: list[str], rev: int, conn: sqlite3.Connection | None = None) -> None:
         """Give `paths` revision `rev` (a push writes its entries before the server names the commit)."""
-        per = MAX_VARIABLES - 1  # and the revision
-        for start in range(0, len(paths), per):
-            part = paths[start : start + per]
-            (conn or self.conn).execute(f"UPDATE entries SET rev = ? WHERE path IN ({','.join('?' * len(part))})",
-                                        (rev, *part))
+        self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
 
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
-        paths = list(paths)
-        for start in range(0, len(paths), MAX_VARIABLES):
-            part = paths[start : start + MAX_VARIABLES]
-            (conn or self.conn).execute(f"DELETE FROM entries WHERE path IN ({','.join('?' * len(part))})", part)
+        self._for_paths("DELETE FROM entries WHERE path IN", list(paths), conn)
+
+    def _for_paths(self, head: str, paths: list[str], conn: sqlite3.Connection | None, *params: Any) -> None:
+        """Run `{head} (?, ...)` with `params` first, over `paths` in as few statements as SQLite allows."""
+        per = MAX_VARIABLES - len(params)
+        for start in range(0, len(paths), per):
+            part = paths[start : start + per]
+            (conn or self.conn).execute(f"{head} ({','.join('?' * len(part))})", (*params, *part))
 
     def get_meta(self, key: str, default: str = "") -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
