@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.durable import fsync_write, sync_filesystem, write_temp
 from boxctl.errors import BoxError, NotFound, UsageError
-from boxctl.index import Index, IndexEntry, pack_sizes
+from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
 from boxctl.staging import CommitStager
 from boxctl.transfer import BlockUploader, default_jobs, default_uploads, download_blocks
@@ -252,15 +252,17 @@ class Engine:
 
     def _refresh(self, changes: list[LocalChange]) -> None:
         """Record the new stat of files whose content did not change, so they are not hashed again."""
-        entries = []
-        for c in changes:
-            if c.base is not None and c.local is not None:
-                entries.append(IndexEntry(c.path, c.kind, c.local.size, c.local.mtime_ns, c.local.inode,
-                                          c.base.mode, c.base.rev, c.base.content_hash, c.base.blocks, c.base.target,
-                                          c.base.sizes))
+        entries = self._refreshed(changes)
         if entries:
             with self.index.transaction() as conn:
                 self.index.put(entries, conn)
+
+    @staticmethod
+    def _refreshed(changes: list[LocalChange]) -> list[IndexEntry]:
+        """The index entries of files whose content did not change, with their new stat."""
+        return [IndexEntry(c.path, c.kind, c.local.size, c.local.mtime_ns, c.local.inode, c.base.mode, c.base.rev,
+                           c.base.content_hash, c.base.blocks, c.base.target, c.base.sizes)
+                for c in changes if c.base is not None and c.local is not None]
 
     def local_changes(self, hash_files: bool = True, started: PendingScan | None = None) -> list[LocalChange]:
         """Every local change since the last sync, files hashed where their stat moved."""
@@ -340,6 +342,8 @@ class Engine:
                 changes.append(change)
                 stager.add(change)
 
+        side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
+        written: Future[list[str]] | None = None
         try:
             # Reading and hashing run on a pool (hashlib and file reads release the GIL); blocks reach
             # the uploader in file order, with a bounded number of files or chunks in flight.
@@ -356,39 +360,42 @@ class Engine:
                     queue(change, ordered_map(hash_piece, pieces, pool, ahead=2 * self.threads))
                     stager.poll()
             changes.sort(key=lambda c: c.path)
+            if changes or same:
+                # The new index entries are written, in a transaction left open, while the last uploads
+                # finish and the server stores the commit (100,000 files: 1 s that the machine, waiting
+                # on both, has to spare); they are committed once it answers, with its seq as revision.
+                written = side.submit(self._write_entries, changes, same)
             stats = uploader.finish()
             stage = stager.wait()
-            listed = [self._change_json(c) for c in changes if not stager.is_staged(c)]  # the rest
+            result = PushResult(changes, blocks_sent=stats.blocks_sent,
+                                bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
+                                blocks_delta=stats.blocks_delta, staged=len(stager.staged))
+            answer: dict[str, Any] = {}
+            if changes:
+                body = {
+                    "message": message or _default_message(changes),
+                    "device": self.config.device_id,
+                    "key": secrets.token_urlsafe(16),  # lets the commit be retried safely after a lost answer
+                    "changes": [self._change_json(c) for c in changes if not stager.is_staged(c)],  # the rest
+                }
+                if stage is not None:
+                    body["stage"] = stage
+                answer = self.transport.post_json(f"{self.box}/commits", body)
+            put_paths = written.result() if written is not None else []
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
             stager.abandon()
-            raise
-        self._refresh(same)
-        result = PushResult(changes, blocks_sent=stats.blocks_sent,
-                            bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
-                            blocks_delta=stats.blocks_delta, staged=len(stager.staged))
-        if not changes:
-            return result
-        body = {
-            "message": message or _default_message(changes),
-            "device": self.config.device_id,
-            "key": secrets.token_urlsafe(16),  # lets the commit be retried safely after a lost answer
-            "changes": listed,
-        }
-        if stage is not None:
-            body["stage"] = stage
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index") as side:
-            # The new index entries are written, in a transaction left open, while the server checks and
-            # stores the commit; they are committed once it answers (with their revision, its seq).
-            written = side.submit(self._write_entries, changes)
-            try:
-                answer = self.transport.post_json(f"{self.box}/commits", body)
-                put_paths = written.result()
-            except BaseException:
+            if written is not None:
                 with contextlib.suppress(BaseException):
                     written.result()  # the helper is done with the index before it is rolled back
-                self.index.rollback()
-                raise
+            self.index.rollback()
+            raise
+        finally:
+            side.shutdown(wait=True)
+        if not changes:
+            if same:
+                self.index.commit()  # only the new stats of files found unchanged
+            return result
         result.seq = int(answer["seq"])
         self._record_push(result.changes, put_paths, result.seq, int(answer["previous_head"]))
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
@@ -447,15 +454,17 @@ class Engine:
             "target": local.target,
         }
 
-    def _write_entries(self, changes: list[LocalChange]) -> list[str]:
-        """Open an index transaction holding the puts among pushed `changes`, their revision still unknown,
-        and return their paths (push rolls the transaction back on any error; _record_push ends it)."""
-        puts = [IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, 0,
+    def _write_entries(self, changes: list[LocalChange], same: list[LocalChange]) -> list[str]:
+        """Open an index transaction holding the puts among pushed `changes`, their revision still unknown
+        (PENDING_REV), and the new stats of the files found the `same`; return the puts' paths (push rolls
+        the transaction back on any error; _record_push or push itself commits it)."""
+        puts = [IndexEntry(c.path, c.kind, c.size, c.local.mtime_ns, c.local.inode, c.local.mode, PENDING_REV,
                            content_hash(c.kind, c.digests, c.local.target), c.digests, c.local.target,
                            pack_sizes(c.sizes))
                 for c in changes if c.op == "put" and c.local is not None]
         self.index.begin()
         self.index.put(puts)
+        self.index.put(self._refreshed(same))
         return [e.path for e in puts]
 
     def _record_push(self, changes: list[LocalChange], put_paths: list[str], seq: int, previous_head: int) -> None:

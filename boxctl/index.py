@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # timestamp tick without us noticing (git's "racily clean" problem): record it so it gets hashed again.
 RACY_NS = 2_000_000_000
 
+# The revision of entries a push writes before the server has named its commit (see Index.set_rev).
+PENDING_REV = -1
+# Naming more pending entries than this, one pass over the table beats looking up each path
+# (100,000 paths: 0.09 s against 0.3 s; one pass over 100,000 entries that match none: 13 ms).
+SCAN_ABOVE = 5000
+
 
 @dataclass(slots=True)
 class IndexEntry:
@@ -195,8 +201,12 @@ class Index:
         insert_rows(conn or self.conn, "INSERT OR REPLACE INTO entries", rows, 11)
 
     def set_rev(self, paths: list[str], rev: int, conn: sqlite3.Connection | None = None) -> None:
-        """Give `paths` revision `rev` (a push writes its entries before the server names the commit)."""
-        self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
+        """Give `paths` revision `rev`: a push writes its entries with PENDING_REV in an open transaction
+        before the server names the commit; `paths` must be every entry written so."""
+        if len(paths) > SCAN_ABOVE:
+            (conn or self.conn).execute("UPDATE entries SET rev = ? WHERE rev = ?", (rev, PENDING_REV))
+        else:
+            self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
 
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
         self._for_paths("DELETE FROM entries WHERE path IN", list(paths), conn)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boxctl.index import RACY_NS, Index, IndexEntry
+from boxctl.index import PENDING_REV, RACY_NS, SCAN_ABOVE, Index, IndexEntry
 
 OLD = 1_600_000_000_000_000_000  # an mtime far in the past: never racy
 
@@ -126,7 +126,7 @@ def test_entries_written_from_a_helper_thread_get_their_rev_when_committed(index
 
     def write() -> None:
         index.begin()
-        index.put([entry("a", rev=0), entry("b", rev=0)])
+        index.put([entry("a", rev=PENDING_REV), entry("b", rev=PENDING_REV)])
 
     helper = threading.Thread(target=write)
     helper.start()
@@ -135,6 +135,19 @@ def test_entries_written_from_a_helper_thread_get_their_rev_when_committed(index
     index.commit()
     assert {p: e.rev for p, e in index.entries().items()} == {"a": 7, "b": 7, "old": 2}
     assert index.get_meta("generation", "0") != generation  # the stat cache sees the change
+
+
+def test_a_big_push_names_its_pending_entries_in_one_pass(index: Index) -> None:
+    """Past SCAN_ABOVE paths, set_rev updates the pending entries by their mark, not path by path."""
+    index.put([entry("old/a", rev=3), entry("old/b", rev=4)])
+    paths = [f"new/{i:06d}" for i in range(SCAN_ABOVE + 1)]
+    index.begin()
+    index.put([entry(p, rev=PENDING_REV) for p in paths])
+    index.set_rev(paths, 9)
+    index.commit()
+    revs = {p: e.rev for p, e in index.entries().items()}
+    assert revs.pop("old/a") == 3 and revs.pop("old/b") == 4
+    assert set(revs.values()) == {9} and len(revs) == len(paths)
 
 
 def test_an_open_transaction_rolled_back_leaves_the_index_as_it_was(tmp_path: Path) -> None:
