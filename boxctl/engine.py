@@ -238,7 +238,7 @@ class Engine:
                     and not (unknown and path.startswith(unknown)):
                 sure_paths.append((path, None))
         # Full index entries (block lists) only for the few paths that changed.
-        full = self.index.get_many([p for p, _ in sure_paths] + [p for p, _ in maybe_paths])
+        full = self.index.get_many([p for p, _ in sure_paths] + [p for p, _ in maybe_paths]) if base else {}
         sure = [LocalChange(p, "put" if local else "delete", local.kind if local else full[p].kind, local, full.get(p))
                 for p, local in sure_paths]
         maybe = [LocalChange(p, "put", "file", local, full.get(p)) for p, local in maybe_paths]

@@ -48,7 +48,8 @@ def command_of(argv: list[str]) -> tuple[str | None, Path | None]:
 
 
 def start(argv: list[str]) -> None:
-    """Begin the walk of the current box if the command is a status or push of a big one.
+    """Begin the walk of the current box if the command is a status or push of a big one, or the
+    box's first (a box never scanned has no snapshot to tell its size by).
 
     Best effort: on any doubt (another command, no box here, a small one, no fork) nothing starts,
     and the command walks the folder itself as usual.
@@ -61,8 +62,11 @@ def start(argv: list[str]) -> None:
         return
     try:
         root = find_root(directory or Path.cwd())
-        if (root / BOX_DIR / STATS_CACHE).stat().st_size < BIG_INDEX_BYTES:
-            return
+        try:
+            if (root / BOX_DIR / STATS_CACHE).stat().st_size < BIG_INDEX_BYTES:
+                return
+        except FileNotFoundError:
+            pass  # never scanned (a first push or status, which reads everything): size unknown, start anyway
         _started[root] = Workspace(root).start_scan(workers)
     except (OSError, BoxError):
         return

@@ -209,6 +209,10 @@ def test_the_command_and_its_folder_are_read_from_the_arguments(argv: list[str],
 @linux_only
 def test_a_status_or_push_of_a_big_box_starts_its_walk_at_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = engine_for(root)
+    monkeypatch.chdir(root)
+    prescan.start(["push"])
+    first = prescan.take(root)  # never scanned: no snapshot yet, so the walk starts whatever the size
+    assert first is not None and first.result()[0] == Workspace(root).scan_stats()
     index_everything(engine)
     engine.index.stats()  # writes the snapshot whose size tells a big box
     size = (root / ".box" / STATS_CACHE).stat().st_size
