@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -33,6 +32,7 @@ from boxctl.config import (
 from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
 from boxctl.index import Index
+from boxctl.output import emit_json
 from boxctl.timeparse import parse_time
 from boxctl.transport import Transport, parse_rate
 
@@ -116,10 +116,6 @@ def main_options(
 def say(message: str) -> None:
     if not STATE.quiet:
         out.print(message, markup=False)
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def here() -> Path:

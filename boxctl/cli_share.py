@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ from typer.core import TyperGroup
 from box_common.paths import InvalidPath, normalize_prefix
 from boxctl.config import BoxConfig, find_root, load_credentials, normalize_url
 from boxctl.errors import AuthError, BoxError, ServerRefused, UsageError
+from boxctl.output import emit_json
 from boxctl.timeparse import UNITS
 from boxctl.transport import Transport
 
@@ -59,10 +59,6 @@ def _quiet(local: bool) -> bool:
 def _say(message: str, quiet: bool) -> None:
     if not _quiet(quiet):
         out.print(message, markup=False)
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @dataclass
@@ -135,7 +131,7 @@ def share_add(
         rel = folder.box_path(path) if path else ""
         answer = folder.transport.post_json(f"{folder.box}/members", {"user": user, "path": rel, "role": role})
     if json_out:
-        _emit(answer)
+        emit_json(answer)
         return
     what = f"folder {answer['path']!r} of {folder.label}" if answer["path"] else f"box {folder.label}"
     verb = "shared" if answer.get("created") else "changed the share of"
@@ -152,7 +148,7 @@ def share_ls(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     with open_folder() as folder:
         members = folder.transport.get_json(f"{folder.box}/members")["members"]
     if json_out:
-        _emit({"box": folder.label, "members": members})
+        emit_json({"box": folder.label, "members": members})
         return
     for m in members:
         where = m["path"] or "(whole box)"
@@ -174,7 +170,7 @@ def share_rm(
                                             idempotent=True)
         answer = response.json()
     if json_out:
-        _emit(answer)
+        emit_json(answer)
         return
     _say(f"{answer['user']} no longer has access to {folder.label}" + (f" folder {path!r}" if path else ""), quiet)
 
@@ -229,7 +225,7 @@ def link_ls(
     with _any_transport(server) as (transport, box_id):
         links = transport.get_json("/links", box=box_id)["links"]
     if json_out:
-        _emit({"links": links})
+        emit_json({"links": links})
         return
     if not links:
         _say("no links", quiet)
@@ -260,7 +256,7 @@ def link_rm(
     with _any_transport(server) as (transport, _):
         answer = transport.request("DELETE", f"/links/{key}", idempotent=True).json()
     if json_out:
-        _emit(answer)
+        emit_json(answer)
     else:
         _say(f"revoked link {answer['id']}", quiet)
 
