@@ -165,10 +165,8 @@ def share_rm(
 ) -> None:
     """Stop sharing with USER: their next request is refused."""
     with open_folder() as folder:
-        params = {"path": folder.box_path(path)} if path is not None else None
-        response = folder.transport.request("DELETE", f"{folder.box}/members/{quote(user, safe='')}", params=params,
-                                            idempotent=True)
-        answer = response.json()
+        where = folder.box_path(path) if path is not None else None
+        answer = folder.transport.delete_json(f"{folder.box}/members/{quote(user, safe='')}", path=where)
     if json_out:
         emit_json(answer)
         return
@@ -254,7 +252,7 @@ def link_rm(
         if parts.scheme and parts.netloc and not server:
             server = f"{parts.scheme}://{parts.netloc}"
     with _any_transport(server) as (transport, _):
-        answer = transport.request("DELETE", f"/links/{key}", idempotent=True).json()
+        answer = transport.delete_json(f"/links/{key}")
     if json_out:
         emit_json(answer)
     else:

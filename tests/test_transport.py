@@ -14,12 +14,16 @@ from boxctl.transport import Transport
 
 
 class _Echo(BaseHTTPRequestHandler):
-    """Answers POST with the JSON body it got (and its content type); GET with an HTML page."""
+    """Answers POST with the JSON body it got (and its content type), DELETE with the path it was
+    given, GET with an HTML page."""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         answer = json.dumps({"got": json.loads(body), "type": self.headers["Content-Type"]}).encode()
         self._send(200, "application/json", answer)
+
+    def do_DELETE(self) -> None:
+        self._send(200, "application/json", json.dumps({"deleted": self.path}).encode())
 
     def do_GET(self) -> None:
         self._send(200, "text/html", b"<html><body>a web page, not a Box server</body></html>")
@@ -57,3 +61,10 @@ def test_an_answer_that_is_not_json_is_a_clear_error(server: str) -> None:
     transport = Transport(server, "token", retries=0)
     with pytest.raises(BoxError, match=r"answer \(200\) is not JSON; is http://127\.0\.0\.1:\d+/v1/me a Box server"):
         transport.get_json("/me")
+
+
+def test_a_delete_sends_only_the_params_given_and_parses_the_answer(server: str) -> None:
+    transport = Transport(server, "token", retries=0)
+    assert transport.delete_json("/links/abc") == {"deleted": "/v1/links/abc"}
+    assert transport.delete_json("/boxes/1/members/bob", path="docs", other=None) == {
+        "deleted": "/v1/boxes/1/members/bob?path=docs"}
