@@ -56,3 +56,9 @@ class ServerRefused(BoxError):
     """The server answered with an error other than the ones above."""
 
     exit_code = 8
+
+
+class IntegrityError(BoxError):
+    """Data failed its checksum: a block damaged on the server, or a damaged local index or file."""
+
+    exit_code = 9

@@ -18,7 +18,16 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from box_common.frames import HEADER, Frame, FrameError
-from boxctl.errors import AuthError, BoxError, NetworkError, NotFound, PushRejected, ServerRefused, UsageError
+from boxctl.errors import (
+    AuthError,
+    BoxError,
+    IntegrityError,
+    NetworkError,
+    NotFound,
+    PushRejected,
+    ServerRefused,
+    UsageError,
+)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 PIECE = 64 << 10
@@ -117,7 +126,8 @@ class Transport:
                 continue
             except requests.exceptions.RequestException as exc:
                 raise NetworkError(f"request to {self.server} failed: {exc}") from None
-            if response.status_code in RETRY_STATUSES and attempt < self.retries and idempotent:
+            if response.status_code in RETRY_STATUSES and attempt < self.retries and idempotent \
+                    and not _final(response):
                 retry_after = response.headers.get("Retry-After")
                 response.close()
                 self._sleep(attempt, retry_after)
@@ -274,6 +284,16 @@ def _parse_retry_after(value: str) -> float:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else 0.0
 
 
+def _final(response: requests.Response) -> bool:
+    """A 5xx that says what is wrong (a damaged block, a full disk) is not transient: no retry."""
+    if response.headers.get("Content-Type", "").split(";")[0] != "application/json":
+        return False
+    try:
+        return orjson.loads(response.content).get("error") in ("damaged", "out_of_space")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+
+
 def _error_for(response: requests.Response) -> BoxError:
     try:
         body = response.json()
@@ -289,6 +309,10 @@ def _error_for(response: requests.Response) -> BoxError:
         return NotFound(message)
     if status == 409:
         return PushRejected(message, conflicts=body.get("conflicts", []))
+    if body.get("error") == "damaged":
+        return IntegrityError(f"data damaged on the server: {message}", blocks=body.get("blocks", []))
+    if status == 507 or body.get("error") == "out_of_space":
+        return ServerRefused(f"the server is out of space: {message}; ask its operator to free some")
     if status in (400, 413, 422):
         return ServerRefused(f"the server refused the request: {message}")
     return ServerRefused(f"server error {status}: {message}")

@@ -54,3 +54,17 @@ class TooLarge(ServerError):
 class Unprocessable(ServerError):
     status = 422
     code = "invalid"
+
+
+class Damaged(ServerError):
+    """A stored block failed its SHA-256 check (or its pack is cut short or gone): never retried."""
+
+    status = 500
+    code = "damaged"
+
+
+class OutOfSpace(ServerError):
+    """The server's disk is full: the upload was dropped and its bytes freed; not transient."""
+
+    status = 507
+    code = "out_of_space"
