@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 
 from box_common.paths import InvalidPath, normalize_path
 from boxctl import __version__
@@ -33,6 +32,7 @@ from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
 from boxctl.index import Index
 from boxctl.output import emit_json
+from boxctl.terminal import console, printable
 from boxctl.timeparse import parse_time
 from boxctl.transport import Transport, parse_rate
 
@@ -46,8 +46,8 @@ app.add_typer(share_app, name="share")
 app.add_typer(link_app, name="link")
 admin_app.command("passwd")(admin_passwd)
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 
 class State:
@@ -501,6 +501,8 @@ def restore(
         emit_json(result)
         return
     if to is not None:
+        for refused in result["refused"]:
+            err.print(f"refused   {refused['path']}: {refused['reason']}", markup=False)
         say(f"wrote {result['restored']} as of commit {result['seq']} to {result['to']} ({result['files']} file(s))")
     elif result["seq"] is None:
         say(f"{result['restored']} is already as it was at commit {result['from_seq']}")
@@ -552,12 +554,12 @@ def watch(
     def log(line: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         if log_out is not None:
-            log_out.write(f"{stamp} {line}\n")
+            log_out.write(f"{stamp} {printable(line)}\n")
         say(f"{stamp} {line}")
 
     def status_line(line: str) -> None:
         if log_out is not None:
-            log_out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            log_out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {printable(line)}\n")
         if not STATE.quiet:
             err.print(line, markup=False)
 

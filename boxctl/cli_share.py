@@ -21,18 +21,18 @@ from urllib.parse import quote, urlsplit
 
 import click
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from box_common.paths import InvalidPath, normalize_prefix
 from boxctl.config import BoxConfig, find_root, load_credentials, normalize_url
 from boxctl.errors import AuthError, BoxError, ServerRefused, UsageError
 from boxctl.output import emit_json
+from boxctl.terminal import console
 from boxctl.timeparse import UNITS
 from boxctl.transport import Transport
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]

@@ -138,9 +138,13 @@ class BoxConfig:
 
 
 def find_root(start: Path) -> Path:
-    """The nearest folder at or above `start` that holds `.box/`."""
+    """The outermost folder at or above `start` that holds `.box/`.
+
+    Outermost, not nearest: a `.box/` below a synced folder's root never syncs, so one found there was
+    planted (by an editor of a shared folder, say) and must not choose the server or the box.
+    """
     start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / BOX_DIR / "config").is_file():
-            return folder
+    found = [folder for folder in (start, *start.parents) if (folder / BOX_DIR / "config").is_file()]
+    if found:
+        return found[-1]
     raise NotABox(f"{start} is not inside a synced folder: run 'boxctl init' or 'boxctl clone' first")

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from box_common.paths import InvalidPath, is_under, normalize_prefix, parent_paths
+from box_common.paths import InvalidPath, is_under, normalize_path, normalize_prefix, parent_paths
 from boxctl import prescan
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.durable import fsync_write, sync_filesystem, write_temp
-from boxctl.errors import BoxError, NotFound, UsageError
+from boxctl.errors import BoxError, NotFound, ServerRefused, UsageError
 from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
 from boxctl.staging import CommitStager
@@ -45,6 +45,9 @@ from boxctl.workspace import (
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 SMALL_FILE = 1 << 20  # pulled files up to this size are flushed in batches
 SMALL_GROUP = 32  # small files read per pool task
+# What one pull accepts from the change feed, so a hostile server cannot keep it looping forever.
+MAX_FEED_PAGES = 100_000
+MAX_FEED_ENTRIES = 10_000_000
 PARALLEL_SCAN = 20_000  # indexed paths from which a scan is shared out among processes (a fork costs ~10 ms)
 
 
@@ -493,13 +496,25 @@ class Engine:
     def remote_changes(self, cursor: int) -> tuple[dict[str, dict[str, Any]], int]:
         """The latest journal entry of each path changed after `cursor`, and the new cursor."""
         latest: dict[str, dict[str, Any]] = {}
-        while True:
+        stop_at: int | None = None  # the head when the pull began: later commits wait for the next pull
+        entries = 0
+        for _ in range(MAX_FEED_PAGES):
             page = self.transport.get_json(f"{self.box}/changes", cursor=cursor)
+            entries += len(page["entries"])
+            if entries > MAX_FEED_ENTRIES:
+                raise ServerRefused(f"the server's change feed goes on past {MAX_FEED_ENTRIES:,} entries; "
+                                    "stopped (is it a Box server?)")
             for entry in page["entries"]:
                 latest[entry["path"]] = entry
-            cursor = int(page["cursor"])
-            if not page["more"]:
+            new_cursor = int(page["cursor"])
+            if page["more"] and new_cursor <= cursor:
+                raise ServerRefused("the server's change feed does not move on; stopped (is it a Box server?)")
+            cursor = new_cursor
+            stop_at = int(page.get("head", cursor)) if stop_at is None else stop_at
+            if not page["more"] or cursor >= stop_at:
                 return latest, cursor
+        raise ServerRefused(f"the server's change feed goes on past {MAX_FEED_PAGES:,} pages; "
+                            "stopped (is it a Box server?)")
 
     def pull(self, paths: list[str] | None = None, cwd: Path | None = None) -> PullResult:
         """Apply remote changes; local edits are never overwritten (conflicted copies keep both).
@@ -782,8 +797,9 @@ class Engine:
             where = f"commit {then['seq']}"
             raise NotFound(f"{prefix or 'the box'} did not exist at {where}; see 'boxctl log {path}'")
         if to is not None:
-            written = self._export(wanted, prefix, to)
-            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written}
+            written, refused = self._export(wanted, prefix, to)
+            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written,
+                    "refused": [{"path": p, "reason": r} for p, r in refused]}
         now = {e["path"]: e for e in self.tree(prefix)["entries"]}
         changes = []
         for p, e in wanted.items():
@@ -807,33 +823,45 @@ class Engine:
         return {"restored": prefix or ".", "from_seq": then["seq"], "seq": seq, "changes": len(changes),
                 "pull": pulled.as_json()}
 
-    def _export(self, wanted: dict[str, dict[str, Any]], prefix: str, to: Path) -> int:
-        """Write a past version into `to` (a folder, or a file name when restoring one file)."""
+    def _export(self, wanted: dict[str, dict[str, Any]], prefix: str, to: Path) -> tuple[int, list[tuple[str, str]]]:
+        """Write a past version into `to` (a folder, or a file name when restoring one file).
+
+        Paths and link targets come from the server: each goes through the checks a pull makes (rule 6),
+        so nothing lands outside `to` or through a link; what is refused is returned with the reason.
+        """
         single = len(wanted) == 1 and prefix in wanted and wanted[prefix]["kind"] == "file"
+        refused: list[tuple[str, str]] = []
         if single and not to.is_dir():
             targets = {prefix: to}
         else:
             base = prefix.rsplit("/", 1)[-1] if prefix else ""
+            to.mkdir(parents=True, exist_ok=True)
+            dest_root = Workspace(to)
             targets = {}
-            for p in wanted:
+            for p in sorted(wanted):
                 rel = p[len(prefix) + 1:] if prefix and p != prefix else (base if prefix else p)
-                targets[p] = to / base / rel if prefix and p != prefix else to / rel
+                rel = f"{base}/{rel}" if prefix and p != prefix else rel
+                try:
+                    if not is_under(p, prefix) or p != normalize_path(p):
+                        raise UnsafePath(f"refusing path from the server: {p!r} is not inside {prefix or 'the box'}")
+                    if wanted[p]["kind"] == "link":
+                        check_link_target(rel, wanted[p]["target"])
+                    targets[p] = dest_root.safe_path(rel, create_parents=True)
+                except (UnsafePath, InvalidPath) as exc:
+                    refused.append((p, str(exc)))
         for p, dest in sorted(targets.items()):
-            e = wanted[p]
-            if e["kind"] == "dir":
+            if wanted[p]["kind"] == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
-        files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file"]
+        files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
         stream = download_blocks(self.transport, _block_sizes(files), self.threads)
         for e in files:
             dest = targets[e["path"]]
             dest.parent.mkdir(parents=True, exist_ok=True)
             fsync_write(dest.parent, dest, _take(stream, len(e["blocks"])), e["mode"], e["mtime_ns"])
         for p, e in wanted.items():
-            if e["kind"] == "link":
-                dest = targets[p]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                make_link(dest, e["target"])
-        return len(files)
+            if e["kind"] == "link" and p in targets:
+                make_link(targets[p], e["target"])
+        return len(files), refused
 
 
 def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:

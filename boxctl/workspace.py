@@ -132,7 +132,8 @@ class Workspace:
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
         """True if `path` must never be synced: .box/, our temp files, or a .boxignore match."""
         name = path.rsplit("/", 1)[-1]
-        if path == BOX_DIR or path.startswith(BOX_DIR + "/") or name.startswith(TEMP_PREFIX):
+        # A .box/ at any depth: a nested one (planted by an editor of a shared folder) never syncs either way.
+        if name == BOX_DIR or f"/{BOX_DIR}/" in f"/{path}/" or name.startswith(TEMP_PREFIX):
             return True
         if self.ignore is None:
             return False
@@ -226,13 +227,14 @@ class Workspace:
         all_plain = (depth < MAX_DEPTH and len(prefix.encode()) + MAX_NAME_BYTES < MAX_PATH_BYTES
                      and all_plain_names(names))
         spec = self.ignore
-        at_root = not rel
         for entry in entries:
             name = entry.name
             path = prefix + name
-            if name[0] == "." and (name.startswith(TEMP_PREFIX) or (at_root and name == BOX_DIR)):
+            if name[0] == "." and (name.startswith(TEMP_PREFIX) or name == BOX_DIR):
                 if name.startswith(TEMP_PREFIX) and not name.startswith(PARTIAL_PREFIX):
                     walk.temps.append(f"{where}/{name}")  # left by a transfer that was cut off
+                elif name == BOX_DIR and rel:
+                    skipped.append((path, "a .box/ below the synced folder's root is never synced"))
                 continue
             if not all_plain:
                 try:
