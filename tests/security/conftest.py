@@ -122,3 +122,6 @@ def shared_hashes(world: World) -> list[str]:
 
 
 __all__ = ["World", "secret_hashes", "sha", "shared_hashes"]
+
+
+from tests.security.evil_server import evil  # noqa: E402, F401  (the hostile-server fixture)
