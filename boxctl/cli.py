@@ -22,6 +22,7 @@ from boxctl.config import (
     BOX_DIR,
     BoxConfig,
     Credentials,
+    check_ca_cert,
     find_root,
     load_credentials,
     normalize_url,
@@ -103,12 +104,16 @@ def main_options(
                                          help="Retries of a failed request (backoff with jitter).")] = 6,
     version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
                                           help="Show the version and exit.")] = False,
+    ca_cert: Annotated[Path | None, typer.Option("--ca-cert", envvar="BOX_CA_CERT",
+                                                 help="Trust a private CA (a PEM file) for the server's TLS.")] = None,
 ) -> None:
     """Box: a Dropbox-style synced folder with a git/rsync-style command line."""
     if timeout <= 0 or not 0 <= retries <= 100:
         raise UsageError("--timeout must be positive and --retries between 0 and 100")
     STATE.quiet = quiet
     STATE.directory = directory
+    if ca_cert is not None:
+        os.environ["BOX_CA_CERT"] = str(check_ca_cert(ca_cert))  # every transport of this run trusts it
     STATE.timeout = timeout
     STATE.retries = retries
 
@@ -209,15 +214,22 @@ def login(
     url: Annotated[str, typer.Argument(help="The server, e.g. http://127.0.0.1:8765")],
     user: Annotated[str, typer.Option("--user", help="Your user name.")],
     token: Annotated[str | None, typer.Option("--token", help="A device token from 'boxctl admin add-user'.")] = None,
+    ca_cert: Annotated[Path | None, typer.Option("--ca-cert", help="Trust this private CA (PEM) for the server, "
+                                                 "now and in later commands.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Check and store credentials for a server (in your config folder, mode 0600)."""
     STATE.quiet = STATE.quiet or quiet
     server = normalize_url(url)
+    ca = check_ca_cert(ca_cert) if ca_cert is not None else None
+    if ca is not None:
+        os.environ["BOX_CA_CERT"] = str(ca)
+    elif os.environ.get("BOX_CA_CERT"):
+        ca = Path(os.environ["BOX_CA_CERT"])
     token = token or os.environ.get("BOX_TOKEN") or password_login(server, user)  # no token: ask the password
     transport = Transport(server, token, retries=2)
     me = transport.get_json("/me")
-    path = save_credentials(Credentials(server, user, token))
+    path = save_credentials(Credentials(server, user, token), ca_cert=ca)
     if me["user"] != user:
         raise UsageError(f"that token belongs to user {me['user']!r}, not {user!r}")
     say(f"logged in to {server} as {me['user']} (credentials in {path})")

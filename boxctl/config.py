@@ -50,12 +50,15 @@ def _credentials_file() -> Path:
     return config_home() / "credentials.json"
 
 
-def save_credentials(creds: Credentials) -> Path:
-    """Store credentials for `creds.server`, readable only by this user."""
+def save_credentials(creds: Credentials, ca_cert: Path | None = None) -> Path:
+    """Store credentials for `creds.server`, readable only by this user (and the CA it is trusted by)."""
     path = _credentials_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = _read_credentials()
+    kept_ca = data.get(creds.server, {}).get("ca_cert")
     data[creds.server] = {"user": creds.user, "token": creds.token, "devices": creds.devices}
+    if ca_cert is not None or kept_ca:
+        data[creds.server]["ca_cert"] = str(ca_cert) if ca_cert is not None else kept_ca
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -72,6 +75,30 @@ def _read_credentials() -> dict[str, dict[str, str]]:
         return {}
     except (OSError, ValueError) as exc:
         raise AuthError(f"cannot read {_credentials_file()}: {exc}") from None
+
+
+def tls_trust(server: str) -> str | bool:
+    """What verifies `server`'s certificate: $BOX_CA_CERT (or --ca-cert), else the CA file stored at
+    login for that server, else the system's trusted authorities (True). Never off."""
+    given = os.environ.get("BOX_CA_CERT")
+    if given:
+        return given
+    try:
+        stored = _read_credentials().get(server, {}).get("ca_cert")
+    except AuthError:
+        stored = None
+    return str(stored) if stored else True
+
+
+def check_ca_cert(path: Path) -> Path:
+    """`path` as an absolute CA file name, or a usage error when it cannot be read."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read the CA certificate {path}: {exc.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError(f"{path} is not a PEM certificate file")
+    return path.resolve()
 
 
 def load_credentials(server: str | None) -> Credentials:

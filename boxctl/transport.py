@@ -18,6 +18,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from box_common.frames import HEADER, Frame, FrameError
+from boxctl.config import tls_trust
 from boxctl.errors import (
     AuthError,
     BoxError,
@@ -70,7 +71,8 @@ class Transport:
 
     def __init__(self, server: str, token: str, *, timeout: float = 60.0, retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, pool: int = 16,
-                 bwlimit: float | None = None, stop: threading.Event | None = None) -> None:
+                 bwlimit: float | None = None, stop: threading.Event | None = None,
+                 verify: str | bool | None = None) -> None:
         self.server = server
         self.stop = stop  # set by `watch` on SIGTERM: a retry's wait ends at once
         self.limiter = RateLimiter(bwlimit) if bwlimit else None
@@ -82,6 +84,8 @@ class Transport:
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Passed with every request: a session's own setting loses to $REQUESTS_CA_BUNDLE in requests.
+        self.verify = tls_trust(server) if verify is None else verify
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "boxctl/0.1"
         self.sent_bytes = 0
@@ -107,10 +111,14 @@ class Transport:
         attempt = 0
         while True:
             try:
+                # No redirects: one to plain HTTP (or another host) would carry the token or the body there.
                 response = self.session.request(
                     method, url, data=data, params=params, headers=headers, stream=stream,
-                    timeout=(10.0, timeout or self.timeout),
+                    timeout=(10.0, timeout or self.timeout), allow_redirects=False, verify=self.verify,
                 )
+            except requests.exceptions.SSLError as exc:
+                raise NetworkError(f"cannot verify {self.server}'s certificate ({_reason(exc)}); for a private "
+                                   "CA, pass --ca-cert FILE (or set BOX_CA_CERT)") from None
             except requests.exceptions.ConnectionError as exc:
                 # A refused or reset connection before an answer: safe to retry when idempotent or unsent.
                 if attempt >= self.retries or not (idempotent or _not_sent(exc)):
@@ -135,6 +143,11 @@ class Transport:
                 continue
             if response.status_code >= 400:
                 raise _error_for(response)
+            if 300 <= response.status_code < 400:
+                where = response.headers.get("Location", "elsewhere")
+                response.close()
+                raise ServerRefused(f"{self.server} redirects to {where}; boxctl does not follow redirects "
+                                    "(they could send your token elsewhere): use the final address")
             return response
 
     def pause(self, attempt: int) -> None:
