@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ class Chunker:
 
     def pieces(self, path: Path | str) -> Iterator[tuple[int, bytes]]:
         """(offset, bytes) of each chunk of the file, not hashed yet (so hashing can run elsewhere)."""
-        with open(path, "rb", buffering=0) as stream:
+        with os.fdopen(open_regular(path), "rb", buffering=0) as stream:
             size = os.fstat(stream.fileno()).st_size
             if size <= self.min_size:
                 # A small file is one block: skip the chunker's set-up cost.
@@ -66,13 +68,26 @@ def hash_piece(piece: tuple[int, bytes]) -> Block:
     return Block(hashlib.sha256(data).digest(), offset, data)
 
 
+def open_regular(path: Path | str) -> int:
+    """Open a file to read it, refusing anything but a regular file (never following a final symlink).
+
+    O_NONBLOCK: a file swapped for a FIFO after the scan would otherwise block the open forever; the
+    flag changes nothing for a regular file. A FIFO, device or socket raises OSError(EINVAL).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file any more", str(path))
+    return fd
+
+
 def read_small(path: Path | str, limit: int) -> tuple[list[Block], os.stat_result]:
     """The single block of a small file and the file's state once read (read and hashed in one call, for a
     thread pool); comparing that state with the one seen before tells whether the file changed meanwhile.
 
     At most `limit` bytes are read: a file that grew past it has a new size, which the caller sees.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # os calls: a file object costs more than a small read
+    fd = open_regular(path)  # os calls: a file object costs more than a small read
     try:
         data = os.read(fd, limit)
         after = os.fstat(fd)
@@ -81,4 +96,4 @@ def read_small(path: Path | str, limit: int) -> tuple[list[Block], os.stat_resul
     return ([hash_piece((0, data))] if data else []), after
 
 
-__all__ = ["Block", "Chunker", "content_hash", "hash_piece", "read_small"]
+__all__ = ["Block", "Chunker", "content_hash", "hash_piece", "open_regular", "read_small"]

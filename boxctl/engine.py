@@ -274,7 +274,7 @@ class Engine:
         for change in maybe:
             try:
                 change.digests, change.size = self.chunker.digests(self.root / change.path)
-            except FileNotFoundError:
+            except OSError:  # gone, or no longer a regular file: the next scan tells what it is
                 continue
             if self._unchanged(change):
                 same.append(change)
@@ -431,6 +431,9 @@ class Engine:
             return False
         except PermissionError:
             skipped.append((change.path, "cannot read it (permission denied)"))
+            return False
+        except OSError as exc:  # replaced by a FIFO, a device or a symlink while pushing
+            skipped.append((change.path, f"cannot read it ({exc.strerror or exc}); it will sync next time"))
             return False
         before = change.local
         if after is not None:

@@ -128,3 +128,25 @@ def test_any_content_reassembles(tmp_path_factory: pytest.TempPathFactory, data:
     assert all(0 < len(b.data) <= SMALL[2] for b in blocks)
     assert content_hash("file", chunker.digests(path)[0], None) == content_hash(
         "file", b"".join(b.digest for b in blocks), None)
+
+
+def test_a_fifo_or_symlink_in_place_of_a_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A file swapped for a FIFO after the scan must not block the read (nor a symlink be followed)."""
+    import errno
+    import os
+
+    from boxctl.chunking import read_small
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    chunker = Chunker(1024, 4096, 16384)
+    with pytest.raises(OSError) as caught:
+        chunker.digests(fifo)
+    assert caught.value.errno == errno.EINVAL
+    with pytest.raises(OSError):
+        read_small(fifo, 1 << 20)
+    (tmp_path / "secret").write_bytes(b"s" * 10)
+    (tmp_path / "link").symlink_to(tmp_path / "secret")
+    with pytest.raises(OSError) as caught:
+        read_small(tmp_path / "link", 1 << 20)
+    assert caught.value.errno == errno.ELOOP
