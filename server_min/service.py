@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from box_common.codec import compressor, decompressor
+from box_common.codec import compressor
 from box_common.content import content_hash
-from box_common.delta import DeltaError, apply_delta, signature
-from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
+from box_common.delta import signature
+from box_common.frames import (
+    CODEC_DELTA,
+    CODEC_RAW,
+    CODEC_ZSTD,
+    HEADER,
+    MAX_BLOCK,
+    Frame,
+    FrameError,
+    decode_frames,
+)
 from box_common.paths import (
     MAX_DEPTH,
     MAX_NAME_BYTES,
@@ -32,12 +39,12 @@ from box_common.paths import (
 )
 from server_min.blocks.local import LocalBlocks
 from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
+from server_min.expand import Budget, expand, plain_bytes, rebuild
 from server_min.meta.sqlite import SqliteMeta
 from server_min.meta.sqlite_sharing import SqliteSharing
 from server_min.proved import ProvedBlocks
 from server_min.sharing import Sharing, folder_of
 
-MAX_BLOCK = 16 << 20
 MAX_CHANGES = 500_000  # in one request
 MAX_STAGED = 10_000_000  # in one staged commit
 MAX_HASHES = 100_000
@@ -56,19 +63,6 @@ def hash_token(token: str) -> str:
 def new_token() -> str:
     """A fresh device token."""
     return "box_" + secrets.token_urlsafe(32)
-
-
-def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes | memoryview:
-    """The block's plain bytes: decompressed when its codec says zstd (never more than `limit`);
-    a raw payload is returned as is, without a copy."""
-    if frame.codec == CODEC_RAW:
-        return frame.payload
-    if frame.codec != CODEC_ZSTD:
-        raise Unprocessable(f"block {frame.sha256} has codec {frame.codec}, which cannot be stored or read as is")
-    try:
-        return decompressor().decompress(frame.payload, max_output_size=limit)
-    except zstandard.ZstdError as exc:
-        raise Unprocessable(f"block {frame.sha256} is not valid zstd: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -270,16 +264,19 @@ class Service:
             raise BadRequest(f"malformed upload body: {exc}") from None
         # digest -> (frame as stored, plain size, where its payload starts in the body or -1 once rebuilt)
         verified: dict[bytes, tuple[Frame, int, int]] = {}
+        budget = Budget(len(view))  # all the decompressing and rebuilding this body may cause (see expand.py)
         at = 0
         for frame in frames:
             at += HEADER.size
             start = at
             at += len(frame.payload)
+            if bytes.fromhex(frame.sha256) in verified:
+                continue  # the same block twice: checked once
             if frame.codec == CODEC_DELTA:
-                frame, plain = self._rebuild(caller, frame)
+                frame, plain = self._rebuild(caller, frame, budget)
                 start = -1
             else:
-                plain = plain_bytes(frame)
+                plain = expand(frame, budget)
             if hashlib.sha256(plain).hexdigest() != frame.sha256:
                 raise Unprocessable(f"block {frame.sha256} does not match its SHA-256; nothing was stored")
             verified.setdefault(bytes.fromhex(frame.sha256), (frame, len(plain), start))
@@ -315,18 +312,16 @@ class Service:
         pack, _ = self.blocks.write_pack([body[:end]])
         return pack, offsets
 
-    def _rebuild(self, caller: Caller, frame: Frame) -> tuple[Frame, bytes]:
+    def _rebuild(self, caller: Caller, frame: Frame, budget: Budget) -> tuple[Frame, bytes]:
         """Turn a delta frame into a stored frame: rebuild the block from its base, which the caller must read."""
-        payload = bytes(frame.payload)
+        payload = frame.payload
         if len(payload) < 36:
             raise BadRequest(f"delta for block {frame.sha256} is truncated")
-        base_sha, window = payload[:32].hex(), int.from_bytes(payload[32:36], "big")
+        base_sha, window = bytes(payload[:32]).hex(), int.from_bytes(payload[32:36], "big")
+        budget.check()
         base = self.read_block(caller, base_sha)
-        try:
-            ops = decompressor().decompress(payload[36:], max_output_size=MAX_BLOCK + 1024)
-            plain = apply_delta(base, ops, window, MAX_BLOCK)
-        except (zstandard.ZstdError, DeltaError) as exc:
-            raise Unprocessable(f"delta for block {frame.sha256} is invalid: {exc}") from None
+        budget.spend(len(base))  # reading a base decompresses and hashes it: it counts
+        plain = rebuild(frame.sha256, base, window, payload[36:], budget)
         packed = compressor().compress(plain)
         if len(packed) < len(plain):
             return Frame(frame.sha256, CODEC_ZSTD, packed), plain
