@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from box_common.frames import CODEC_IDS, Frame, encode_frame
 from server_min.bodies import BodyBuffers, raise_flow_limit, tune_malloc
 from server_min.errors import BadRequest, ServerError, TooLarge
+from server_min.gate import AuthGate
+from server_min.limits import JSON_LIMIT
 from server_min.notify import Notifier
 from server_min.routes_sharing import install as install_sharing
 from server_min.service import Caller, Service
@@ -91,6 +93,9 @@ StageId = Annotated[int, PathParam(ge=1, lt=1 << 62, description="A stage id (se
 def current_caller(request: Request,
                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     """The user behind the request's bearer token (401 when missing, wrong or revoked)."""
+    known = getattr(request.state, "caller", None)  # found by the gate already, before the body was read
+    if known is not None:
+        return known
     return request.app.state.service.authenticate(creds.credentials if creds else None)
 
 
@@ -107,7 +112,10 @@ def create_app(data_dir: Path) -> FastAPI:
     bodies = BodyBuffers(MAX_PACK_BODY)
     # Share, login, links and their pages, and limits.BodyLimit: the body limit of every route (413 for a
     # Content-Length over it, or a body without one that grows past it).
-    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)
+    install_sharing(app, service, JSON_LIMIT, MAX_PACK_BODY)
+    # Outermost, so it runs first: the token (and for commits the right to write the box, which alone
+    # earns MAX_JSON_BODY) is checked before anything reads a body.
+    app.add_middleware(AuthGate, service=service, big_limit=MAX_JSON_BODY)
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:

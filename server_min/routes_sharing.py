@@ -45,6 +45,9 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def _caller(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    known = getattr(request.state, "caller", None)  # found by gate.AuthGate before the body was read
+    if known is not None:
+        return known
     return request.app.state.service.authenticate(creds.credentials if creds else None)
 
 
