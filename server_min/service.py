@@ -91,7 +91,7 @@ class Service:
     """The server's rules over one metadata store and one block store."""
 
     def __init__(self, data_dir: Path, on_commit: Callable[[int, int], None] | None = None) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see datadir.py
         self.meta = SqliteMeta(data_dir / "meta.db")
         self.blocks = LocalBlocks(data_dir / "blocks")
         self.on_commit = on_commit
