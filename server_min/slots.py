@@ -59,8 +59,8 @@ class PerUser:
 
 
 class UploadThreads:
-    """The limiter that upload checks and writes run under: one per app, made on first use (anyio makes
-    a limiter for the event loop it is made on)."""
+    """A limiter of worker threads apart from anyio's default ones (uploads, logins): one per app, made
+    on first use (anyio makes a limiter for the event loop it is made on)."""
 
     def __init__(self, threads: int = UPLOAD_THREADS) -> None:
         self.threads = threads
