@@ -30,6 +30,10 @@ class DeltaError(ValueError):
     """A signature or delta that is malformed or does not fit its base block."""
 
 
+class DeltaTooLarge(DeltaError):
+    """A delta that rebuilds more bytes, or runs more ops, than it was allowed."""
+
+
 @dataclass(frozen=True)
 class Signature:
     """Checksums of the whole windows of an old block."""
@@ -128,13 +132,33 @@ def _flush_copy(out: list[bytes], run: list[int]) -> None:
         run.clear()
 
 
+def max_ops(limit: int, window: int) -> int:
+    """The most ops a delta of a block of at most `limit` bytes needs: copies of whole windows and the
+    literals between them alternate, so about two per window."""
+    return 2 * (limit // max(window, 1)) + 2
+
+
 def apply_delta(base: bytes, delta: bytes | memoryview, window: int, limit: int) -> bytes:
-    """Rebuild a block from `base` and a delta; never more than `limit` bytes."""
+    """Rebuild a block from `base` and a delta; never more than `limit` bytes, nor more ops than such a
+    block needs (each op costs a turn of this Python loop: a flood of one-byte literals is refused)."""
+    return apply_delta_counted(base, delta, window, limit)[0]
+
+
+def apply_delta_counted(base: bytes, delta: bytes | memoryview, window: int, limit: int,
+                        most_ops: int | None = None) -> tuple[bytes, int]:
+    """apply_delta, also returning how many ops it ran (never more than `most_ops` when given)."""
+    if window < 1:
+        raise DeltaError("window of 0 bytes")
     view = memoryview(delta)
     parts: list[bytes | memoryview] = []
     size = 0
     pos = 0
+    allowed = max_ops(limit, window) if most_ops is None else min(most_ops, max_ops(limit, window))
+    ops_left = allowed
     while pos < len(view):
+        ops_left -= 1
+        if ops_left < 0:
+            raise DeltaTooLarge(f"delta has more than {allowed} ops")
         op = bytes(view[pos : pos + 1])
         if op == b"C":
             if len(view) - pos < COPY.size:
@@ -144,6 +168,8 @@ def apply_delta(base: bytes, delta: bytes | memoryview, window: int, limit: int)
             start, end = first * window, (first + count) * window
             if count == 0 or end > len(base):
                 raise DeltaError("copy op outside the base block")
+            if size + end - start > limit:
+                raise DeltaTooLarge(f"delta rebuilds more than {limit} bytes")
             parts.append(base[start:end])
             size += end - start
         elif op == b"L":
@@ -153,11 +179,11 @@ def apply_delta(base: bytes, delta: bytes | memoryview, window: int, limit: int)
             pos += LITERAL.size
             if len(view) - pos < length:
                 raise DeltaError("truncated literal bytes")
+            if size + length > limit:
+                raise DeltaTooLarge(f"delta rebuilds more than {limit} bytes")
             parts.append(view[pos : pos + length])
             pos += length
             size += length
         else:
             raise DeltaError(f"unknown delta op {op!r}")
-        if size > limit:
-            raise DeltaError(f"delta rebuilds more than {limit} bytes")
-    return b"".join(parts)
+    return b"".join(parts), allowed - ops_left

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 HEADER = struct.Struct(">32sBI")
+MAX_BLOCK = 16 << 20  # no block is larger, plain: every decompression and rebuild stops there
 CODEC_RAW = 0
 CODEC_ZSTD = 1
 CODEC_DELTA = 2

@@ -11,6 +11,14 @@ import unicodedata
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 MAX_DEPTH = 64
+# What a commit may hold, tighter than what a path may be: every member must be able to write each name
+# on its own disk (255 bytes a name on most file systems) even with the longest conflicted-copy suffix
+# its client may add: ' (conflicted copy from DEVICE YYYY-MM-DD HH-MM-SS N)', DEVICE at most 40 bytes.
+MAX_DEVICE_NAME_BYTES = 40
+CONFLICT_SUFFIX_BYTES = len(" (conflicted copy from ") + MAX_DEVICE_NAME_BYTES + len(" 2026-11-25 10-15-00") + len(
+    " 99999)")
+MAX_SYNC_NAME_BYTES = MAX_NAME_BYTES - CONFLICT_SUFFIX_BYTES  # 165
+MAX_SYNC_PATH_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -87,6 +95,26 @@ def _normalize_checked(path: str) -> str:
     if len(encoded) > MAX_PATH_BYTES:
         raise InvalidPath(f"path {shown} is longer than {MAX_PATH_BYTES} bytes")
     return path
+
+
+def sync_limit_error(path: str) -> str | None:
+    """Why `path` may not be committed though it is a valid path (over the sync limits), or None."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_SYNC_PATH_BYTES:
+        return f"is {len(encoded)} bytes long, over the limit of {MAX_SYNC_PATH_BYTES}"
+    longest = max((len(part) for part in encoded.split(b"/")), default=0)
+    if longest > MAX_SYNC_NAME_BYTES:
+        return (f"has a name of {longest} bytes, over the limit of {MAX_SYNC_NAME_BYTES} (room is kept for "
+                "a conflicted copy's suffix)")
+    return None
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, never inside a character."""
+    encoded = text.encode("utf-8", "surrogateescape")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
 
 
 def is_valid_path(path: str) -> bool:

@@ -175,6 +175,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS.")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    trust_proxy: Annotated[list[str] | None, typer.Option(
+        "--trust-proxy", help="Address of a reverse proxy whose X-Forwarded-For to believe (repeatable; "
+        "default: none, every client is its own address).")] = None,
 ) -> None:
     """Run the Box server in the foreground until interrupted."""
     from server_min.app import serve as run_server
@@ -184,10 +187,20 @@ def serve(
     for pem in (tls_cert, tls_key):
         if pem is not None and not pem.is_file():
             raise UsageError(f"{pem} is not a file")
-    data.mkdir(parents=True, exist_ok=True)
+    _private_data(data)
     scheme = "https" if tls_cert else "http"
     err.print(f"box server on {scheme}://{host}:{port} (data in {data.resolve()}); Ctrl-C to stop", markup=False)
-    run_server(data.resolve(), host, port, log_level, tls_cert, tls_key)
+    run_server(data.resolve(), host, port, log_level, tls_cert, tls_key, tuple(trust_proxy or ()))
+
+
+def _private_data(data: Path) -> None:
+    """Make or check the server's data folder (0700, files 0600; refused if others may write it)."""
+    from server_min.datadir import UnsafeDataDir, prepare
+
+    try:
+        prepare(data.resolve())
+    except UnsafeDataDir as exc:
+        raise BoxError(str(exc)) from None
 
 
 @admin_app.command("add-user")
@@ -199,6 +212,7 @@ def add_user(
     from server_min.errors import ServerError
     from server_min.service import Service
 
+    _private_data(data)
     try:
         token = Service(data.resolve()).add_user(name)
     except ServerError as exc:

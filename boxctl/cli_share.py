@@ -319,15 +319,19 @@ def admin_passwd(
     data: Annotated[Path, typer.Option("--data", help="The server's data folder.")],
 ) -> None:
     """Set a user's password (asked twice on a terminal, else read from stdin); stored as an argon2 hash."""
+    from server_min.datadir import prepare
     from server_min.errors import ServerError
     from server_min.passwords import Accounts
     from server_min.service import Service
 
     password = read_password(f"new password for {name}: ", confirm=True)
     try:
+        prepare(data.resolve())  # 0700, files 0600; an unsafe folder is refused by the server anyway
         Accounts(Service(data.resolve()).sharing.store).set_password(name, password)
     except ServerError as exc:
         raise UsageError(exc.message) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     err.print(f"password set for {name}", markup=False)
 
 

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from box_common.paths import InvalidPath, is_under, normalize_path, normalize_prefix, parent_paths
+from box_common.paths import (
+    MAX_DEVICE_NAME_BYTES,
+    InvalidPath,
+    clip_utf8,
+    is_under,
+    normalize_path,
+    normalize_prefix,
+    parent_paths,
+)
 from boxctl import prescan
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
@@ -153,6 +161,7 @@ class PullResult:
 def conflict_name(path: str, device: str, when: float | None = None) -> str:
     """`dir/report (conflicted copy from laptop 2026-11-25 10-15-00).txt` for `dir/report.txt`."""
     folder, _, name = path.rpartition("/")
+    device = clip_utf8(device, MAX_DEVICE_NAME_BYTES)  # the server keeps names short enough for this suffix
     stamp = time.strftime("%Y-%m-%d %H-%M-%S", time.localtime(when if when is not None else time.time()))
     dot = name.rfind(".")
     stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")

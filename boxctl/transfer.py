@@ -15,8 +15,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from box_common.codec import compressor, decompressor
-from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames, frame_parts
+from box_common.codec import InflateError, compressor, inflate
+from box_common.frames import (
+    CODEC_DELTA,
+    CODEC_RAW,
+    CODEC_ZSTD,
+    HEADER,
+    MAX_BLOCK,
+    Frame,
+    FrameError,
+    decode_frames,
+    frame_parts,
+)
 from boxctl.chunking import Block
 from boxctl.errors import BoxError, NetworkError, NotFound
 from boxctl.transport import Transport
@@ -69,13 +79,22 @@ def encode_block(digest: bytes, data: bytes) -> Frame:
     return Frame(digest.hex(), CODEC_RAW, data)
 
 
-def decode_block(frame: Frame, expected: str, max_size: int = 64 << 20) -> bytes:
-    """The plain bytes of a downloaded frame, verified against the hash we asked for (rule 5)."""
+def decode_block(frame: Frame, expected: str, max_size: int = MAX_BLOCK) -> bytes:
+    """The plain bytes of a downloaded frame, verified against the hash we asked for (rule 5).
+
+    A server cannot make it allocate more than `max_size` (no block is larger): a zstd frame that
+    declares or expands to more is refused before its output is allocated.
+    """
     if frame.sha256 != expected:
         raise BoxError(f"the server sent block {frame.sha256} where {expected} was asked for")
     if frame.codec == CODEC_ZSTD:
-        data = decompressor().decompress(frame.payload, max_output_size=max_size)
+        try:
+            data = inflate(frame.payload, max_size)
+        except InflateError as exc:
+            raise BoxError(f"block {expected} arrived damaged ({exc}); nothing was written") from None
     elif frame.codec == CODEC_RAW:
+        if len(frame.payload) > max_size:
+            raise BoxError(f"block {expected} arrived with {len(frame.payload)} bytes, over the block limit")
         data = bytes(frame.payload)
     else:
         raise BoxError(f"block {expected} came with an unknown codec {frame.codec}")

@@ -17,7 +17,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from box_common.frames import HEADER, Frame, FrameError
+from box_common.frames import HEADER, MAX_BLOCK, Frame, FrameError
 from boxctl.config import tls_trust
 from boxctl.errors import (
     AuthError,
@@ -221,6 +221,8 @@ class Transport:
             for _ in hashes:
                 header = _read_exact(raw, HEADER.size)
                 digest, codec, length = HEADER.unpack(header)
+                if length > MAX_BLOCK + 1024:  # never buffer what no block can be
+                    raise FrameError(f"the server sent a frame of {length} bytes, over the block limit")
                 payload = _read_exact(raw, length, self.limiter)
                 self._count(0, HEADER.size + length)
                 yield Frame(digest.hex(), codec, payload)

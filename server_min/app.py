@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -20,14 +21,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from box_common.frames import CODEC_IDS, Frame, encode_frame
 from server_min.bodies import BodyBuffers, raise_flow_limit, tune_malloc
 from server_min.errors import BadRequest, ServerError, TooLarge
+from server_min.gate import AuthGate
+from server_min.limits import JSON_LIMIT
 from server_min.notify import Notifier
 from server_min.routes_sharing import install as install_sharing
 from server_min.service import Caller, Service
+from server_min.slots import LONG_POLLS_PER_USER, UPLOADS_PER_USER, PerUser, TooBusy, UploadThreads
 
 MAX_JSON_BODY = 256 << 20
 MAX_PACK_BODY = 80 << 20
 MAX_WAIT = 300.0
 DEFAULT_WAIT = 30.0
+RECHECK = 30.0  # a long poll re-checks its token and access at least this often
 
 
 class DeviceIn(BaseModel):
@@ -91,6 +96,9 @@ StageId = Annotated[int, PathParam(ge=1, lt=1 << 62, description="A stage id (se
 def current_caller(request: Request,
                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     """The user behind the request's bearer token (401 when missing, wrong or revoked)."""
+    known = getattr(request.state, "caller", None)  # found by the gate already, before the body was read
+    if known is not None:
+        return known
     return request.app.state.service.authenticate(creds.credentials if creds else None)
 
 
@@ -105,13 +113,23 @@ def create_app(data_dir: Path) -> FastAPI:
     app.state.service = service
     app.state.notifier = notifier
     bodies = BodyBuffers(MAX_PACK_BODY)
+    polls = PerUser(LONG_POLLS_PER_USER, "long polls")
+    uploads = PerUser(UPLOADS_PER_USER, "uploads")
+    upload_threads = UploadThreads()  # big uploads never take every worker thread from short requests
     # Share, login, links and their pages, and limits.BodyLimit: the body limit of every route (413 for a
     # Content-Length over it, or a body without one that grows past it).
-    install_sharing(app, service, MAX_JSON_BODY, MAX_PACK_BODY)
+    install_sharing(app, service, JSON_LIMIT, MAX_PACK_BODY)
+    # Outermost, so it runs first: the token (and for commits the right to write the box, which alone
+    # earns MAX_JSON_BODY) is checked before anything reads a body.
+    app.add_middleware(AuthGate, service=service, big_limit=MAX_JSON_BODY)
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(TooBusy)
+    async def too_busy(_: Request, exc: TooBusy) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -146,7 +164,9 @@ def create_app(data_dir: Path) -> FastAPI:
 
     @app.post("/v1/devices/{ref}/revoke")
     def revoke_device(ref: str, who: Auth) -> dict[str, Any]:
-        return service.revoke_device(who, ref)
+        revoked = service.revoke_device(who, ref)
+        notifier.kick_user(who.user_id)  # its long polls re-check their tokens now, not at their timeout
+        return revoked
 
     @app.post("/v1/boxes")
     def create_box(body: BoxIn, who: Auth) -> dict[str, Any]:
@@ -169,23 +189,24 @@ def create_app(data_dir: Path) -> FastAPI:
     async def upload_pack(request: Request, who: Auth) -> dict[str, Any]:
         # The thread keeps the buffer until it returns: a cancelled request waits for it (anyio does not
         # abandon the thread), so the buffer is never reused while store_pack still reads it.
-        with bodies.lease() as body:
+        with uploads.hold(who.user_id), bodies.lease() as body:
             view = await body.read(request, MAX_PACK_BODY)
-            return await run_in_threadpool(service.store_pack, who, view)
+            return await to_thread.run_sync(service.store_pack, who, view, limiter=upload_threads())
 
     @app.put("/v1/blocks/{sha256}")
     async def upload_block(sha256: str, request: Request, who: Auth) -> dict[str, Any]:
         codec = CODEC_IDS.get(request.headers.get("x-box-codec", "raw"))
         if codec is None:
             raise BadRequest("X-Box-Codec must be 'raw' or 'zstd'")
-        body = await _read_limited(request, MAX_PACK_BODY)
-        if len(sha256) != 64:
-            raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256")
-        try:
-            frame = encode_frame(Frame(sha256, codec, body))
-        except ValueError:
-            raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256") from None
-        return await run_in_threadpool(service.store_pack, who, frame)
+        with uploads.hold(who.user_id):
+            body = await _read_limited(request, MAX_PACK_BODY)
+            if len(sha256) != 64:
+                raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256")
+            try:
+                frame = encode_frame(Frame(sha256, codec, body))
+            except ValueError:
+                raise BadRequest(f"{sha256[:80]!r} is not a lowercase hex SHA-256") from None
+            return await to_thread.run_sync(service.store_pack, who, frame, limiter=upload_threads())
 
     @app.post("/v1/blocks/signatures")
     def block_signatures(body: HashesIn, who: Auth, window: int = Query(2048, ge=256, le=1 << 20)) -> Response:
@@ -237,25 +258,36 @@ def create_app(data_dir: Path) -> FastAPI:
         return {"ok": True}
 
     @app.get("/v1/boxes/{box_id}/wait")
-    async def wait(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
+    async def wait(box_id: BoxId, who: Auth, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                   cursor: int = Query(0, ge=0, lt=1 << 62),
                    timeout: float = Query(DEFAULT_WAIT, ge=0, le=MAX_WAIT)) -> dict[str, Any]:
         # Register before reading the head, so a commit landing in between still wakes us. A member of one
         # folder sees only commits inside it: a wake-up for another folder re-checks and waits on, silently;
-        # every check runs the access rules again, so a removed share gets its 404 at the next wake-up.
+        # every check runs the token and the access rules again, so a revoked device gets its 401 and a
+        # removed share its 404 at the next wake-up: a commit, a revocation of one of the user's devices, or
+        # RECHECK seconds at most.
+        token = creds.credentials if creds else None
+
+        def check() -> int:
+            return service.head(service.authenticate(token), box_id, cursor)
+
         deadline = time.monotonic() + timeout
-        while True:
-            future = notifier.register(box_id)
-            try:
-                head = await run_in_threadpool(service.head, who, box_id, cursor)
-                remaining = deadline - time.monotonic()
-                if head > cursor or remaining <= 0:
-                    return {"changes": head > cursor, "head": head, "backoff": 0}
+        with polls.hold(who.user_id):
+            while True:
+                future = notifier.register(box_id, who.user_id)
                 try:
-                    await asyncio.wait_for(asyncio.shield(future), remaining)
-                except TimeoutError:
-                    return {"changes": False, "head": head, "backoff": 0}
-            finally:
-                notifier.unregister(box_id, future)
+                    head = await run_in_threadpool(check)
+                    remaining = deadline - time.monotonic()
+                    if head > cursor or remaining <= 0:
+                        return {"changes": head > cursor, "head": head, "backoff": 0}
+                    try:
+                        await asyncio.wait_for(asyncio.shield(future), min(remaining, RECHECK))
+                    except TimeoutError:
+                        if remaining <= RECHECK:
+                            head = await run_in_threadpool(check)
+                            return {"changes": head > cursor, "head": head, "backoff": 0}
+                finally:
+                    notifier.unregister(box_id, future, who.user_id)
 
     @app.get("/v1/boxes/{box_id}/tree")
     def tree(box_id: BoxId, who: Auth, at: int | None = Query(None, ge=0, lt=1 << 62),
@@ -285,12 +317,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_cert: Path | None = None,
-          tls_key: Path | None = None) -> None:
-    """Run the server in the foreground until interrupted (over TLS when given a certificate and key)."""
+          tls_key: Path | None = None, trust_proxy: tuple[str, ...] = ()) -> None:
+    """Run the server in the foreground until interrupted (over TLS when given a certificate and key).
+
+    X-Forwarded-For and X-Forwarded-Proto are believed only from the addresses in `trust_proxy`
+    (default none): uvicorn would otherwise believe any client on 127.0.0.1, and the password rate
+    limit would see a new address in every request.
+    """
     import uvicorn
 
+    from server_min.connections import uvicorn_options
+    from server_min.datadir import prepare
     from server_min.links import redact_access_log
 
+    prepare(data_dir)  # umask 077 from here on: the folder 0700, meta.db and packs 0600
     tune_malloc()  # before the first request: uploads then reuse warm memory
     raise_flow_limit()
     app = create_app(data_dir)
@@ -298,9 +338,10 @@ def serve(data_dir: Path, host: str, port: int, log_level: str = "warning", tls_
     app.state.started = started
     redact_access_log()  # link URLs carry their token: never write one to a log
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
+    proxies = {"proxy_headers": bool(trust_proxy), "forwarded_allow_ips": list(trust_proxy) or ""}
     # A long poll must not hold a stopping server for its whole timeout: give requests 3 s, then close.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=75,
-                timeout_graceful_shutdown=3, **tls)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3,
+                **uvicorn_options(), **proxies, **tls)
 
 
 __all__ = ["create_app", "serve"]

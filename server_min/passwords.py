@@ -1,5 +1,12 @@
 """Passwords: slow salted hashes (argon2id), password login that hands out a new token, and a
-rate limit on wrong passwords per user and per client address (in memory, per server process)."""
+rate limit on wrong passwords (in memory, per server process).
+
+The limit is by (user, address) and by address, never by user alone: when wrong passwords for a
+user came from anywhere, anyone could lock that user out (5 wrong passwords, then even the right one
+got 429, for ever if repeated). Now a user under attack is slowed down only for the addresses that
+have failed for it; a correct password from an address that has not failed goes through, and
+tokens are never affected.
+"""
 
 from __future__ import annotations
 
@@ -103,6 +110,14 @@ class RateLimiter:
                 bucket.strikes += 1
                 bucket.failures = []
 
+    def has_failed(self, key: str) -> bool:
+        """True if `key` has failed within the window, or is locked."""
+        now = self.clock()
+        with self._mutex:
+            bucket = self._buckets.get(key)
+            return bucket is not None and (bucket.locked_until > now or any(
+                now - t < self.window for t in bucket.failures))
+
     def success(self, key: str) -> None:
         with self._mutex:
             self._buckets.pop(key, None)
@@ -117,13 +132,19 @@ class RateLimiter:
 
 
 class Accounts:
-    """Setting passwords (an admin on the server) and logging in with one (anyone, rate-limited)."""
+    """Setting passwords (an admin on the server) and logging in with one (anyone, rate-limited).
 
-    def __init__(self, store: SqliteSharing, per_user: int = 5, per_addr: int = 20,
+    `per_pair` wrong passwords for one user from one address lock that pair; `per_addr` from one
+    address, whatever the users, lock the address; `per_user` from anywhere slow the user down: while
+    it lasts, every address that has failed for it waits (each lock doubles, up to an hour).
+    """
+
+    def __init__(self, store: SqliteSharing, per_user: int = 5, per_addr: int = 20, per_pair: int = 5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.users = RateLimiter(per_user, clock=clock)
         self.addrs = RateLimiter(per_addr, clock=clock)
+        self.pairs = RateLimiter(per_pair, clock=clock)
 
     def set_password(self, name: str, password: str) -> None:
         row = self.store.user(name)
@@ -137,18 +158,22 @@ class Accounts:
         `new_token` returns (token, its hash). The same 401 answers an unknown user and a wrong
         password, so the answer does not tell which user names exist.
         """
-        user_key, addr_key = f"user:{name.lower()}", f"addr:{addr}"
-        wait = max(self.users.wait(user_key), self.addrs.wait(addr_key))
+        user_key, addr_key = f"user:{str(name).lower()}", f"addr:{addr}"
+        pair_key = f"pair:{str(name).lower()}\n{addr}"
+        wait = max(self.pairs.wait(pair_key), self.addrs.wait(addr_key))
+        if self.pairs.has_failed(pair_key):  # a user under attack slows down the addresses that failed
+            wait = max(wait, self.users.wait(user_key))
         if wait > 0:
             raise TooManyAttempts(wait)
         row = self.store.user(name) if isinstance(name, str) and 0 < len(name) <= 64 else None
         stored = row["password_hash"] if row is not None else None
         if not isinstance(password, str) or len(password) > MAX_PASSWORD or not verify_password(stored, password):
-            self.users.failure(user_key)
+            self.pairs.failure(pair_key)
             self.addrs.failure(addr_key)
+            self.users.failure(user_key)
             raise Unauthorized("wrong user name or password")
         assert row is not None
-        self.users.success(user_key)
+        self.pairs.success(pair_key)
         token, token_hash = new_token()
         self.store.add_token(int(row["id"]), token_hash)
         return {"user": str(row["name"]), "token": token}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from server_min import link_pages
 from server_min.limits import BodyLimit
 from server_min.links import LinkGone, Links, Target
-from server_min.passwords import Accounts, TooManyAttempts
+from server_min.passwords import CONCURRENT_VERIFY, Accounts, TooManyAttempts
 from server_min.service import Caller, Service, hash_token, new_token
+from server_min.slots import UploadThreads
 
 MAX_SMALL_BODY = 64 << 10
 LINK_EXPIRY_MAX = 10 * 365 * 86400.0
@@ -45,6 +47,9 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def _caller(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    known = getattr(request.state, "caller", None)  # found by gate.AuthGate before the body was read
+    if known is not None:
+        return known
     return request.app.state.service.authenticate(creds.credentials if creds else None)
 
 
@@ -70,15 +75,20 @@ def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) 
 
     api = APIRouter(prefix="/v1")
 
+    login_threads = UploadThreads(CONCURRENT_VERIFY)
+
     @api.post("/login")
-    def login(body: LoginIn, request: Request) -> dict[str, Any]:
+    async def login(body: LoginIn, request: Request) -> dict[str, Any]:
         """Exchange a user name and password for a new account token (rate-limited; 429 with Retry-After)."""
 
         def make() -> tuple[str, str]:
             token = new_token()
             return token, hash_token(token)
 
-        return accounts.login(body.user, body.password, _client_addr(request), make)
+        # On threads of its own: a flood of logins waits on the event loop (an argon2 check takes tens of
+        # MiB, so only a few run at once), never in the worker threads every other request needs.
+        return await to_thread.run_sync(accounts.login, body.user, body.password, _client_addr(request), make,
+                                        limiter=login_threads())
 
     @api.get("/boxes/{box_id}/members")
     def members(box_id: BoxId, who: Auth) -> dict[str, Any]:

@@ -15,29 +15,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from box_common.codec import compressor, decompressor
+from box_common.codec import compressor
 from box_common.content import content_hash
-from box_common.delta import DeltaError, apply_delta, signature
-from box_common.frames import CODEC_DELTA, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, FrameError, decode_frames
+from box_common.delta import signature
+from box_common.frames import (
+    CODEC_DELTA,
+    CODEC_RAW,
+    CODEC_ZSTD,
+    HEADER,
+    MAX_BLOCK,
+    Frame,
+    FrameError,
+    decode_frames,
+)
 from box_common.paths import (
     MAX_DEPTH,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
+    MAX_SYNC_NAME_BYTES,
+    MAX_SYNC_PATH_BYTES,
     InvalidPath,
     is_plain_path,
     normalize_path,
     normalize_prefix,
+    sync_limit_error,
 )
 from server_min.blocks.local import LocalBlocks
 from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
+from server_min.expand import Budget, expand, plain_bytes, rebuild
 from server_min.meta.sqlite import SqliteMeta
 from server_min.meta.sqlite_sharing import SqliteSharing
 from server_min.proved import ProvedBlocks
 from server_min.sharing import Sharing, folder_of
 
-MAX_BLOCK = 16 << 20
 MAX_CHANGES = 500_000  # in one request
 MAX_STAGED = 10_000_000  # in one staged commit
 MAX_HASHES = 100_000
@@ -56,19 +66,6 @@ def hash_token(token: str) -> str:
 def new_token() -> str:
     """A fresh device token."""
     return "box_" + secrets.token_urlsafe(32)
-
-
-def plain_bytes(frame: Frame, limit: int = MAX_BLOCK) -> bytes | memoryview:
-    """The block's plain bytes: decompressed when its codec says zstd (never more than `limit`);
-    a raw payload is returned as is, without a copy."""
-    if frame.codec == CODEC_RAW:
-        return frame.payload
-    if frame.codec != CODEC_ZSTD:
-        raise Unprocessable(f"block {frame.sha256} has codec {frame.codec}, which cannot be stored or read as is")
-    try:
-        return decompressor().decompress(frame.payload, max_output_size=limit)
-    except zstandard.ZstdError as exc:
-        raise Unprocessable(f"block {frame.sha256} is not valid zstd: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ class Service:
     """The server's rules over one metadata store and one block store."""
 
     def __init__(self, data_dir: Path, on_commit: Callable[[int, int], None] | None = None) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see datadir.py
         self.meta = SqliteMeta(data_dir / "meta.db")
         self.blocks = LocalBlocks(data_dir / "blocks")
         self.on_commit = on_commit
@@ -270,27 +267,38 @@ class Service:
             raise BadRequest(f"malformed upload body: {exc}") from None
         # digest -> (frame as stored, plain size, where its payload starts in the body or -1 once rebuilt)
         verified: dict[bytes, tuple[Frame, int, int]] = {}
+        budget = Budget(len(view))  # all the decompressing and rebuilding this body may cause (see expand.py)
         at = 0
         for frame in frames:
             at += HEADER.size
             start = at
             at += len(frame.payload)
+            if bytes.fromhex(frame.sha256) in verified:
+                continue  # the same block twice: checked once
             if frame.codec == CODEC_DELTA:
-                frame, plain = self._rebuild(caller, frame)
+                frame, plain = self._rebuild(caller, frame, budget)
                 start = -1
             else:
-                plain = plain_bytes(frame)
+                plain = expand(frame, budget)
             if hashlib.sha256(plain).hexdigest() != frame.sha256:
                 raise Unprocessable(f"block {frame.sha256} does not match its SHA-256; nothing was stored")
             verified.setdefault(bytes.fromhex(frame.sha256), (frame, len(plain), start))
         with self.meta.read() as conn:
             stored = self.meta.existing_blocks(conn, list(verified))
-        new = [(d, f, size, start) for d, (f, size, start) in verified.items() if d not in stored]
+            readable = self.meta.readable_blocks(conn, caller.user_id, list(stored)) if stored else set()
+        # A block stored for someone else that this caller cannot read takes the same path as a new one:
+        # written and fsynced in the pack (its row then ignored), so the time of the answer does not tell
+        # that it existed. A pack of nothing but such blocks is dropped again; in a pack with new blocks
+        # their bytes stay, unreferenced (the price of no timing oracle; a compaction could reclaim them).
+        new = [(d, f, size, start) for d, (f, size, start) in verified.items() if d not in readable]
         rows: list[tuple[bytes, int, int, int, str, int]] = []
         if new:
             pack, offsets = self._write_pack(view, [(f.payload, start) for _, f, _, start in new])
             rows = [(d, size, len(f.payload), f.codec, pack, off)
                     for (d, f, size, _), off in zip(new, offsets, strict=True)]
+            if all(d in stored for d, *_ in new):
+                self.blocks.discard_pack(pack)
+                rows = []
         self.meta.add_blocks(caller.user_id, rows, verified.keys())
         self.proved.add(caller.user_id, ((d, size) for d, (_, size, _) in verified.items()))
         # The answer is the same whether a block was new or already stored for someone else: no oracle.
@@ -315,18 +323,16 @@ class Service:
         pack, _ = self.blocks.write_pack([body[:end]])
         return pack, offsets
 
-    def _rebuild(self, caller: Caller, frame: Frame) -> tuple[Frame, bytes]:
+    def _rebuild(self, caller: Caller, frame: Frame, budget: Budget) -> tuple[Frame, bytes]:
         """Turn a delta frame into a stored frame: rebuild the block from its base, which the caller must read."""
-        payload = bytes(frame.payload)
+        payload = frame.payload
         if len(payload) < 36:
             raise BadRequest(f"delta for block {frame.sha256} is truncated")
-        base_sha, window = payload[:32].hex(), int.from_bytes(payload[32:36], "big")
+        base_sha, window = bytes(payload[:32]).hex(), int.from_bytes(payload[32:36], "big")
+        budget.check()
         base = self.read_block(caller, base_sha)
-        try:
-            ops = decompressor().decompress(payload[36:], max_output_size=MAX_BLOCK + 1024)
-            plain = apply_delta(base, ops, window, MAX_BLOCK)
-        except (zstandard.ZstdError, DeltaError) as exc:
-            raise Unprocessable(f"delta for block {frame.sha256} is invalid: {exc}") from None
+        budget.spend(len(base))  # reading a base decompresses and hashes it: it counts
+        plain = rebuild(frame.sha256, base, window, payload[36:], budget)
         packed = compressor().compress(plain)
         if len(packed) < len(plain):
             return Frame(frame.sha256, CODEC_ZSTD, packed), plain
@@ -547,12 +553,14 @@ class Service:
         except InvalidPath as exc:
             raise BadRequest(str(exc)) from None
         scope = _join(access.prefix, prefix)
-        head = self.meta.head(box_id)
-        seq = head if at is None and when is None else (at if at is not None else self.meta.seq_at(box_id, when or 0))
+        # A folder member's head, times and bounds count only the commits it may see (see Sharing.seq_at).
+        head = self.meta.head(box_id) if not access.prefix else self.sharing.head(access)
+        seq = head if at is None and when is None else (
+            at if at is not None else self.sharing.seq_at(access, when or 0))
         if seq < 0 or seq > head:
             raise NotFound(f"box has no commit {seq}; its head is {head}")
         rows = self.meta.tree(box_id, seq, scope)
-        return {"seq": seq, "head": head if not access.prefix else self.sharing.head(access),
+        return {"seq": seq, "head": head,
                 "entries": [_entry_json(r, access.prefix) for r in rows if _visible(r["path"], access.prefix)]}
 
     def log(self, caller: Caller, box_id: int, path: str | None, limit: int, before: int | None) -> dict[str, Any]:
@@ -620,11 +628,24 @@ def _over_limits(path: str) -> bool:
             or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")))
 
 
+def _check_sync_limits(path: str) -> None:
+    """422 naming the path if a member could not write it, or its conflicted copy (see box_common.paths)."""
+    if path.isascii() and len(path) <= MAX_SYNC_PATH_BYTES and (
+            len(path) <= MAX_SYNC_NAME_BYTES or not _LONG_NAME.search(path)):
+        return  # the common case, without encoding
+    why = sync_limit_error(path)
+    if why is not None:
+        raise Unprocessable(f"path {path[:200]!r} {why}; rename it to push", path=path[:MAX_PATH_BYTES])
+
+
+_LONG_NAME = re.compile(f"[^/]{{{MAX_SYNC_NAME_BYTES + 1}}}")
+
+
 def _checked_path(raw: Any) -> str:
     """A change's path checked against every rule: 422 over the limits, 400 malformed or not canonical."""
     if isinstance(raw, str) and _over_limits(raw):
-        raise Unprocessable(f"path {raw[:60]!r}... is over the limits: {MAX_PATH_BYTES} bytes, {MAX_DEPTH} levels, "
-                            f"{MAX_NAME_BYTES} bytes per name")
+        raise Unprocessable(f"path {raw[:60]!r}... is over the limits: {MAX_SYNC_PATH_BYTES} bytes, {MAX_DEPTH} "
+                            f"levels, {MAX_SYNC_NAME_BYTES} bytes per name", path=raw[:MAX_PATH_BYTES])
     try:
         path = normalize_path(raw) if isinstance(raw, str) else normalize_path("")
     except InvalidPath as exc:
@@ -675,6 +696,8 @@ def _plain_put(change: Any, prefix: str, hexes: list[str]) -> dict[str, Any] | N
     path = change.get("path")
     if type(path) is not str or not is_plain_path(path) or path == ".box" or path.startswith(".box/"):
         return None
+    if len(path) > MAX_SYNC_NAME_BYTES and (len(path) > MAX_SYNC_PATH_BYTES or _LONG_NAME.search(path)):
+        return None  # _entry refuses it, naming the limit
     ints = []
     for key, default in INT_FIELDS:
         value = change.get(key)
@@ -699,6 +722,7 @@ def _entry(change: Any, prefix: str) -> dict[str, Any]:
     raw = change.get("path")
     # The common case, a plain ASCII path, is canonical as it is; anything else gets every check.
     path = raw if isinstance(raw, str) and is_plain_path(raw) else _checked_path(raw)
+    _check_sync_limits(path)
     if path == ".box" or path.startswith(".box/"):
         raise BadRequest("the .box folder is never synced")
     op = change.get("op")

@@ -119,6 +119,16 @@ class Sharing:
         found = self.store.last_seq_under(int(access.box["id"]), access.prefix, cursor)
         return found if found is not None else cursor
 
+    def seq_at(self, access: Access, when: float) -> int:
+        """The last commit at or before time `when` that this member may see (0 if none): a member of one
+        folder resolves times against the commits that touched it only, so it learns no other's time."""
+        box_id = int(access.box["id"])
+        seq = self.service.meta.seq_at(box_id, when)
+        if not access.prefix or seq == 0:
+            return seq
+        rows = self.store.commits_under(box_id, access.prefix, 1, seq + 1)
+        return int(rows[0]["seq"]) if rows else 0
+
     def waiting(self, access: Access, cursor: int, device: int | None) -> int:
         if not access.prefix:
             return self.service.meta.count_after(int(access.box["id"]), cursor, device)

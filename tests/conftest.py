@@ -58,6 +58,7 @@ class ServerProc:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)  # more `boxctl serve` options
 
     @property
     def url(self) -> str:
@@ -65,7 +66,7 @@ class ServerProc:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [*BOXCTL, "serve", "--data", str(self.data), "--port", str(self.port)],
+            [*BOXCTL, "serve", "--data", str(self.data), "--port", str(self.port), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
 

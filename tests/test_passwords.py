@@ -89,9 +89,31 @@ def test_login_answers(tmp_path: Path) -> None:
         accounts.login("ghost", "nope nope", "10.0.0.2", lambda: ("x", "y"))
     assert wrong.value.body() == ghost.value.body()
     with pytest.raises(Unauthorized):
-        accounts.login("alice", "nope again", "10.0.0.3", lambda: ("x", "y"))
-    with pytest.raises(TooManyAttempts) as locked:
-        accounts.login("alice", "alice's password", "10.0.0.4", lambda: ("x", "y"))
+        accounts.login("alice", "nope again", "10.0.0.1", lambda: ("x", "y"))
+    with pytest.raises(TooManyAttempts) as locked:  # 2 wrong from 10.0.0.1: that pair waits, even if right
+        accounts.login("alice", "alice's password", "10.0.0.1", lambda: ("x", "y"))
     assert locked.value.status == 429 and locked.value.retry_after >= 1
+    # another address that has not failed gets in at once: no one can lock alice out
+    assert accounts.login("alice", "alice's password", "10.0.0.4", lambda: ("t3", "h3"))["token"] == "t3"
     clock.now += 31
-    assert accounts.login("alice", "alice's password", "10.0.0.4", lambda: ("t2", "h2"))["token"] == "t2"
+    assert accounts.login("alice", "alice's password", "10.0.0.1", lambda: ("t2", "h2"))["token"] == "t2"
+
+
+def test_a_user_under_attack_slows_down_the_addresses_that_failed(tmp_path: Path) -> None:
+    service = Service(tmp_path / "data")
+    service.add_user("alice")
+    clock = Clock()
+    accounts = Accounts(service.sharing.store, per_user=3, per_addr=10, per_pair=5, clock=clock)
+    accounts.set_password("alice", "alice's password")
+    for i in range(3):  # three addresses, one wrong guess each: none reaches its own limit
+        with pytest.raises(Unauthorized):
+            accounts.login("alice", f"guess {i}", f"10.0.1.{i}", lambda: ("x", "y"))
+    with pytest.raises(TooManyAttempts):  # but alice is under attack: the guessers wait
+        accounts.login("alice", "guess again", "10.0.1.0", lambda: ("x", "y"))
+    assert accounts.login("alice", "alice's password", "10.0.2.1", lambda: ("t", "h"))["token"] == "t"
+    # an address locked by wrong passwords for many users waits for every user
+    for i in range(10):
+        with pytest.raises(Unauthorized):
+            accounts.login(f"user{i}", "guess", "10.0.3.1", lambda: ("x", "y"))
+    with pytest.raises(TooManyAttempts):
+        accounts.login("alice", "alice's password", "10.0.3.1", lambda: ("x", "y"))

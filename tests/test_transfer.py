@@ -65,3 +65,22 @@ def test_uploads_keep_four_batches_in_flight_unless_jobs_says_otherwise(tmp_path
     engine = Engine(tmp_path, config, transport, threads=3)  # --jobs 3 sets both
     assert (engine.threads, engine.uploads) == (3, 3)
     engine.index.close()
+
+
+def test_a_server_cannot_make_the_client_allocate_a_bomb() -> None:
+    """A zstd frame from the server declaring 1 GiB is refused before its output is allocated."""
+    import resource
+
+    import pytest
+    import zstandard
+
+    from box_common.frames import CODEC_ZSTD, Frame
+    from boxctl.errors import BoxError
+    from boxctl.transfer import decode_block
+
+    cobj = zstandard.ZstdCompressor(level=1).compressobj(size=1 << 30)
+    bomb = b"".join(cobj.compress(bytes(1 << 20)) for _ in range(1024)) + cobj.flush()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with pytest.raises(BoxError):
+        decode_block(Frame("ab" * 32, CODEC_ZSTD, bomb), "ab" * 32)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 128 << 20

@@ -62,6 +62,10 @@ class LocalBlocks:
         _fsync_dir(final.parent)
         return pack, offsets
 
+    def discard_pack(self, pack: str) -> None:
+        """Remove a pack that nothing points to (written only so that an upload took the usual time)."""
+        self._pack_path(pack).unlink(missing_ok=True)
+
     def read(self, pack: str, offset: int, length: int) -> bytes:
         """The `length` bytes at `offset` of `pack`."""
         fd = os.open(self._pack_path(pack), os.O_RDONLY)
