@@ -30,7 +30,7 @@ from boxctl.config import BOX_DIR, BoxConfig
 from boxctl.durable import write_temp
 from boxctl.engine import Engine, Progress, PullResult, check_link_target
 from boxctl.errors import BoxError
-from boxctl.index import Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
+from boxctl.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
 from boxctl.pipeline import ordered_map
 from boxctl.transfer import download_blocks
 from boxctl.transport import Transport
@@ -275,11 +275,15 @@ def repair(root: Path, config: BoxConfig, transport: Transport, progress: Progre
     engine = Engine(root, config, transport, progress=progress, threads=threads)
     try:
         if moved is not None:
+            # Until the rebuild is done the new index says so: cut short (Ctrl-C, the server gone), every
+            # command still names the repair instead of trusting a half-filled index.
+            engine.index.set_meta(REBUILDING, "1")
             tree = engine.tree("")
             head = {e["path"]: e for e in tree["entries"] if engine.selected(e["path"])}
             report = RepairReport(rebuilt=True, reason=reason, moved_to=str(moved), cursor=int(tree["seq"]))
             report.recorded = _record_identical(engine, head)
             report.pulled = engine.adopt(head, report.cursor)
+            engine.index.delete_meta(REBUILDING)
             return report
         found = check(engine, read_data)
         report = RepairReport(cursor=found.cursor)

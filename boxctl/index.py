@@ -44,6 +44,7 @@ SCAN_ABOVE = 5000
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 REPAIR_HINT = "boxctl check --repair"
+REBUILDING = "rebuilding"  # meta key set while check --repair fills a new index: a cut-short rebuild is damage
 
 
 class IndexDamaged(IntegrityError):
@@ -146,6 +147,8 @@ class Index:
                 # Every index is made with its tables: an existing file without them was emptied or cut short.
                 raise IndexDamaged(path, "its tables are missing")
             self.conn.executescript(SCHEMA)
+            if existed and self.conn.execute("SELECT value FROM meta WHERE key = ?", (REBUILDING,)).fetchone():
+                raise IndexDamaged(path, f"a rebuild by '{REPAIR_HINT}' was cut short")
         except (sqlite3.DatabaseError, UnicodeDecodeError, IndexDamaged) as exc:
             self.conn.close()
             if isinstance(exc, IndexDamaged) or not is_damage(exc):
@@ -307,6 +310,10 @@ class Index:
     @_guarded
     def set_meta(self, key: str, value: str, conn: sqlite3.Connection | None = None) -> None:
         (conn or self.conn).execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @_guarded
+    def delete_meta(self, key: str, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).execute("DELETE FROM meta WHERE key = ?", (key,))
 
     @_guarded
     def verify(self) -> list[str]:

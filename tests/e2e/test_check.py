@@ -205,3 +205,20 @@ def test_damage_inside_a_row_is_found_by_check(laptop: Device) -> None:
     assert result["rebuilt"] is True and result["recorded"] == 3
     assert check(laptop, "--read-data")[0] == 0
     assert_clean(laptop)
+
+
+def test_a_repair_cut_short_leaves_the_index_flagged_until_it_is_run_again(laptop: Device) -> None:
+    laptop.write("local.txt", "not pushed")
+    damage(laptop.root / ".box" / "index.db", "garbage")
+    laptop.server.kill()
+    cut = laptop.run("--retries", "0", "check", "--repair", check=False)
+    assert cut.code == 6, cut  # the server is gone: no head to rebuild from
+    line = one_line_error(laptop.run("status", check=False))
+    assert "cut short" in line and "boxctl check --repair" in line
+    laptop.server.start()
+    result = laptop.run("check", "--repair", "--json").json()
+    assert result["rebuilt"] is True and result["recorded"] == 3 and result["pull"]["conflicts"] == []
+    st = status(laptop)
+    assert st["added"] == ["local.txt"] and st["modified"] == st["deleted"] == []
+    kept = [p for p in (laptop.root / ".box").glob("index.db.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert len(kept) == 2  # both the damaged index and the one cut short
