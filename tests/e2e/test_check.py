@@ -174,13 +174,17 @@ def test_repair_rebuilds_the_index_and_loses_no_local_edit(laptop: Device, make_
 
 
 def test_a_file_absent_from_the_index_but_different_on_both_sides_becomes_a_conflict(laptop: Device) -> None:
-    """The pull's rule that a rebuilt index relies on: a path it lacks, present here and on the server with
-    other bytes, keeps the local bytes as a conflicted copy."""
+    """Why repair applies the pull's rules itself: with the cursor at the head, a path the index lacks but
+    the server has is never brought by a pull, and a push of it is refused for ever (4). Repair keeps the
+    local bytes as a conflicted copy, as a pull does with such a path."""
     write_old(laptop, "notes.txt", "edited here, not pushed\n")
     index = sqlite3.connect(laptop.root / ".box" / "index.db")
     with index:
         index.execute("DELETE FROM entries WHERE path = 'notes.txt'")
     index.close()
+    assert laptop.run("push", check=False).code == 4
+    assert pull(laptop)["written"] == pull(laptop)["conflicts"] == []  # no pull helps...
+    assert laptop.run("push", check=False).code == 4  # ...so the push stays refused
     code, doc = check(laptop)
     assert code == 9
     assert [(o["path"], o["index_rev"]) for o in doc["out_of_step"]] == [("notes.txt", None)]
