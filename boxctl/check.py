@@ -251,7 +251,9 @@ def _pullable(engine: Engine, remote: dict[str, Any]) -> bool:
 
 
 def damage_of(path: Path) -> str | None:
-    """Why the index at `path` is damaged, or None if it is sound (SQLite's check and each entry's)."""
+    """Why the index at `path` is damaged or missing, or None if it is sound (SQLite's check and each entry's)."""
+    if not path.exists():
+        return "it is missing"
     try:
         index = Index(path)
     except IndexDamaged as exc:
@@ -280,7 +282,8 @@ def repair(root: Path, config: BoxConfig, transport: Transport, progress: Progre
             engine.index.set_meta(REBUILDING, "1")
             tree = engine.tree("")
             head = {e["path"]: e for e in tree["entries"] if engine.selected(e["path"])}
-            report = RepairReport(rebuilt=True, reason=reason, moved_to=str(moved), cursor=int(tree["seq"]))
+            report = RepairReport(rebuilt=True, reason=reason, moved_to=str(moved) if moved.exists() else None,
+                                  cursor=int(tree["seq"]))
             report.recorded = _record_identical(engine, head)
             report.pulled = engine.adopt(head, report.cursor)
             engine.index.delete_meta(REBUILDING)

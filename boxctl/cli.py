@@ -603,7 +603,8 @@ def _repair(read_data: bool, json_out: bool) -> None:
         emit_json(result.as_json())
     else:
         if result.rebuilt:
-            say(f"rebuilt the index ({result.reason}); the damaged one is kept as {result.moved_to}")
+            kept = f"; the damaged one is kept as {result.moved_to}" if result.moved_to else ""
+            say(f"rebuilt the index ({result.reason}){kept}")
             say(f"{result.recorded} file(s) match the server's head (commit {result.cursor}): recorded as synced")
         for path in result.mended:
             say(f"mended    {path}")

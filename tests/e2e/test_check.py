@@ -226,3 +226,12 @@ def test_a_repair_cut_short_leaves_the_index_flagged_until_it_is_run_again(lapto
     assert st["added"] == ["local.txt"] and st["modified"] == st["deleted"] == []
     kept = [p for p in (laptop.root / ".box").glob("index.db.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
     assert len(kept) == 2  # both the damaged index and the one cut short
+
+
+def test_repair_rebuilds_a_missing_index_at_the_head(laptop: Device) -> None:
+    (laptop.root / ".box" / "index.db").unlink()
+    result = laptop.run("check", "--repair", "--json").json()
+    assert (result["rebuilt"], result["reason"], result["moved_to"], result["recorded"]) == (
+        True, "it is missing", None, 3)
+    code, doc = check(laptop)
+    assert code == 0 and doc["cursor"] == doc["head"] == result["cursor"]
