@@ -17,6 +17,7 @@ import typer
 
 from box_common.paths import InvalidPath, normalize_path
 from boxctl import __version__
+from boxctl import check as checker
 from boxctl.cli_share import admin_passwd, check_can_push, link_app, password_login, share_app
 from boxctl.config import (
     BOX_DIR,
@@ -31,7 +32,7 @@ from boxctl.config import (
 )
 from boxctl.engine import Engine
 from boxctl.errors import BoxError, UsageError
-from boxctl.index import Index
+from boxctl.index import Index, IndexDamaged
 from boxctl.output import emit_json
 from boxctl.terminal import console, printable
 from boxctl.timeparse import parse_time
@@ -556,6 +557,97 @@ def ls(
     for e in data["entries"]:
         size = _size(e["size"]) if e["kind"] == "file" else e["kind"]
         say(f"{size:>10}  rev {e['seq']:<6} {e['path']}" + ("/" if e["kind"] == "dir" else ""))
+
+
+@app.command()
+def check(
+    read_data: Annotated[bool, typer.Option("--read-data", help="Also reread every synced file and compare its "
+                                            "blocks with the index's (finds bit rot that keeps size and mtime).")
+                         ] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index from the folder and the server, "
+                                         "losing no local edit; with --read-data, put back damaged files.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    jobs: JobsOpt = None,
+) -> None:
+    """Compare the index with the folder and the server's head: exit 0 if all agree, 1 if a pull or a push
+    would change something, 9 for damage that 'boxctl check --repair' fixes."""
+    transfer_options(None, jobs)
+    STATE.quiet = STATE.quiet or quiet
+    if repair:
+        _repair(read_data, json_out)
+        return
+    try:
+        with open_engine(json_out) as engine:
+            report = checker.check(engine, read_data)
+    except IndexDamaged as exc:
+        if not json_out:
+            raise
+        report = checker.CheckReport(index_damaged=exc.message)
+    if json_out:
+        emit_json(report.as_json())
+    else:
+        _print_check(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _print_check(report: checker.CheckReport) -> None:
+    for label in ("added", "modified", "deleted"):
+        for path in getattr(report, label):
+            say(f"{label:9} {path}")
+    for r in report.rot:
+        say(f"damaged   {r.path}: {r.bad_blocks} block(s) differ from the synced version, yet its size and "
+            "mtime do not (bit rot?)")
+    for problem in report.index_problems:
+        say(f"index     {problem}")
+    for o in report.out_of_step:
+        say(f"diverged  {o.path}: {o.reason} (index rev {o.index_rev or '-'}, server rev {o.server_rev or '-'})")
+    for path, reason in report.skipped:
+        err.print(f"not checked: {path}: {reason}", markup=False)
+    if report.behind:
+        say(f"behind    {len(report.behind)} path(s) changed on the server since the last pull "
+            f"(cursor {report.cursor}, head {report.head}): run 'boxctl pull'")
+    read = f"; {report.files_read} file(s) reread, {_size(report.bytes_read)}" if report.read_data else ""
+    if report.damaged:
+        say(f"damage found{read}: run 'boxctl check --repair{' --read-data' if report.rot else ''}'")
+    elif report.differs:
+        say(f"differences found{read}: 'boxctl sync' settles them")
+    else:
+        say(f"clean: the folder, its index and the server's head (commit {report.head}) agree{read}")
+
+
+def _repair(read_data: bool, json_out: bool) -> None:
+    root = find_root(here())
+    config = BoxConfig.load(root)
+    creds = load_credentials(config.server)
+    transport = make_transport(config.server, creds.for_device(config.device_name))
+    try:
+        with progress_bar(not json_out) as update:
+            result = checker.repair(root, config, transport, update, STATE.jobs, read_data)
+    finally:
+        transport.close()
+    if json_out:
+        emit_json(result.as_json())
+    else:
+        if result.rebuilt:
+            kept = f"; the damaged one is kept as {result.moved_to}" if result.moved_to else ""
+            say(f"rebuilt the index ({result.reason}){kept}")
+            say(f"{result.recorded} file(s) match the server's head (commit {result.cursor}): recorded as synced")
+        for path in result.mended:
+            say(f"mended    {path}")
+        pulled = result.pulled
+        if pulled and (pulled.written or pulled.deleted or pulled.conflicts or pulled.kept or pulled.refused):
+            _print_pull(pulled, False)
+        for r in result.rot:
+            if r.moved_to:
+                say(f"restored  {r.path} from the server; the damaged bytes are kept as {r.moved_to!r}")
+            else:
+                err.print(f"not restored: {r.path}: {r.error}", markup=False)
+        if not (result.rebuilt or result.mended or result.rot):
+            say("nothing to repair" + ("" if read_data else " (add --read-data to reread every file)"))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -558,6 +558,11 @@ class Engine:
             result.refused[:0] = earlier.refused
         return result
 
+    def adopt(self, remote: dict[str, dict[str, Any]], cursor: int) -> PullResult:
+        """Reconcile server entries (path -> entry, e.g. a head tree) with the disk and the index by the pull's
+        own rules, then set the cursor to `cursor`: how `boxctl check --repair` rebuilds an index."""
+        return self._apply(remote, cursor, advance=True)
+
     def _apply(self, latest: dict[str, dict[str, Any]], cursor: int, advance: bool) -> PullResult:
         """Reconcile the latest remote entry of each path with the disk and the index."""
         self._hashes.clear()  # a stat can repeat across rounds (racy mtimes): hash afresh each pull

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import marshal
 import os
 import sqlite3
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from box_common.content import content_hash
+from box_common.paths import InvalidPath, normalize_path
 from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
+from boxctl.errors import IntegrityError
 
 STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
 
@@ -35,6 +40,55 @@ PENDING_REV = -1
 # Naming more pending entries than this, one pass over the table beats looking up each path
 # (100,000 paths: 0.09 s against 0.3 s; one pass over 100,000 entries that match none: 13 ms).
 SCAN_ABOVE = 5000
+
+# SQLite's primary result codes for a file that is not (or no longer) a sound database.
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+REPAIR_HINT = "boxctl check --repair"
+REBUILDING = "rebuilding"  # meta key set while check --repair fills a new index: a cut-short rebuild is damage
+
+
+class IndexDamaged(IntegrityError):
+    """The index database is damaged (overwritten, truncated, not a database): every command stops with
+    one line naming the command that rebuilds it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"the index {path} is damaged ({reason}); rebuild it with '{REPAIR_HINT}' "
+                         "(no local edit is lost)", path=str(path), reason=reason)
+        self.reason = reason
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for the errors SQLite (or decoding a garbled row) raises on a damaged database file; not for a
+    busy, read-only or full one."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    return False
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Turn the damage errors an Index method meets into IndexDamaged (one line on the CLI, exit 9)."""
+
+    @functools.wraps(method)
+    def run(self: Index, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if is_damage(exc):
+                raise IndexDamaged(self.path, _reason(exc)) from None
+            raise
+
+    return run  # type: ignore[return-value]
+
+
+def _reason(exc: BaseException) -> str:
+    return "a row that is not valid text" if isinstance(exc, UnicodeDecodeError) else str(exc)
 
 
 @dataclass(slots=True)
@@ -80,13 +134,27 @@ class Index:
     """SQLite index of one synced folder; every update runs in one transaction."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.cache_path = path.with_name(STATS_CACHE)
+        existed = path.exists()
         # A push writes its new entries from a helper thread while the main one waits for the server;
         # the connection is never used by two threads at once.
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if existed and not {"entries", "meta"} <= tables:
+                # Every index is made with its tables: an existing file without them was emptied or cut short.
+                raise IndexDamaged(path, "its tables are missing")
+            self.conn.executescript(SCHEMA)
+            if existed and self.conn.execute("SELECT value FROM meta WHERE key = ?", (REBUILDING,)).fetchone():
+                raise IndexDamaged(path, f"a rebuild by '{REPAIR_HINT}' was cut short")
+        except (sqlite3.DatabaseError, UnicodeDecodeError, IndexDamaged) as exc:
+            self.conn.close()
+            if isinstance(exc, IndexDamaged) or not is_damage(exc):
+                raise
+            raise IndexDamaged(path, _reason(exc)) from None
 
     def close(self) -> None:
         self.conn.close()
@@ -102,10 +170,12 @@ class Index:
             raise
         self.commit()
 
+    @_guarded
     def begin(self) -> None:
         """Open a write transaction by hand (see `transaction`); end it with `commit` or `rollback`."""
         self.conn.execute("BEGIN IMMEDIATE")
 
+    @_guarded
     def commit(self) -> None:
         """Commit the open transaction, moving the generation that the stat cache is checked against."""
         try:
@@ -118,11 +188,13 @@ class Index:
             raise
         self.conn.execute("COMMIT")
 
+    @_guarded
     def rollback(self) -> None:
         """Drop the open transaction, if there is one."""
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
+    @_guarded
     def entries(self) -> dict[str, IndexEntry]:
         """Every indexed path."""
         return {
@@ -132,6 +204,7 @@ class Index:
             )
         }
 
+    @_guarded
     def block_ids(self) -> set[bytes]:
         """Every block id the indexed files are made of (32-byte SHA-256 digests)."""
         ids: set[bytes] = set()
@@ -142,16 +215,19 @@ class Index:
                 ids.update(blocks[i : i + 32] for i in range(0, len(blocks), 32))
         return ids
 
+    @_guarded
     def stats(self) -> dict[str, tuple[str, int, int, int, int, str | None]]:
         """(kind, size, mtime_ns, inode, mode, target) of every path: all a scan needs, loaded fast.
 
         A marshal snapshot beside the database serves it when its generation matches the index's
         (a big tree loads several times faster than from SQL); otherwise SQL, and a new snapshot.
         """
-        generation = self.get_meta("generation", "0")
+        # Also keyed on the database file's own stat: a file changed behind SQLite's back (overwritten,
+        # restored from a copy) is read again, so that damage in it shows instead of hiding behind the snapshot.
+        key = (self.get_meta("generation", "0"), self._file_stamp())
         try:
-            cached_generation, stats = marshal.loads(self.cache_path.read_bytes())
-            if cached_generation == generation:
+            cached_key, stats = marshal.loads(self.cache_path.read_bytes())
+            if cached_key == key:
                 return stats
         except (OSError, EOFError, ValueError, TypeError):
             pass
@@ -164,10 +240,15 @@ class Index:
         }
         temp = self.cache_path.with_suffix(".tmp")
         with contextlib.suppress(OSError):
-            temp.write_bytes(marshal.dumps((generation, stats)))
+            temp.write_bytes(marshal.dumps((key, stats)))
             os.replace(temp, self.cache_path)
         return stats
 
+    def _file_stamp(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    @_guarded
     def get_many(self, paths: list[str]) -> dict[str, IndexEntry]:
         """Full entries of `paths` (those that are indexed)."""
         found: dict[str, IndexEntry] = {}
@@ -182,6 +263,7 @@ class Index:
                 found[row[0]] = IndexEntry(*row)
         return found
 
+    @_guarded
     def get(self, path: str) -> IndexEntry | None:
         row = self.conn.execute(
             "SELECT path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target, sizes FROM entries "
@@ -190,6 +272,7 @@ class Index:
         ).fetchone()
         return IndexEntry(*row) if row else None
 
+    @_guarded
     def put(self, entries: Iterable[IndexEntry], conn: sqlite3.Connection | None = None) -> None:
         """Insert or replace entries (inside the caller's transaction if given)."""
         now = time.time_ns()
@@ -200,6 +283,7 @@ class Index:
         ]
         insert_rows(conn or self.conn, "INSERT OR REPLACE INTO entries", rows, 11)
 
+    @_guarded
     def set_rev(self, paths: list[str], rev: int, conn: sqlite3.Connection | None = None) -> None:
         """Give `paths` revision `rev`: a push writes its entries with PENDING_REV in an open transaction
         before the server names the commit; `paths` must be every entry written so."""
@@ -208,6 +292,7 @@ class Index:
         else:
             self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
 
+    @_guarded
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
         self._for_paths("DELETE FROM entries WHERE path IN", list(paths), conn)
 
@@ -218,17 +303,88 @@ class Index:
             part = paths[start : start + per]
             (conn or self.conn).execute(f"{head} ({','.join('?' * len(part))})", (*params, *part))
 
+    @_guarded
     def get_meta(self, key: str, default: str = "") -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
+    @_guarded
     def set_meta(self, key: str, value: str, conn: sqlite3.Connection | None = None) -> None:
         (conn or self.conn).execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @_guarded
+    def delete_meta(self, key: str, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    @_guarded
+    def verify(self) -> list[str]:
+        """Every problem of the index: SQLite's own check of each page, then each entry's (see entry_problem)
+        and the cursor's; [] when it is sound."""
+        problems = [row[0] for row in self.conn.execute("PRAGMA quick_check") if row[0] != "ok"][:20]
+        if problems:
+            return problems
+        columns = "path, kind, size, mtime_ns, inode, mode, rev, content_hash, blocks, target, sizes"
+        for row in self.conn.execute(f"SELECT {columns} FROM entries"):
+            e = IndexEntry(*row)
+            problem = entry_problem(e)
+            if problem:
+                problems.append(f"{e.path!r}: {problem}")
+        self.cursor  # noqa: B018 -- raises IndexDamaged if it is not a number
+        return problems
 
     @property
     def cursor(self) -> int:
         """The seq up to which this device has applied the box's journal."""
-        return int(self.get_meta("cursor", "0"))
+        value = self.get_meta("cursor", "0")
+        try:
+            return int(value)
+        except ValueError:
+            raise IndexDamaged(self.path, f"its cursor {value!r} is not a number") from None
 
+    @_guarded
     def set_cursor(self, seq: int, conn: sqlite3.Connection | None = None) -> None:
         self.set_meta("cursor", str(seq), conn)
+
+
+def entry_problem(e: IndexEntry) -> str | None:
+    """What is wrong with one entry read back from the index, or None: the checks that find damage SQLite
+    cannot see (a byte changed inside a row leaves the page sound but the entry at odds with itself)."""
+    if not isinstance(e.path, str) or not isinstance(e.kind, str) or e.kind not in ("file", "dir", "link"):
+        return "not a file, folder or link"
+    try:
+        if normalize_path(e.path) != e.path:
+            return "its path is not in canonical form"
+    except InvalidPath:
+        return "its path is not a valid box path"
+    if not type(e.size) is type(e.mtime_ns) is type(e.inode) is type(e.mode) is type(e.rev) is int \
+            or e.size < 0 or e.rev < 0:
+        return "a size, time, mode or revision that is not a number"
+    if type(e.content_hash) is not str or type(e.blocks) is not bytes or type(e.sizes) is not bytes:
+        return "a content hash or block list of the wrong type"
+    if e.kind == "file":
+        count, rest = divmod(len(e.blocks), 32)
+        if rest or (count == 0) != (e.size == 0):
+            return "its block list is cut short"
+        if e.content_hash != hashlib.sha256(e.blocks).hexdigest():  # content_hash("file", ...), without the call
+            return "its content hash is not that of its blocks"
+        if e.sizes and (len(e.sizes) != 4 * count or sum(struct.unpack(f">{count}I", e.sizes)) != e.size):
+            return "its block sizes do not add up to its size"
+    elif e.kind == "link" and (not isinstance(e.target, str) or e.content_hash != content_hash("link", b"", e.target)):
+        return "its content hash is not that of its target"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged index (with its WAL and shared-memory files) to `index.db.damaged-STAMP`, and drop the
+    stats snapshot: a new index then starts empty, never replaying the old one's journal."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = aside.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{number}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    with contextlib.suppress(FileNotFoundError):
+        path.with_name(STATS_CACHE).unlink()
+    return aside

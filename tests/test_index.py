@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from boxctl.index import PENDING_REV, RACY_NS, SCAN_ABOVE, Index, IndexEntry
+from boxctl.index import (
+    PENDING_REV,
+    RACY_NS,
+    REBUILDING,
+    SCAN_ABOVE,
+    STATS_CACHE,
+    Index,
+    IndexDamaged,
+    IndexEntry,
+    is_damage,
+    set_aside,
+)
 
 OLD = 1_600_000_000_000_000_000  # an mtime far in the past: never racy
 
@@ -185,3 +197,118 @@ def test_unicode_paths(index: Index) -> None:
     index.put([entry(n) for n in names])
     assert sorted(index.entries()) == sorted(names)
     assert index.get("cafe\u0301.txt") is None  # NFD is a different key: paths are stored canonical
+
+
+def made(path: Path, count: int = 20) -> Path:
+    """An index with `count` entries and a cursor, closed (its journal checkpointed into the file)."""
+    index = Index(path)
+    index.put([entry(f"dir/f{i}.txt", data=str(i).encode()) for i in range(count)])
+    index.set_cursor(7)
+    index.close()
+    return path
+
+
+def read_all(path: Path) -> None:
+    index = Index(path)
+    try:
+        index.entries()
+        index.stats()
+        assert index.cursor == 7
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "emptied", "page overwritten"])
+def test_a_damaged_index_is_one_error_naming_the_repair(tmp_path: Path, how: str) -> None:
+    path = made(tmp_path / "index.db")
+    read_all(path)  # sound before
+    data = path.read_bytes()
+    if how == "garbage":
+        path.write_bytes(b"not a database " * 100)
+    elif how == "truncated":
+        path.write_bytes(data[:100])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(data[:4096] + b"\xa5" * 4096 + data[8192:])
+    with pytest.raises(IndexDamaged) as caught:
+        read_all(path)
+    assert caught.value.exit_code == 9
+    assert "damaged" in caught.value.message and "'boxctl check --repair'" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_the_stats_snapshot_does_not_hide_a_damaged_table(tmp_path: Path) -> None:
+    path = made(tmp_path / "index.db")
+    read_all(path)  # writes the snapshot, at the same generation as the file
+    assert (tmp_path / STATS_CACHE).exists()
+    data = path.read_bytes()
+    stamp = path.stat()
+    path.write_bytes(data[:4096] + b"\xa5" * 4096 + data[8192:])  # the entries' page; the meta page is intact
+    assert path.stat().st_mtime_ns != stamp.st_mtime_ns
+    index = Index(path)
+    try:
+        assert index.cursor == 7
+        with pytest.raises(IndexDamaged):
+            index.stats()
+    finally:
+        index.close()
+
+
+def test_a_busy_index_is_not_damage(tmp_path: Path) -> None:
+    path = made(tmp_path / "index.db")
+    holder = Index(path)
+    holder.begin()
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            other.execute("BEGIN IMMEDIATE")
+        assert not is_damage(caught.value)
+    finally:
+        other.close()
+        holder.rollback()
+        holder.close()
+
+
+def test_verify_finds_entries_at_odds_with_themselves(tmp_path: Path) -> None:
+    path = made(tmp_path / "index.db", 3)
+    index = Index(path)
+    try:
+        assert index.verify() == []
+        index.put([entry("bad-hash.txt", content_hash="00" * 32),
+                   entry("cut.txt", blocks=b"\x01" * 40),
+                   entry("sizes.txt", sizes=b"\x00\x00\x00\x05"),
+                   entry("../escape.txt"),
+                   entry("odd-kind", kind="socket")])
+        problems = index.verify()
+    finally:
+        index.close()
+    assert len(problems) == 5, problems
+    for name in ("bad-hash.txt", "cut.txt", "sizes.txt", "../escape.txt", "odd-kind"):
+        assert any(p.startswith(repr(name)) for p in problems), (name, problems)
+
+
+def test_set_aside_keeps_the_damaged_files_and_a_new_index_starts_empty(tmp_path: Path) -> None:
+    path = made(tmp_path / "index.db")
+    read_all(path)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").write_bytes(b"left by a crash")
+    aside = set_aside(path)
+    assert aside.name.startswith("index.db.damaged-") and aside.read_bytes()
+    assert Path(f"{aside}-wal").read_bytes() == b"left by a crash"
+    assert not path.exists() and not Path(f"{path}-wal").exists() and not (tmp_path / STATS_CACHE).exists()
+    fresh = Index(path)
+    try:
+        assert fresh.entries() == {} and fresh.cursor == 0 and fresh.stats() == {}
+    finally:
+        fresh.close()
+    assert set_aside(path) != aside  # a second one in the same second gets its own name
+
+
+def test_a_rebuild_cut_short_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    index = Index(path)  # a new index is never refused, or check --repair could not fill one
+    index.set_meta(REBUILDING, "1")
+    index.close()
+    with pytest.raises(IndexDamaged, match="cut short"):
+        Index(path)
