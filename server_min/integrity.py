@@ -1,0 +1,72 @@
+"""Checksums that make damage in the metadata visible, and the errors a damaged store answers with.
+
+Every journal entry carries an xxh3-64 of everything that says what it is (box, seq, path, op, kind,
+size, mtime, mode, block list, link target), computed at commit and verified whenever an entry is
+served: a flipped byte in a path or a block list gives a Damaged error naming the entry, never a file
+under another name or with other bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import xxhash
+
+from server_min.errors import Damaged, OutOfSpace
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+SQLITE_FULL = 13
+SQLITE_CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def entry_checksum(box_id: int, seq: int, path: str, op: str, kind: str, size: int, mtime_ns: int, mode: int,
+                   blocks: bytes | None, target: str | None) -> bytes:
+    """The 8-byte checksum of one journal entry (the same function is registered in SQLite for SQL inserts)."""
+    head = f"{box_id}\0{seq}\0{path}\0{op}\0{kind}\0{size}\0{mtime_ns}\0{mode}\0{target or ''}\0"
+    return xxhash.xxh3_64_digest(head.encode("utf-8", "surrogateescape") + bytes(blocks or b""))
+
+
+def row_checksum(row: Mapping[str, Any]) -> bytes:
+    """The checksum a journal row should carry."""
+    return entry_checksum(row["box_id"], row["seq"], row["path"], row["op"], row["kind"], row["size"],
+                          row["mtime_ns"], row["mode"], row["blocks"], row["target"])
+
+
+def verified_rows(rows: Iterable[sqlite3.Row]) -> list[sqlite3.Row]:
+    """`rows` of the journal (every column), or Damaged naming the first entry whose checksum fails."""
+    rows = list(rows)
+    for row in rows:
+        stored = row["checksum"]
+        if stored is None or bytes(stored) != row_checksum(row):
+            raise Damaged(f"journal entry {row['path']!r} of commit {row['seq']} is damaged on the server "
+                          "(its checksum does not match); run 'boxctl admin check' on the server",
+                          blocks=[], entry={"seq": row["seq"], "path": row["path"]})
+    return rows
+
+
+def register(conn: sqlite3.Connection) -> None:
+    """Make `box_checksum(...)` available to SQL on `conn` (staged commits insert journal rows in SQL)."""
+    conn.create_function("box_checksum", 10, entry_checksum, deterministic=True)
+
+
+def is_full(exc: BaseException) -> bool:
+    """True if `exc` says the disk (or the user's quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+    return False
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """True if SQLite says the database file is damaged."""
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        getattr(exc, "sqlite_errorcode", None) in SQLITE_CORRUPT or "malformed" in str(exc))
+
+
+def out_of_space() -> OutOfSpace:
+    """The error answered when a store hit a full disk (the upload's bytes were freed already)."""
+    return OutOfSpace("the server's disk is full: the upload was not stored; free some space and push again")
