@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from box_common.sqlite_rows import insert_rows
-from server_min.integrity import entry_checksum, register
+from server_min.integrity import entry_checksum, is_corrupt, register
+
+log = logging.getLogger("server_min")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -104,8 +107,15 @@ class SqliteMeta:
         self._local = threading.local()
         self._writing = threading.RLock()
         self.conn.executescript(SCHEMA)
-        self._backfill_block_paths()
-        self._backfill_checksums()
+        try:
+            self._backfill_block_paths()
+            self._backfill_checksums()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            # A damaged database still serves what it can: each read that meets the damage answers
+            # Damaged, and 'boxctl admin check' says where it is.
+            log.error("meta.db is damaged (%s): run 'boxctl admin check --data %s'", exc, path.parent)
         # box_blocks (box, block) was block_paths without the path: dropped, block_paths answers the same.
         self.conn.execute("DROP TABLE IF EXISTS box_blocks")
         # stage_blocks (stage, block, path) was filled while staging; the commit now reads the staged changes.
