@@ -69,4 +69,4 @@ def is_corrupt(exc: BaseException) -> bool:
 
 def out_of_space() -> OutOfSpace:
     """The error answered when a store hit a full disk (the upload's bytes were freed already)."""
-    return OutOfSpace("the server's disk is full: the upload was not stored; free some space and push again")
+    return OutOfSpace("its disk is full, so this upload was not stored (nothing of it was kept)")
