@@ -312,6 +312,18 @@ def _groups(hashes: Iterable[tuple[str, int]]) -> Iterator[list[str]]:
         yield group
 
 
+def _fetch_checked(transport: Transport, sha: str) -> bytes | DamagedBlock:
+    """A block that arrived damaged, asked for again alone: the server checks it before it answers, so a
+    block damaged in its store comes back as an integrity error (and is remembered there as damaged)."""
+    try:
+        data = transport.get_bytes(f"/blocks/{sha}")
+    except IntegrityError as exc:
+        return DamagedBlock(sha, exc.message)
+    if hashlib.sha256(data).hexdigest() != sha:
+        return DamagedBlock(sha, "it arrived damaged twice")
+    return data
+
+
 def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], bytes | None] | None
                  ) -> dict[str, bytes | DamagedBlock]:
     found: dict[str, bytes | DamagedBlock] = {}
@@ -329,7 +341,8 @@ def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], 
                 try:
                     found[sha] = decode_block(frame, sha)
                 except IntegrityError as exc:
-                    found[sha] = DamagedBlock(sha, exc.message)
+                    found[sha] = _fetch_checked(transport, sha) if frame.codec != CODEC_DAMAGED else DamagedBlock(
+                        sha, exc.message)
         except NetworkError:
             # A download cut off mid-stream: keep what arrived and ask again for the rest.
             attempt += 1

@@ -404,15 +404,17 @@ class Service:
         return [(d.hex(), stored[d]) for d in digests]
 
     def frame_bytes(self, sha: str, row: sqlite3.Row) -> Iterator[bytes]:
-        """One frame (header then payload) of a stored block as read from its pack, checked first (rule 5).
+        """One frame (header then payload) of a stored block, as read from its pack.
 
-        A damaged block becomes a marker frame (codec CODEC_DAMAGED, the reason as payload): a stream
-        cannot change its status once started, and the client must learn which block it lost.
+        A pack gone or cut short makes a marker frame instead (codec CODEC_DAMAGED, the reason as
+        payload): a stream cannot change its status once started, and the client must learn which block
+        it lost. The payload is not hashed here: the client checks every block it receives (rule 5), and
+        one that fails asks GET /blocks/{sha}, which checks it here and remembers it if damaged.
         """
         try:
-            payload, _ = self._checked_payload(sha, row)
-        except Damaged as exc:
-            reason = exc.message.encode()
+            payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+        except OSError as exc:
+            reason = self._damaged(sha, exc).message.encode()
             yield HEADER.pack(bytes.fromhex(sha), CODEC_DAMAGED, len(reason)) + reason
             return
         yield HEADER.pack(bytes.fromhex(sha), row["codec"], len(payload))
@@ -436,10 +438,14 @@ class Service:
             if hashlib.sha256(plain).hexdigest() != sha:
                 raise Unprocessable("its SHA-256 does not match")
         except (OSError, Unprocessable) as exc:
-            reason = exc.message if isinstance(exc, Unprocessable) else (exc.strerror or str(exc))
-            self.meta.mark_damaged([(bytes.fromhex(sha), reason)])
-            raise Damaged(f"block {sha} is damaged on the server: {reason}", blocks=[sha]) from None
+            raise self._damaged(sha, exc) from None
         return payload, plain
+
+    def _damaged(self, sha: str, exc: OSError | Unprocessable) -> Damaged:
+        """Remember block `sha` as damaged (uploaders are asked for it again); the error that says so."""
+        reason = exc.message if isinstance(exc, Unprocessable) else (exc.strerror or str(exc))
+        self.meta.mark_damaged([(bytes.fromhex(sha), reason)])
+        return Damaged(f"block {sha} is damaged on the server: {reason}", blocks=[sha])
 
     # --- commits and the journal ------------------------------------------------------------
 
