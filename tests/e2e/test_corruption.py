@@ -240,5 +240,7 @@ def test_full_disk_answers_out_of_space_and_frees_the_upload(tmp_path: Path) -> 
         assert 0 < stored < total and done["blocks_sent"] == total - stored, (done, stored, total)
         assert admin_check(small, "--read-data")[0] == 0
     finally:
-        small.kill(signal.SIGTERM)
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        try:
+            small.kill(signal.SIGTERM)
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
