@@ -138,14 +138,16 @@ class SqliteMeta:
 
     def _backfill_checksums(self) -> None:
         """Give every journal entry its checksum, for a database made before entries carried one."""
-        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(journal)")}
-        if "checksum" not in columns:
-            self.conn.execute("ALTER TABLE journal ADD COLUMN checksum BLOB")
-        if self.conn.execute("SELECT 1 FROM journal WHERE checksum IS NULL LIMIT 1").fetchone() is None:
+        # Done once (a mark in stats): looking for rows without one would read the whole journal at each start.
+        if self.conn.execute("SELECT 1 FROM stats WHERE name = 'journal_checksums'").fetchone() is not None:
             return
+        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(journal)")}
         with self.write() as conn:
+            if "checksum" not in columns:
+                conn.execute("ALTER TABLE journal ADD COLUMN checksum BLOB")
             conn.execute("UPDATE journal SET checksum = box_checksum(box_id, seq, path, op, kind, size, mtime_ns, "
                          "mode, blocks, target) WHERE checksum IS NULL")
+            conn.execute("INSERT OR REPLACE INTO stats (name, value) VALUES ('journal_checksums', 1)")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
