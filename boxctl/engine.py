@@ -700,7 +700,8 @@ class Engine:
                                   None if small else partials[remote["path"]], sync=not small)
             except IntegrityError as exc:  # this file only: every other file of the pull is still written
                 result.damaged.append({"path": remote["path"], "seq": remote["seq"],
-                                       "blocks": exc.details.get("blocks", []), "reason": exc.message})
+                                       "blocks": exc.details.get("blocks", []),
+                                       "reason": exc.details.get("reason", exc.message)})
                 continue
             batch.append((remote, full, temp, sizes))
             batch_bytes += remote["size"]

@@ -90,8 +90,7 @@ class DamagedBlock:
 
     def error(self, path: str) -> IntegrityError:
         """The error that says file `path` cannot be written because of this block."""
-        return IntegrityError(f"{path}: block {self.sha256[:16]} is damaged on the server ({self.reason})",
-                              blocks=[self.sha256], path=path)
+        return IntegrityError(f"{path}: {self.reason}", blocks=[self.sha256], path=path, reason=self.reason)
 
 
 def decode_block(frame: Frame, expected: str, max_size: int = 64 << 20) -> bytes:
@@ -318,7 +317,7 @@ def _fetch_checked(transport: Transport, sha: str) -> bytes | DamagedBlock:
     try:
         data = transport.get_bytes(f"/blocks/{sha}")
     except IntegrityError as exc:
-        return DamagedBlock(sha, exc.message)
+        return DamagedBlock(sha, exc.message.removeprefix("data damaged on the server: "))
     if hashlib.sha256(data).hexdigest() != sha:
         return DamagedBlock(sha, "it arrived damaged twice")
     return data
