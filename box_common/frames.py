@@ -3,7 +3,9 @@
 A body is a plain concatenation of frames; each frame is
     32 bytes  SHA-256 of the block's plain bytes
      1 byte   codec: 0 = raw, 1 = zstd, 2 = delta (upload only: 32-byte base SHA-256,
-              4-byte window size, then the zstd-compressed ops of box_common.delta)
+              4-byte window size, then the zstd-compressed ops of box_common.delta),
+              255 = damaged (download only: the server found the block damaged; the payload is
+              the reason, UTF-8; the rest of the stream goes on)
      4 bytes  payload length, unsigned big-endian
      N bytes  payload (the block, compressed when codec is zstd)
 Used by POST /v1/blocks/pack (upload) and POST /v1/blocks/fetch (download).
@@ -20,6 +22,7 @@ MAX_BLOCK = 16 << 20  # no block is larger, plain: every decompression and rebui
 CODEC_RAW = 0
 CODEC_ZSTD = 1
 CODEC_DELTA = 2
+CODEC_DAMAGED = 255  # never accepted in an upload, so not among CODEC_NAMES
 CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_DELTA: "delta"}
 CODEC_IDS = {name: code for code, name in CODEC_NAMES.items()}
 

@@ -18,6 +18,7 @@ import typer
 from box_common.paths import InvalidPath, normalize_path
 from boxctl import __version__
 from boxctl import check as checker
+from boxctl.cli_check import admin_check, damaged_error, print_damaged
 from boxctl.cli_share import admin_passwd, check_can_push, link_app, password_login, share_app
 from boxctl.config import (
     BOX_DIR,
@@ -47,6 +48,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(share_app, name="share")
 app.add_typer(link_app, name="link")
 admin_app.command("passwd")(admin_passwd)
+admin_app.command("check")(admin_check)
 
 out = console()
 err = console(stderr=True)
@@ -354,6 +356,9 @@ def clone(
         emit_json({"root": str(root), "box": info, "pull": result.as_json()})
     else:
         say(f"cloned {info['owner']}/{info['name']} into {root}: {len(result.written)} path(s)")
+    if result.damaged:
+        print_damaged(result.damaged)
+        raise damaged_error(result.damaged)
 
 
 # --- everyday commands ----------------------------------------------------------------------
@@ -383,6 +388,9 @@ def push(
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be pushed; send nothing.")] = False,
     no_delta: Annotated[bool, typer.Option("--no-delta", help="Send changed blocks whole, never as deltas.")] = False,
+    repair_blocks: Annotated[bool, typer.Option(
+        "--repair-blocks", help="Offer the server every block of the synced files again: heals blocks it lost.")
+    ] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     bwlimit: BwOpt = None,
@@ -395,11 +403,17 @@ def push(
     with open_engine(json_out) as engine:
         check_can_push(engine.transport, engine.config)  # a viewer is refused before any upload
         started = time.monotonic()
+        repaired = engine.repair_blocks() if repair_blocks and not dry_run else None
         result = engine.push(message, dry_run=dry_run)
         elapsed = time.monotonic() - started
     if json_out:
-        emit_json(result.as_json() | {"seconds": round(elapsed, 3)})
+        emit_json(result.as_json() | {"seconds": round(elapsed, 3)}
+                  | ({"repair": repaired.as_json()} if repaired else {}))
         return
+    if repaired is not None:
+        say(f"repair: {repaired.blocks_missing} of {repaired.blocks_checked} block(s) missing on the server, "
+            f"{repaired.blocks_sent} sent again" + (f"; not found here any more in {len(repaired.unavailable)} "
+                                                   "file(s)" if repaired.unavailable else ""))
     for path, reason in result.skipped:
         err.print(f"not pushed: {path}: {reason}", markup=False)
     if not result.changes:
@@ -428,6 +442,8 @@ def pull(
     with open_engine(json_out) as engine:
         result = engine.pull(paths or None, here())
     _print_pull(result, json_out)
+    if result.damaged:
+        raise damaged_error(result.damaged)
 
 
 def _print_pull(result: Any, json_out: bool) -> None:
@@ -444,7 +460,8 @@ def _print_pull(result: Any, json_out: bool) -> None:
         say(f"kept      {path} (changed here; it will be pushed)")
     for path, reason in result.refused:
         err.print(f"refused   {path}: {reason}", markup=False)
-    if not (result.written or result.deleted or result.conflicts or result.kept):
+    print_damaged(result.damaged)
+    if not (result.written or result.deleted or result.conflicts or result.kept or result.damaged):
         say("already up to date")
     if result.conflicts:
         say("conflicted copies are new files: run 'boxctl push' to sync them")
@@ -466,12 +483,11 @@ def sync(
         pushed = engine.push(message)
     if json_out:
         emit_json({"pull": pulled.as_json(), "push": pushed.as_json()})
-        return
-    _print_pull(pulled, False)
-    if pushed.changes:
-        say(f"pushed {len(pushed.changes)} change(s) as commit {pushed.seq}")
     else:
-        say("nothing to push")
+        _print_pull(pulled, False)
+        say(f"pushed {len(pushed.changes)} change(s) as commit {pushed.seq}" if pushed.changes else "nothing to push")
+    if pulled.damaged:
+        raise damaged_error(pulled.damaged)
 
 
 @app.command()
@@ -524,9 +540,14 @@ def restore(
     when = parse_time(at) if at is not None else None
     with open_engine(json_out) as engine:
         result = engine.restore(path, rev, when, (here() / to).resolve() if to else None, here())
+    damaged = result.get("pull", {}).get("damaged")
     if json_out:
         emit_json(result)
+        if damaged:
+            raise damaged_error(damaged)
         return
+    if damaged:
+        raise damaged_error(damaged)
     if to is not None:
         for refused in result["refused"]:
             err.print(f"refused   {refused['path']}: {refused['reason']}", markup=False)

@@ -34,11 +34,12 @@ from boxctl import prescan
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.durable import fsync_write, sync_filesystem, write_temp
-from boxctl.errors import BoxError, NotFound, ServerRefused, UsageError
+from boxctl.errors import BoxError, IntegrityError, NotFound, ServerRefused, UsageError
 from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
+from boxctl.repair import RepairResult, repair_blocks
 from boxctl.staging import CommitStager
-from boxctl.transfer import BlockUploader, default_jobs, default_uploads, download_blocks
+from boxctl.transfer import BlockUploader, DamagedBlock, default_jobs, default_uploads, download_blocks
 from boxctl.transport import Transport
 from boxctl.workspace import (
     TEMP_PREFIX,
@@ -149,11 +150,13 @@ class PullResult:
     cursor: int = 0
     bytes_received: int = 0
     blocks_reused: int = 0
+    damaged: list[dict[str, Any]] = field(default_factory=list)  # {path, seq, blocks, reason}: not written
 
     def as_json(self) -> dict[str, Any]:
         return {
             "written": self.written, "deleted": self.deleted, "conflicts": self.conflicts, "kept": self.kept,
-            "refused": [{"path": p, "reason": r} for p, r in self.refused], "cursor": self.cursor,
+            "refused": [{"path": p, "reason": r} for p, r in self.refused], "damaged": self.damaged,
+            "cursor": self.cursor,
             "bytes_received": self.bytes_received, "blocks_reused": self.blocks_reused,
         }
 
@@ -482,6 +485,10 @@ class Engine:
         self.index.put(self._refreshed(same))
         return [e.path for e in puts]
 
+    def repair_blocks(self) -> RepairResult:
+        """Offer the server every block of the indexed files again (see boxctl.repair)."""
+        return repair_blocks(self.root, self.index, self.chunker, self.transport, self.uploads)
+
     def _record_push(self, changes: list[LocalChange], put_paths: list[str], seq: int, previous_head: int) -> None:
         """Commit the index transaction that _write_entries opened: the puts (`put_paths`) get revision `seq`."""
         try:
@@ -608,6 +615,10 @@ class Engine:
             writes.append(remote | {"expect": local})
         self._apply_writes(writes, result, index_puts)
         self._apply_deletes(deletes, result, index_dels)
+        if result.damaged and advance:
+            # Not past a file left unwritten: the next pull asks for it again (pages hold whole commits,
+            # and what came before it is applied; what is applied after it is skipped by its revision).
+            cursor = result.cursor = max(self.index.cursor, min(d["seq"] for d in result.damaged) - 1)
         with self.index.transaction() as conn:
             self.index.put(index_puts, conn)
             self.index.delete(index_dels, conn)
@@ -707,16 +718,23 @@ class Engine:
         batch_bytes = 0
         for remote in files:
             full = places[remote["path"]]
-            chunks = _take(stream, len(remote["blocks"]))
+            chunks = _take(stream, len(remote["blocks"]), remote["path"])
             if not self._still_as_expected(remote):
-                for _ in chunks:  # keep the shared stream in step, but write nothing
-                    pass
+                with contextlib.suppress(IntegrityError):
+                    for _ in chunks:  # keep the shared stream in step, but write nothing
+                        pass
                 result.kept.append(remote["path"])
                 continue
             sizes: list[int] = []
             small = remote["size"] <= SMALL_FILE
-            temp = write_temp(full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
-                              None if small else partials[remote["path"]], sync=not small)
+            try:
+                temp = write_temp(full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
+                                  None if small else partials[remote["path"]], sync=not small)
+            except IntegrityError as exc:  # this file only: every other file of the pull is still written
+                result.damaged.append({"path": remote["path"], "seq": remote["seq"],
+                                       "blocks": exc.details.get("blocks", []),
+                                       "reason": exc.details.get("reason", exc.message)})
+                continue
             batch.append((remote, full, temp, sizes))
             batch_bytes += remote["size"]
             if not small or len(batch) >= 2000 or batch_bytes >= 64 << 20:
@@ -874,7 +892,7 @@ class Engine:
         for e in files:
             dest = targets[e["path"]]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fsync_write(dest.parent, dest, _take(stream, len(e["blocks"])), e["mode"], e["mtime_ns"])
+            fsync_write(dest.parent, dest, _take(stream, len(e["blocks"]), e["path"]), e["mode"], e["mtime_ns"])
         for p, e in wanted.items():
             if e["kind"] == "link" and p in targets:
                 make_link(targets[p], e["target"])
@@ -973,9 +991,18 @@ class LocalBlocks:
         return None
 
 
-def _take(stream: Iterator[bytes], count: int) -> Iterator[bytes]:
+def _take(stream: Iterator[bytes | DamagedBlock], count: int, path: str) -> Iterator[bytes]:
+    """The next `count` blocks of `stream`, those of file `path`. A damaged one stops the file: the rest of
+    its blocks are still taken (the stream stays in step), then IntegrityError names the file."""
+    damaged = None
     for _ in range(count):
-        yield next(stream)
+        chunk = next(stream)
+        if isinstance(chunk, DamagedBlock):
+            damaged = damaged or chunk
+        elif damaged is None:
+            yield chunk
+    if damaged is not None:
+        raise damaged.error(path)
 
 
 def _default_message(changes: list[LocalChange]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from box_common.codec import InflateError, compressor, inflate
 from box_common.frames import (
+    CODEC_DAMAGED,
     CODEC_DELTA,
     CODEC_RAW,
     CODEC_ZSTD,
@@ -28,7 +29,7 @@ from box_common.frames import (
     frame_parts,
 )
 from boxctl.chunking import Block
-from boxctl.errors import BoxError, NetworkError, NotFound
+from boxctl.errors import BoxError, IntegrityError, NetworkError, NotFound
 from boxctl.transport import Transport
 
 # Fewer, larger requests: a batch costs a lookup, an upload, a pack and its fsyncs on the server,
@@ -79,6 +80,18 @@ def encode_block(digest: bytes, data: bytes) -> Frame:
     return Frame(digest.hex(), CODEC_RAW, data)
 
 
+@dataclass(frozen=True)
+class DamagedBlock:
+    """A block the server could not give: it is damaged there (or arrived damaged). Yielded in its place."""
+
+    sha256: str
+    reason: str
+
+    def error(self, path: str) -> IntegrityError:
+        """The error that says file `path` cannot be written because of this block."""
+        return IntegrityError(f"{path}: {self.reason}", blocks=[self.sha256], path=path, reason=self.reason)
+
+
 def decode_block(frame: Frame, expected: str, max_size: int = MAX_BLOCK) -> bytes:
     """The plain bytes of a downloaded frame, verified against the hash we asked for (rule 5).
 
@@ -87,11 +100,14 @@ def decode_block(frame: Frame, expected: str, max_size: int = MAX_BLOCK) -> byte
     """
     if frame.sha256 != expected:
         raise BoxError(f"the server sent block {frame.sha256} where {expected} was asked for")
+    if frame.codec == CODEC_DAMAGED:
+        reason = bytes(frame.payload).decode("utf-8", "replace")[:300]
+        raise IntegrityError(reason or f"block {expected} is damaged on the server", blocks=[expected])
     if frame.codec == CODEC_ZSTD:
         try:
             data = inflate(frame.payload, max_size)
         except InflateError as exc:
-            raise BoxError(f"block {expected} arrived damaged ({exc}); nothing was written") from None
+            raise IntegrityError(f"block {expected} arrived damaged ({exc})", blocks=[expected]) from None
     elif frame.codec == CODEC_RAW:
         if len(frame.payload) > max_size:
             raise BoxError(f"block {expected} arrived with {len(frame.payload)} bytes, over the block limit")
@@ -99,7 +115,8 @@ def decode_block(frame: Frame, expected: str, max_size: int = MAX_BLOCK) -> byte
     else:
         raise BoxError(f"block {expected} came with an unknown codec {frame.codec}")
     if hashlib.sha256(data).hexdigest() != expected:
-        raise BoxError(f"block {expected} arrived damaged (its SHA-256 does not match); nothing was written")
+        raise IntegrityError(f"block {expected} arrived damaged (its SHA-256 does not match); nothing was written",
+                             blocks=[expected])
     return data
 
 
@@ -259,14 +276,16 @@ class BlockUploader:
 
 
 def download_blocks(transport: Transport, hashes: Iterable[tuple[str, int]], threads: int = IN_FLIGHT,
-                    local: Callable[[str], bytes | None] | None = None) -> Iterator[bytes]:
+                    local: Callable[[str], bytes | None] | None = None) -> Iterator[bytes | DamagedBlock]:
     """Yield the plain bytes of each (hash, size) in order, fetching batches ahead on a thread pool.
 
-    `local` may supply a block from the device itself (then it is not downloaded).
+    `local` may supply a block from the device itself (then it is not downloaded). A block damaged on
+    the server comes as a DamagedBlock in its place, and the stream goes on: the caller decides what
+    the loss of that block means (one file not written, not the whole pull).
     """
     groups = _groups(hashes)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="download") as pool:
-        ahead: deque[tuple[list[str], Future[dict[str, bytes]]]] = deque()
+        ahead: deque[tuple[list[str], Future[dict[str, bytes | DamagedBlock]]]] = deque()
         for group in groups:
             ahead.append((group, pool.submit(_fetch_group, transport, group, local)))
             if len(ahead) > threads:
@@ -275,7 +294,7 @@ def download_blocks(transport: Transport, hashes: Iterable[tuple[str, int]], thr
             yield from _drain(ahead.popleft())
 
 
-def _drain(item: tuple[list[str], Future[dict[str, bytes]]]) -> Iterator[bytes]:
+def _drain(item: tuple[list[str], Future[dict[str, bytes | DamagedBlock]]]) -> Iterator[bytes | DamagedBlock]:
     group, future = item
     blocks = future.result()
     for sha in group:
@@ -296,9 +315,21 @@ def _groups(hashes: Iterable[tuple[str, int]]) -> Iterator[list[str]]:
         yield group
 
 
+def _fetch_checked(transport: Transport, sha: str) -> bytes | DamagedBlock:
+    """A block that arrived damaged, asked for again alone: the server checks it before it answers, so a
+    block damaged in its store comes back as an integrity error (and is remembered there as damaged)."""
+    try:
+        data = transport.get_bytes(f"/blocks/{sha}")
+    except IntegrityError as exc:
+        return DamagedBlock(sha, exc.message.removeprefix("data damaged on the server: "))
+    if hashlib.sha256(data).hexdigest() != sha:
+        return DamagedBlock(sha, "it arrived damaged twice")
+    return data
+
+
 def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], bytes | None] | None
-                 ) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
+                 ) -> dict[str, bytes | DamagedBlock]:
+    found: dict[str, bytes | DamagedBlock] = {}
     wanted = []
     for sha in dict.fromkeys(group):
         data = local(sha) if local is not None else None
@@ -310,7 +341,11 @@ def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], 
     while wanted:
         try:
             for frame, sha in zip(transport.fetch(wanted), wanted, strict=False):
-                found[sha] = decode_block(frame, sha)
+                try:
+                    found[sha] = decode_block(frame, sha)
+                except IntegrityError as exc:
+                    found[sha] = _fetch_checked(transport, sha) if frame.codec != CODEC_DAMAGED else DamagedBlock(
+                        sha, exc.message)
         except NetworkError:
             # A download cut off mid-stream: keep what arrived and ask again for the rest.
             attempt += 1

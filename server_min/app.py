@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from box_common.frames import CODEC_IDS, Frame, encode_frame
 from server_min.bodies import BodyBuffers, raise_flow_limit, tune_malloc
-from server_min.errors import BadRequest, ServerError, TooLarge
+from server_min.errors import BadRequest, Damaged, ServerError, TooLarge
 from server_min.gate import AuthGate
+from server_min.integrity import is_corrupt, is_full, out_of_space
 from server_min.limits import JSON_LIMIT
 from server_min.notify import Notifier
 from server_min.routes_sharing import install as install_sharing
@@ -130,6 +132,18 @@ def create_app(data_dir: Path) -> FastAPI:
     @app.exception_handler(TooBusy)
     async def too_busy(_: Request, exc: TooBusy) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=429, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def database_error(_: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        # A full disk or a damaged meta.db is said as such (typed, not retried), never a bare 500.
+        if is_full(exc):
+            error: ServerError = out_of_space()
+        elif not is_corrupt(exc):
+            raise exc
+        else:
+            error = Damaged(f"the server's metadata is damaged ({exc}); run 'boxctl admin check' on the server",
+                            blocks=[])
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

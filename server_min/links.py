@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from box_common.frames import Frame
 from box_common.paths import InvalidPath, is_under, normalize_path
-from server_min.errors import BadRequest, Forbidden, NotFound, ServerError
+from server_min.errors import BadRequest, Damaged, Forbidden, NotFound, ServerError
+from server_min.integrity import verified_rows
 from server_min.meta.sqlite_sharing import SqliteSharing
 from server_min.sharing import folder_of
 
@@ -165,6 +165,8 @@ class Links:
         box = self.service.meta.box(box_id)
         box_name = str(box["name"]) if box else "box"
         entry = self.store.current(box_id, full) if full else None
+        if entry is not None:
+            verified_rows([entry])
         if entry is not None and entry["kind"] == "file":
             return Target(row, box_name, full, sub, entry)
         if (entry is not None and entry["kind"] == "dir") or self.store.path_state(box_id, full) == "dir":
@@ -176,7 +178,7 @@ class Links:
         children: dict[str, dict[str, Any]] = {}
         base = target.path
         cut = len(base) + 1 if base else 0
-        for row in self.store.current_under(int(target.link["box_id"]), base):
+        for row in verified_rows(self.store.current_under(int(target.link["box_id"]), base)):
             rel = str(row["path"])[cut:]
             name, _, rest = rel.partition("/")
             if rest:  # something deeper: its top folder is a child even without an entry of its own
@@ -188,8 +190,6 @@ class Links:
 
     def file_bytes(self, entry: sqlite3.Row) -> Iterator[bytes]:
         """The plain bytes of a file entry, block by block, each checked against its SHA-256."""
-        from server_min.service import plain_bytes
-
         blob = bytes(entry["blocks"])
         digests = [blob[i : i + 32] for i in range(0, len(blob), 32)]
         for start in range(0, len(digests), 256):
@@ -198,12 +198,9 @@ class Links:
             for digest in part:
                 row = rows.get(digest)
                 if row is None:
-                    raise OSError(f"block {digest.hex()} of {entry['path']} is missing from the store")
-                payload = self.service.blocks.read(row["pack"], row["offset"], row["stored_size"])
-                plain = plain_bytes(Frame(digest.hex(), row["codec"], payload))
-                if hashlib.sha256(plain).digest() != digest:
-                    raise OSError(f"block {digest.hex()} of {entry['path']} is damaged in the store")
-                yield plain
+                    raise Damaged(f"block {digest.hex()} of {entry['path']} is missing from the store",
+                                  blocks=[digest.hex()])
+                yield self.service.verified_plain(digest.hex(), row)
 
     def zip_stream(self, target: Target) -> Iterator[bytes]:
         """A zip of everything under a folder target, produced piece by piece as it is read."""
@@ -211,7 +208,7 @@ class Links:
         top = target.name
         cut = len(target.path) + 1 if target.path else 0
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for row in self.store.current_under(int(target.link["box_id"]), target.path):
+            for row in verified_rows(self.store.current_under(int(target.link["box_id"]), target.path)):
                 rel = f"{top}/{str(row['path'])[cut:]}"
                 when = time.gmtime(max(row["mtime_ns"] // 1_000_000_000, 315532800))[:6]
                 if row["kind"] == "dir":

@@ -19,6 +19,7 @@ from box_common.codec import compressor
 from box_common.content import content_hash
 from box_common.delta import signature
 from box_common.frames import (
+    CODEC_DAMAGED,
     CODEC_DELTA,
     CODEC_RAW,
     CODEC_ZSTD,
@@ -41,8 +42,18 @@ from box_common.paths import (
     sync_limit_error,
 )
 from server_min.blocks.local import LocalBlocks
-from server_min.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
+from server_min.errors import (
+    BadRequest,
+    Conflict,
+    Damaged,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unprocessable,
+)
 from server_min.expand import Budget, expand, plain_bytes, rebuild
+from server_min.integrity import is_full, out_of_space, verified_rows
 from server_min.meta.sqlite import SqliteMeta
 from server_min.meta.sqlite_sharing import SqliteSharing
 from server_min.proved import ProvedBlocks
@@ -252,6 +263,7 @@ class Service:
         with self.meta.read() as conn:
             stored = self.meta.block_sizes(conn, digests)
             readable = self.meta.readable_blocks(conn, caller.user_id, list(stored))
+            readable -= self.meta.damaged_of(conn, list(readable))  # any uploader may heal a damaged block
         # A block stored for someone else is still "missing" for this caller: no oracle.
         return [d.hex() for d in dict.fromkeys(digests) if d not in readable]
 
@@ -286,20 +298,29 @@ class Service:
         with self.meta.read() as conn:
             stored = self.meta.existing_blocks(conn, list(verified))
             readable = self.meta.readable_blocks(conn, caller.user_id, list(stored)) if stored else set()
+            healed = self.meta.damaged_of(conn, list(stored))  # a fresh copy replaces a damaged one
         # A block stored for someone else that this caller cannot read takes the same path as a new one:
         # written and fsynced in the pack (its row then ignored), so the time of the answer does not tell
         # that it existed. A pack of nothing but such blocks is dropped again; in a pack with new blocks
         # their bytes stay, unreferenced (the price of no timing oracle; a compaction could reclaim them).
-        new = [(d, f, size, start) for d, (f, size, start) in verified.items() if d not in readable]
+        new = [(d, f, size, start) for d, (f, size, start) in verified.items() if d not in readable or d in healed]
         rows: list[tuple[bytes, int, int, int, str, int]] = []
+        pack = None
         if new:
             pack, offsets = self._write_pack(view, [(f.payload, start) for _, f, _, start in new])
             rows = [(d, size, len(f.payload), f.codec, pack, off)
                     for (d, f, size, _), off in zip(new, offsets, strict=True)]
-            if all(d in stored for d, *_ in new):
+            if all(d in stored and d not in healed for d, *_ in new):
                 self.blocks.discard_pack(pack)
-                rows = []
-        self.meta.add_blocks(caller.user_id, rows, verified.keys())
+                pack, rows = None, []
+        try:
+            self.meta.add_blocks(caller.user_id, rows, verified.keys(), [d for d, *_ in new if d in healed])
+        except Exception as exc:
+            if pack is not None:
+                self.blocks.remove_pack(pack)  # no row points to it: its bytes are freed at once
+            if is_full(exc):
+                raise out_of_space() from None
+            raise
         self.proved.add(caller.user_id, ((d, size) for d, (_, size, _) in verified.items()))
         # The answer is the same whether a block was new or already stored for someone else: no oracle.
         return {"received": len(frames), "stored": len(verified), "bytes": len(view)}
@@ -311,6 +332,15 @@ class Service:
         blocks stored already squeezed out (a memmove: 40 ms a GiB), and goes to disk as one page-aligned
         write of the buffer itself: no copy, no page cache.
         """
+        try:
+            return self._write_pack_tight(body, payloads)
+        except OSError as exc:
+            if is_full(exc):  # the pack's temp file is gone already: nothing of this upload stays
+                raise out_of_space() from None
+            raise
+
+    def _write_pack_tight(self, body: memoryview, payloads: list[tuple[bytes | memoryview, int]]
+                          ) -> tuple[str, list[int]]:
         if body.readonly or any(start < 0 for _, start in payloads):
             return self.blocks.write_pack([payload for payload, _ in payloads])
         offsets, end = [], 0
@@ -352,7 +382,11 @@ class Service:
             raise TooLarge("ask for at most 1000 signatures at once")
         parts = []
         for sha, row in self.readable_frames(caller, hashes):
-            sig = signature(self._verified_plain(sha, row), window).encode()
+            try:
+                plain = self.verified_plain(sha, row)
+            except Damaged:
+                continue  # no signature, no delta against it: the client sends the block whole
+            sig = signature(plain, window).encode()
             parts.append(HEADER.pack(bytes.fromhex(sha), CODEC_RAW, len(sig)) + sig)
         return b"".join(parts)
 
@@ -368,23 +402,48 @@ class Service:
         return [(d.hex(), stored[d]) for d in digests]
 
     def frame_bytes(self, sha: str, row: sqlite3.Row) -> Iterator[bytes]:
-        """One frame (header then payload) of a stored block, as read from its pack."""
-        payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+        """One frame (header then payload) of a stored block, as read from its pack.
+
+        A pack gone or cut short makes a marker frame instead (codec CODEC_DAMAGED, the reason as
+        payload): a stream cannot change its status once started, and the client must learn which block
+        it lost. The payload is not hashed here: the client checks every block it receives (rule 5), and
+        one that fails asks GET /blocks/{sha}, which checks it here and remembers it if damaged.
+        """
+        try:
+            payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+        except OSError as exc:
+            reason = self._damaged(sha, exc).message.encode()
+            yield HEADER.pack(bytes.fromhex(sha), CODEC_DAMAGED, len(reason)) + reason
+            return
         yield HEADER.pack(bytes.fromhex(sha), row["codec"], len(payload))
         yield payload
 
     def read_block(self, caller: Caller, sha: str) -> bytes:
         """The plain bytes of one block the caller may read, checked against its hash."""
         ((_, row),) = self.readable_frames(caller, [sha])
-        return self._verified_plain(sha, row)
+        return self.verified_plain(sha, row)
 
-    def _verified_plain(self, sha: str, row: sqlite3.Row) -> bytes:
+    def verified_plain(self, sha: str, row: sqlite3.Row) -> bytes:
         """The plain bytes of the stored block `row`, checked against its hash (rule 5)."""
-        payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
-        plain = plain_bytes(Frame(sha, row["codec"], payload))
-        if hashlib.sha256(plain).hexdigest() != sha:
-            raise OSError(f"block {sha} is damaged in the store")
-        return bytes(plain)
+        return bytes(self._checked_payload(sha, row)[1])
+
+    def _checked_payload(self, sha: str, row: sqlite3.Row) -> tuple[bytes, bytes | memoryview]:
+        """The stored payload of block `row` and its plain bytes, or Damaged (and the block remembered as
+        damaged) when its pack is gone or cut short, its zstd is broken or its SHA-256 does not match."""
+        try:
+            payload = self.blocks.read(row["pack"], row["offset"], row["stored_size"])
+            plain = plain_bytes(Frame(sha, row["codec"], payload))
+            if hashlib.sha256(plain).hexdigest() != sha:
+                raise Unprocessable("its SHA-256 does not match")
+        except (OSError, Unprocessable) as exc:
+            raise self._damaged(sha, exc) from None
+        return payload, plain
+
+    def _damaged(self, sha: str, exc: OSError | Unprocessable) -> Damaged:
+        """Remember block `sha` as damaged (uploaders are asked for it again); the error that says so."""
+        reason = exc.message if isinstance(exc, Unprocessable) else (exc.strerror or str(exc))
+        self.meta.mark_damaged([(bytes.fromhex(sha), reason)])
+        return Damaged(f"block {sha} is damaged on the server: {reason}", blocks=[sha])
 
     # --- commits and the journal ------------------------------------------------------------
 
@@ -519,6 +578,7 @@ class Service:
         """Journal entries after `cursor` (whole commits), within the caller's folder."""
         access = self.access(caller, box_id)
         rows, upto = self.meta.changes(box_id, cursor, max(1, min(limit, 100_000)))
+        rows = verified_rows(rows)
         if caller.device_id is not None:
             self.meta.touch_device(caller.device_id, box_id, cursor)
         head = self.meta.head(box_id)
@@ -559,7 +619,7 @@ class Service:
             at if at is not None else self.sharing.seq_at(access, when or 0))
         if seq < 0 or seq > head:
             raise NotFound(f"box has no commit {seq}; its head is {head}")
-        rows = self.meta.tree(box_id, seq, scope)
+        rows = verified_rows(self.meta.tree(box_id, seq, scope))
         return {"seq": seq, "head": head,
                 "entries": [_entry_json(r, access.prefix) for r in rows if _visible(r["path"], access.prefix)]}
 
@@ -572,7 +632,7 @@ class Service:
                 scope = _join(access.prefix, normalize_prefix(path))
             except InvalidPath as exc:
                 raise BadRequest(str(exc)) from None
-            rows = self.meta.path_history(box_id, scope, limit)
+            rows = verified_rows(self.meta.path_history(box_id, scope, limit))
             return {"revisions": [
                 {"rev": r["seq"], "path": _strip(r["path"], access.prefix), "op": r["op"], "kind": r["kind"],
                  "size": r["size"], "content_hash": _content_hash_of(r), "time": r["time"], "user": r["user"],
@@ -587,6 +647,7 @@ class Service:
                 paths, count = store.commit_paths_under(box_id, c["seq"], access.prefix, 1000)
             else:
                 paths, count = self.meta.commit_paths(box_id, c["seq"], 1000), c["nchanges"]
+            paths = verified_rows(paths)
             commits.append({
                 "seq": c["seq"], "time": c["time"], "user": c["user"], "device": c["device"],
                 "message": c["message"], "changes": count,

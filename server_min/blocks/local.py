@@ -34,7 +34,11 @@ class LocalBlocks:
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def _pack_path(self, pack: str) -> Path:
-        return self.packs / pack[:2] / f"{pack}.pack"
+        return pack_file(self.packs, pack)
+
+    def remove_pack(self, pack: str) -> None:
+        """Delete a pack no row points to (an upload whose metadata could not be written)."""
+        self._pack_path(pack).unlink(missing_ok=True)
 
     def write_pack(self, payloads: Sequence[bytes | memoryview]) -> tuple[str, list[int]]:
         """Store `payloads` in one new pack, durably; return the pack id and each payload's offset."""
@@ -46,19 +50,21 @@ class LocalBlocks:
             offsets.append(position)
             position += len(payload)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        final = self._pack_path(pack)
         try:
-            written = 0
-            for payload in payloads:
-                written = _write(fd, memoryview(payload).cast("B"), written)
-            os.fsync(fd)
+            try:
+                written = 0
+                for payload in payloads:
+                    written = _write(fd, memoryview(payload).cast("B"), written)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(temp, final)
         except BaseException:
-            os.close(fd)
+            # A full disk (or any failure) leaves nothing behind: the bytes written so far are freed now.
             temp.unlink(missing_ok=True)
             raise
-        os.close(fd)
-        final = self._pack_path(pack)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(temp, final)
         _fsync_dir(final.parent)
         return pack, offsets
 
@@ -68,14 +74,22 @@ class LocalBlocks:
 
     def read(self, pack: str, offset: int, length: int) -> bytes:
         """The `length` bytes at `offset` of `pack`."""
-        fd = os.open(self._pack_path(pack), os.O_RDONLY)
+        try:
+            fd = os.open(self._pack_path(pack), os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"pack {pack} is missing") from None
         try:
             data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
         if len(data) != length:
-            raise OSError(f"pack {pack} is shorter than the index says")
+            raise OSError(errno.EIO, f"pack {pack} is shorter than the index says")
         return data
+
+
+def pack_file(packs: Path, pack: str) -> Path:
+    """Where pack `pack` lives under the folder `packs`."""
+    return packs / pack[:2] / f"{pack}.pack"
 
 
 def _write(fd: int, data: memoryview, position: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from box_common.sqlite_rows import insert_rows
+from server_min.integrity import entry_checksum, is_corrupt, register
+
+log = logging.getLogger("server_min")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -39,7 +43,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS commits_key ON commits (box_id, key) WHERE key
 CREATE TABLE IF NOT EXISTS journal (
     box_id INTEGER NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL,
     kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
-    blocks BLOB NOT NULL, content_hash TEXT NOT NULL, target TEXT,
+    blocks BLOB NOT NULL, content_hash TEXT NOT NULL, target TEXT, checksum BLOB,
     PRIMARY KEY (box_id, seq, path)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS journal_path ON journal (box_id, path, seq);
 CREATE TABLE IF NOT EXISTS files (
@@ -55,6 +59,10 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS block_paths (
     sha256 BLOB NOT NULL, box_id INTEGER NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (sha256, box_id, path)) WITHOUT ROWID;
+-- Blocks found damaged in the store (bad hash, bad zstd, pack cut short or gone): reported missing to
+-- uploaders until a fresh upload replaces them.
+CREATE TABLE IF NOT EXISTS damaged (
+    sha256 BLOB PRIMARY KEY, found REAL NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- A commit staged in parts (a push too large for one request, or sent while its blocks upload): checked
 -- changes wait here, seen by no reader, until one commit applies them all or the stage expires.
@@ -99,7 +107,15 @@ class SqliteMeta:
         self._local = threading.local()
         self._writing = threading.RLock()
         self.conn.executescript(SCHEMA)
-        self._backfill_block_paths()
+        try:
+            self._backfill_block_paths()
+            self._backfill_checksums()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            # A damaged database still serves what it can: each read that meets the damage answers
+            # Damaged, and 'boxctl admin check' says where it is.
+            log.error("meta.db is damaged (%s): run 'boxctl admin check --data %s'", exc, path.parent)
         # box_blocks (box, block) was block_paths without the path: dropped, block_paths answers the same.
         self.conn.execute("DROP TABLE IF EXISTS box_blocks")
         # stage_blocks (stage, block, path) was filled while staging; the commit now reads the staged changes.
@@ -120,6 +136,19 @@ class SqliteMeta:
                     ((blob[i : i + 32], row["box_id"], row["path"]) for i in range(0, len(blob), 32)),
                 )
 
+    def _backfill_checksums(self) -> None:
+        """Give every journal entry its checksum, for a database made before entries carried one."""
+        # Done once (a mark in stats): looking for rows without one would read the whole journal at each start.
+        if self.conn.execute("SELECT 1 FROM stats WHERE name = 'journal_checksums'").fetchone() is not None:
+            return
+        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(journal)")}
+        with self.write() as conn:
+            if "checksum" not in columns:
+                conn.execute("ALTER TABLE journal ADD COLUMN checksum BLOB")
+            conn.execute("UPDATE journal SET checksum = box_checksum(box_id, seq, path, op, kind, size, mtime_ns, "
+                         "mode, blocks, target) WHERE checksum IS NULL")
+            conn.execute("INSERT OR REPLACE INTO stats (name, value) VALUES ('journal_checksums', 1)")
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -129,6 +158,7 @@ class SqliteMeta:
         conn.execute("PRAGMA journal_size_limit=4194304")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.row_factory = sqlite3.Row
+        register(conn)
         return conn
 
     @property
@@ -339,13 +369,37 @@ class SqliteMeta:
         return readable
 
     def add_blocks(self, user_id: int, rows: Iterable[tuple[bytes, int, int, int, str, int]],
-                   proved: Iterable[bytes]) -> None:
-        """Record newly stored blocks and every block this user has proved to hold, in one transaction."""
+                   proved: Iterable[bytes], healed: Sequence[bytes] = ()) -> None:
+        """Record newly stored blocks and every block this user has proved to hold, in one transaction.
+
+        `healed` blocks were damaged: their fresh copy (in `rows`) replaces the damaged one.
+        """
         with self.write() as conn:
+            for part in batched(sorted(healed)):
+                marks = ",".join("?" * len(part))
+                conn.execute(f"DELETE FROM blocks WHERE sha256 IN ({marks})", part)
+                conn.execute(f"DELETE FROM damaged WHERE sha256 IN ({marks})", part)
             insert_rows(conn, "INSERT OR IGNORE INTO blocks (sha256, size, stored_size, codec, pack, offset)",
                         sorted(rows), 6)
             insert_rows(conn, "INSERT OR IGNORE INTO uploads (user_id, sha256)",
                         sorted((user_id, d) for d in proved), 2)
+
+    def damaged_of(self, conn: sqlite3.Connection, digests: Sequence[bytes]) -> set[bytes]:
+        """Those `digests` known to be damaged in the store."""
+        if conn.execute("SELECT 1 FROM damaged LIMIT 1").fetchone() is None:
+            return set()  # the usual case: one cheap look, not one per batch
+        found: set[bytes] = set()
+        for part in batched(sorted(digests), BIG_BATCH):
+            marks = ",".join("?" * len(part))
+            found.update(bytes(r[0]) for r in conn.execute(f"SELECT sha256 FROM damaged WHERE sha256 IN ({marks})",
+                                                           part))
+        return found
+
+    def mark_damaged(self, digests: Iterable[tuple[bytes, str]]) -> None:
+        """Remember blocks found damaged (digest, reason): uploaders are asked for them again."""
+        with self.write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO damaged (sha256, found, reason) VALUES (?, ?, ?)",
+                             [(d, time.time(), reason) for d, reason in digests])
 
     def block(self, digest: bytes) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM blocks WHERE sha256 = ?", (digest,)).fetchone()
@@ -377,10 +431,13 @@ class SqliteMeta:
         seq, now = self._new_commit(conn, box_id, user_id, device_id, message, len(entries), key)
         insert_rows(
             conn,
-            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target)",
+            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target, "
+            "checksum)",
             [(box_id, seq, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"],
-              e["blocks"], "", e["target"])  # the content hash is computed from the blocks when read
-             for e in entries], 11)
+              e["blocks"], "", e["target"],  # the content hash is computed from the blocks when read
+              entry_checksum(box_id, seq, e["path"], e["op"], e["kind"], e["size"], e["mtime_ns"], e["mode"],
+                             e["blocks"], e["target"]))
+             for e in entries], 12)
         insert_rows(conn, "INSERT INTO files (box_id, path, rev, present)",
                     [(box_id, e["path"], seq, int(e["op"] == "put")) for e in entries], 4,
                     "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present")
@@ -454,8 +511,10 @@ class SqliteMeta:
         nchanges = int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
         seq, now = self._new_commit(conn, box_id, user_id, device_id, message, nchanges, key)
         conn.execute(
-            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target) "
-            "SELECT ?, ?, path, op, kind, size, mtime_ns, mode, blocks, '', target FROM stage_changes WHERE stage = ?",
+            "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target, "
+            "checksum) SELECT ?1, ?2, path, op, kind, size, mtime_ns, mode, blocks, '', target, "
+            "box_checksum(?1, ?2, path, op, kind, size, mtime_ns, mode, blocks, target) FROM stage_changes "
+            "WHERE stage = ?3",
             (box_id, seq, stage),
         )
         conn.execute(
@@ -538,7 +597,7 @@ class SqliteMeta:
 
     def commit_paths(self, box_id: int, seq: int, limit: int) -> list[sqlite3.Row]:
         return self.conn.execute(
-            "SELECT path, op, kind FROM journal WHERE box_id = ? AND seq = ? ORDER BY path LIMIT ?",
+            "SELECT * FROM journal WHERE box_id = ? AND seq = ? ORDER BY path LIMIT ?",
             (box_id, seq, limit),
         ).fetchall()
 
@@ -546,7 +605,7 @@ class SqliteMeta:
         """Every journal entry of `prefix` or anything under it, newest first, with who and when."""
         lo, hi = prefix + "/", prefix + "0"
         return self.conn.execute(
-            "SELECT j.seq, j.path, j.op, j.kind, j.size, j.content_hash, j.blocks, j.target, c.time, c.message, "
+            "SELECT j.*, c.time, c.message, "
             "u.name AS user, d.name AS device FROM journal j JOIN commits c ON c.box_id = j.box_id AND c.seq = j.seq "
             "JOIN users u ON u.id = c.user_id LEFT JOIN devices d ON d.id = c.device_id "
             "WHERE j.box_id = ? AND (j.path = ? OR (j.path >= ? AND j.path < ?)) ORDER BY j.seq DESC, j.path LIMIT ?",

@@ -165,7 +165,7 @@ class SqliteSharing:
         lo, hi = _range(prefix)
         conn = self.meta.conn
         rows = conn.execute(
-            "SELECT path, op, kind FROM journal WHERE box_id = ? AND seq = ? AND path >= ? AND path < ? "
+            "SELECT * FROM journal WHERE box_id = ? AND seq = ? AND path >= ? AND path < ? "
             "ORDER BY path LIMIT ?",
             (box_id, seq, lo, hi, limit),
         ).fetchall()
