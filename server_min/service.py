@@ -430,6 +430,15 @@ class Service:
             self.on_commit(box_id, seq)
         return {"seq": seq, "time": when, "previous_head": previous, "changes": count}
 
+    def commit_by_key(self, caller: Caller, box_id: int, key: str) -> dict[str, Any]:
+        """The commit made with the client's `key` (NotFound if none): how a push that died before the
+        answer reached it learns whether its commit landed, and with which seq."""
+        self.access(caller, box_id, write=True)
+        done = self.meta.commit_by_key(box_id, key)
+        if done is None:
+            raise NotFound("no commit with this key")
+        return {"seq": done["seq"], "time": done["time"], "changes": done["nchanges"]}
+
     def create_stage(self, caller: Caller, box_id: int) -> dict[str, Any]:
         """A new stage: a commit sent in parts. It lives a day unless a commit applies it sooner."""
         self.access(caller, box_id, write=True)
