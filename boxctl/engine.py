@@ -754,6 +754,8 @@ class Engine:
             else:
                 result.kept.append(remote["path"])  # a folder that still holds unsynced files
             index_dels.append(remote["path"])
+        if deletes:
+            sync_filesystem(self.root)  # else a power cut could bring back a file the index forgot
 
     # --- history ----------------------------------------------------------------------------
 

@@ -23,10 +23,11 @@ def crash_count(default: int) -> int:
     return int(os.environ.get("BOX_CRASH_POINTS", default))
 
 
-def start(device: Device, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start `boxctl ARGS` for `device` without waiting for it."""
-    return subprocess.Popen([*BOXCTL, *args], cwd=cwd or device.root, env=device.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start(device: Device, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+          ) -> subprocess.Popen[str]:
+    """Start `boxctl ARGS` for `device` (with `env` added to its environment) without waiting for it."""
+    return subprocess.Popen([*BOXCTL, *args], cwd=cwd or device.root, env=device.env() | (env or {}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def kill_at(proc: subprocess.Popen[str], rng: random.Random, longest: float,

@@ -7,12 +7,14 @@
  * "D N <path>": those names are known to be on disk. Everything else (writes, renames, unlinks,
  * mkdirs not followed by an fsync) is left to the page cache, which a power cut drops. A file opened
  * with O_SYNC or O_DSYNC would make every write durable: the model does not cover it, so it aborts.
+ * A syncfs records every file and folder under POWERCUT_DIR, as one fsync of each.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,9 +110,27 @@ int fdatasync(int fd) {
     return rc;
 }
 
+static int (*real_syncfs)(int);
+
+static int record_path(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)ftw;
+    if (flag != FTW_F && flag != FTW_D) return 0;
+    int fd = real_open(path, O_RDONLY | O_CLOEXEC | (flag == FTW_D ? O_DIRECTORY : 0));
+    if (fd >= 0) {
+        record(fd);
+        close(fd);
+    }
+    return 0;
+}
+
+/* syncfs makes the whole file system durable: record every file and folder under POWERCUT_DIR. */
 int syncfs(int fd) {
-    (void)fd;
-    abort();  /* would make everything durable at once: not modelled (the server never calls it) */
+    resolve();
+    if (!real_syncfs) real_syncfs = dlsym(RTLD_NEXT, "syncfs");
+    int rc = real_syncfs(fd);
+    const char *dir = getenv("POWERCUT_DIR");
+    if (rc == 0 && dir) nftw(dir, record_path, 32, FTW_PHYS);
+    return rc;
 }
 
 static void check_flags(const char *path, int flags) {

@@ -12,9 +12,11 @@ made before it) and so it finds missing directory fsyncs that ext4 would forgive
 - a file's content is taken once its fsync returns, so writes racing with that fsync count as durable;
 - files are told apart by inode number, so an inode reused by a never-fsynced file would show the
   old file's content;
-- directories are tracked by path (the server never renames one), and O_SYNC, O_DSYNC, syncfs and
-  msync are not modelled (the first three abort the process; the server's only mapping is SQLite's
-  -shm, which holds nothing durable);
+- directories are tracked by path (neither side renames one); a syncfs counts as an fsync of every
+  file and folder under the watched one (nothing outside it is looked at); O_SYNC and O_DSYNC abort
+  the process, msync is not modelled (the only mappings are SQLite's -shm, which holds nothing durable);
+- it plays one cut, the harshest: nothing unsynced survives. A disk may also keep some unsynced
+  operations and not others (an unlink but not an earlier write); those reorderings are not explored;
 - a write torn inside a page (a sector half written) is not modelled: content is all or nothing per fsync.
 """
 

@@ -4,7 +4,8 @@ The server runs under the power-cut model; after a few pushes it dies at a rando
 one (a seeded RNG: a random delay, or the moment the push's commit is in flight). Its data folder is
 rebuilt as a disk would hold it after the cut and a server starts on that. Then every version a push
 reported restores byte for byte, meta.db passes SQLite's integrity check, every block of every journal
-entry lies inside a pack file, and the device's next push goes through. BOX_CRASH_POINTS sets the
+entry lies inside a pack file, and the device's next push goes through. A device that loses power while
+it pulls keeps no half-written file and an index that claims nothing its disk lost. BOX_CRASH_POINTS sets the
 number of cuts (`make test-crash`); `make test` runs two.
 """
 
@@ -22,9 +23,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProc
-from tests.e2e.crashkit import crash_count, kill_at, reap, remember, start
+from tests.e2e.crashkit import crash_count, half_written, kill_at, reap, remember, start, temp_files
 from tests.e2e.powercut import PowerCut, build
-from tests.e2e.test_crash import check_restores_of
+from tests.e2e.test_crash import check_restores_of, run_json
 from tests.e2e.test_crash_points import commit_in_flight, edit, new_device, run_json_out
 
 
@@ -122,3 +123,40 @@ def test_server_power_cut_during_pushes(make_device: Any, server: ServerProc, tm
         remember(known, a.files())
         print(f"cut {cut}: {counts}, store {store}, versions reported {len(reported)}")
     check_restores_of(a, reported, tmp_path / "restored-at-end")
+
+
+def test_device_power_cut_during_pulls(make_device: Any, server: ServerProc, tmp_path: Path) -> None:
+    """A device loses power while it pulls: no half-written file, and its index claims nothing that is
+    not on its disk (else the next pull would skip a file the index says it has, or a push delete it)."""
+    library = build(tmp_path / "powercut.so")
+    rng = random.Random(1790)
+    known: dict[str, set[bytes]] = {}
+    a = new_device(make_device, "laptop")
+    edit(a, rng, 0, known)
+    a.run("push")
+    b = make_device("desk")
+    b.run("clone", server.url, "docs", str(b.root), "--device", "desk", cwd=b.config)
+    for cut in range(crash_count(2)):
+        for round_ in range(2):
+            edit(a, rng, cut + round_, known)
+            a.run("push")
+        model = PowerCut(b.root, tmp_path / f"shadow-desk{cut}", library)
+        proc = start(b, "pull", "--json", env=model.env())
+        # The cut: at a random point of the pull, or (every other time) once it is over, which is when
+        # the index has recorded everything the pull did and all of it must be on the disk.
+        kill_at(proc, rng, 1.0 if cut % 2 else 600)
+        reap(proc)
+        survived = tmp_path / f"desk-after-cut{cut}"
+        counts = model.rebuild(survived)
+        shutil.rmtree(b.root)
+        survived.rename(b.root)
+        assert half_written(b.files(), known) == []
+        res = b.run("pull", "--json", check=False)
+        assert res.code == 0, res.err
+        mine, theirs = b.files(), a.files()
+        assert mine.keys() == theirs.keys(), (counts, sorted(mine.keys() ^ theirs.keys())[:5])
+        assert [p for p in mine if mine[p] != theirs[p]] == [], counts
+        assert temp_files(b.root) == []
+        st = run_json(b, "status")
+        assert (st["added"], st["modified"], st["deleted"]) == ([], [], []), st
+        print(f"desk cut {cut}: {counts}")
