@@ -343,3 +343,26 @@ def check_restores_of(device: Device, expected: dict[int, dict[str, bytes]], tmp
         got = tree_bytes(dest)
         assert got.keys() == files.keys(), (seq, got.keys() ^ files.keys())
         assert [p for p in files if got[p] != files[p]] == [], seq
+
+
+def test_push_resumed_with_many_blocks_on_the_server_asks_signatures_in_parts(make_device: Any,
+                                                                              server: ServerProc) -> None:
+    """A push whose first 1,750 blocks the server already holds (as after a killed push) and then 2,000
+    edited files: the batch of 2,000 asked for 2,000 delta signatures at once, over the server's limit
+    of 1,000, and the push failed (exit 8). Found by the staged-push kill points."""
+    a = make_device("laptop")
+    a.root.mkdir()
+    a.run("init", str(a.root), "--server", a.server.url, "--box", "docs", "--device", "laptop")
+    for i in range(3750):
+        a.write(f"many/f{i:04}.txt", f"first {i}\n")
+    assert run_json(a, "push")["seq"] == 1
+    b = make_device("desk")
+    b.run("clone", server.url, "docs", str(b.root), "--device", "desk", cwd=b.config)
+    for i in range(1750):  # A puts these contents on the server under other names; B does not pull them
+        a.write(f"other/g{i:04}.txt", f"second {i}\n")
+    assert run_json(a, "push")["seq"] == 2
+    for i in range(3750):
+        b.write(f"many/f{i:04}.txt", f"second {i}\n" if i < 1750 else f"edited {i}\n")
+    res = b.run("push", "--json", check=False)
+    assert res.code == 0, res.err
+    assert res.json()["seq"] == 3
