@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test test-all lint bench bench-quick
+.PHONY: install demo test test-all test-crash lint bench bench-quick
 
 # An editable install leaves our own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
 # (CI images often do) every command would compile them again: a sixth of a short command's time.
@@ -16,10 +16,15 @@ demo: install
 	bash examples/two_devices.sh
 
 test: install
-	$(PY) -m pytest -q -x -m "not slow"
+	$(PY) -m pytest -q -x -m "not slow and not crash"
 
 test-all: install
 	$(PY) -m pytest -q
+
+# SIGKILL of the server and the client at about 110 points, and power cuts of the server (issue 17).
+test-crash: install
+	BOX_CRASH_POINTS=24 $(PY) -m pytest -q -x tests/e2e/test_crash.py tests/e2e/test_crash_points.py \
+		tests/e2e/test_power_loss.py
 
 lint: install
 	$(VENV)/bin/ruff check .

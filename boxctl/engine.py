@@ -30,6 +30,7 @@ from box_common.paths import (
     normalize_prefix,
     parent_paths,
 )
+from boxctl import pending as pending_commit
 from boxctl import prescan
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
@@ -297,6 +298,8 @@ class Engine:
 
     def status(self, remote: bool = True) -> Status:
         """Local changes, and how many remote changes wait to be pulled."""
+        if remote:
+            pending_commit.finish(self)
         result = Status(cursor=self.index.cursor)
         for change in self.local_changes(started=prescan.take(self.root)):
             getattr(result, change.status).append(change.path)
@@ -314,6 +317,8 @@ class Engine:
 
         Paths in `hold` (files still being written, as watch sees them) wait for a later push.
         """
+        if not dry_run:
+            pending_commit.finish(self)  # a push that died after its commit landed: record it, or the server refuses
         sure, maybe = self._candidates(prescan.take(self.root))
         roots = sorted({r for c in sure if (r := self.new_root(c.path)) is not None})
         if roots and not dry_run:
@@ -387,14 +392,18 @@ class Engine:
                                 blocks_delta=stats.blocks_delta, staged=len(stager.staged))
             answer: dict[str, Any] = {}
             if changes:
+                key = secrets.token_urlsafe(16)  # lets the commit be retried safely after a lost answer
                 body = {
                     "message": message or _default_message(changes),
                     "device": self.config.device_id,
-                    "key": secrets.token_urlsafe(16),  # lets the commit be retried safely after a lost answer
+                    "key": key,
                     "changes": [self._change_json(c) for c in changes if not stager.is_staged(c)],  # the rest
                 }
                 if stage is not None:
                     body["stage"] = stage
+                # Durable before it is sent: if this process dies once the commit lands, the next run
+                # learns so by the key (pending.finish) instead of pushing again from the old revisions.
+                pending_commit.save(self.root, key)
                 answer = self.transport.post_json(f"{self.box}/commits", body)
             put_paths = written.result() if written is not None else []
         except BaseException:
@@ -413,6 +422,7 @@ class Engine:
             return result
         result.seq = int(answer["seq"])
         self._record_push(result.changes, put_paths, result.seq, int(answer["previous_head"]))
+        pending_commit.clear(self.root)
         result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
         return result
 
@@ -541,6 +551,7 @@ class Engine:
         With `paths`, fetch only those files or folders: in a selective folder they join the
         selection (sync on demand); in a full folder only they are updated, and the cursor stays.
         """
+        pending_commit.finish(self)  # our own dead push's commit is ours, not a remote change to reconcile
         wanted = [self.box_path(p, cwd) for p in paths or []]
         fetched: list[PullResult] = []
         if wanted and self.config.only:
@@ -793,6 +804,8 @@ class Engine:
             else:
                 result.kept.append(remote["path"])  # a folder that still holds unsynced files
             index_dels.append(remote["path"])
+        if deletes:
+            sync_filesystem(self.root)  # else a power cut could bring back a file the index forgot
 
     # --- history ----------------------------------------------------------------------------
 

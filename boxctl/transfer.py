@@ -40,6 +40,7 @@ BATCH_BLOCKS = 2000
 FIRST_BATCH_BYTES = 4 << 20
 FIRST_BATCH_BLOCKS = 250
 IN_FLIGHT = 4
+SIGNATURES_PER_REQUEST = 1000  # the server's limit for POST /v1/blocks/signatures
 MAX_DELTA_MISSES = 16  # consecutive deltas no smaller than the block: the data was rewritten, stop trying
 
 
@@ -239,12 +240,19 @@ class BlockUploader:
         """The signatures of `bases`, fetched in one request (those the server does not give are left out)."""
         from box_common.delta import WINDOW, Signature  # numpy: loaded only when a delta may help
 
+        hashes = sorted(b.hex() for b in bases)
+        found: dict[bytes, Any] = {}
         try:
-            body = self.transport.post_bytes(f"/blocks/signatures?window={WINDOW}",
-                                             {"hashes": sorted(b.hex() for b in bases)})
-            return {bytes.fromhex(f.sha256): Signature.decode(bytes(f.payload)) for f in decode_frames(body)}
+            # A batch can hold more bases than one request may ask for: when its first blocks were already
+            # on the server (a push resumed after a crash), no failed delta has turned deltas off yet.
+            for at in range(0, len(hashes), SIGNATURES_PER_REQUEST):
+                body = self.transport.post_bytes(f"/blocks/signatures?window={WINDOW}",
+                                                 {"hashes": hashes[at : at + SIGNATURES_PER_REQUEST]})
+                found.update((bytes.fromhex(f.sha256), Signature.decode(bytes(f.payload)))
+                             for f in decode_frames(body))
         except (NotFound, FrameError, ValueError):
             return {}
+        return found
 
     def _delta_frame(self, block: Block, base: bytes, sig: Any, full: Frame) -> Frame:
         """A delta frame against `base` when it is smaller than `full`; else `full`."""

@@ -92,6 +92,8 @@ class AckIn(BaseModel):
 
 bearer = HTTPBearer(auto_error=False)
 BoxId = Annotated[int, PathParam(ge=0, lt=1 << 62, description="A box id (see GET /v1/boxes?name=).")]
+CommitKey = Annotated[str, PathParam(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                   description="The key a commit was sent with.")]
 StageId = Annotated[int, PathParam(ge=1, lt=1 << 62, description="A stage id (see POST /v1/boxes/{box_id}/stages).")]
 
 
@@ -247,6 +249,10 @@ def create_app(data_dir: Path) -> FastAPI:
     @app.post("/v1/boxes/{box_id}/commits")
     def commit(box_id: BoxId, body: CommitIn, who: Auth) -> dict[str, Any]:
         return service.commit(who, box_id, body.message, body.device, body.changes, body.key, body.stage)
+
+    @app.get("/v1/boxes/{box_id}/commits/by-key/{key}")
+    def commit_by_key(box_id: BoxId, key: CommitKey, who: Auth) -> dict[str, Any]:
+        return service.commit_by_key(who, box_id, key)
 
     @app.post("/v1/boxes/{box_id}/stages")
     def create_stage(box_id: BoxId, who: Auth) -> dict[str, Any]:

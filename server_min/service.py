@@ -311,7 +311,7 @@ class Service:
             rows = [(d, size, len(f.payload), f.codec, pack, off)
                     for (d, f, size, _), off in zip(new, offsets, strict=True)]
             if all(d in stored and d not in healed for d, *_ in new):
-                self.blocks.discard_pack(pack)
+                self.blocks.remove_pack(pack)
                 pack, rows = None, []
         try:
             self.meta.add_blocks(caller.user_id, rows, verified.keys(), [d for d, *_ in new if d in healed])
@@ -494,6 +494,15 @@ class Service:
         if self.on_commit is not None:
             self.on_commit(box_id, seq)
         return {"seq": seq, "time": when, "previous_head": previous, "changes": count}
+
+    def commit_by_key(self, caller: Caller, box_id: int, key: str) -> dict[str, Any]:
+        """The commit made with the client's `key` (NotFound if none): how a push that died before the
+        answer reached it learns whether its commit landed, and with which seq."""
+        self.access(caller, box_id, write=True)
+        done = self.meta.commit_by_key(box_id, key)
+        if done is None:
+            raise NotFound("no commit with this key")
+        return {"seq": done["seq"], "time": done["time"], "changes": done["nchanges"]}
 
     def create_stage(self, caller: Caller, box_id: int) -> dict[str, Any]:
         """A new stage: a commit sent in parts. It lives a day unless a commit applies it sooner."""

@@ -761,3 +761,19 @@ def test_stage_of_another_user_or_box_is_not_found(api: Api) -> None:
     assert_error(commit_stage(api, box_id, empty_id), 400)  # an empty stage commits nothing
     assert head(api, box_id) == 1 and head(api, other_box) == 1
     assert commit_stage(api, box_id, stage_id).status_code == 200
+
+
+def test_commit_by_key_finds_only_a_landed_commit(api: Api) -> None:
+    """GET .../commits/by-key/{key}: how a push that died before the answer learns its commit landed."""
+    box_id, _ = new_box(api)
+    data = fresh(50)
+    assert upload(api, api.alice, data).status_code == 200
+    put = {"path": "k.txt", "op": "put", "size": len(data), "blocks": [sha(data)]}
+    resp = api.call("POST", f"/v1/boxes/{box_id}/commits", api.alice, json={"changes": [put], "key": "landedkey1"})
+    assert resp.status_code == 200, resp.text
+    found = api.call("GET", f"/v1/boxes/{box_id}/commits/by-key/landedkey1", api.alice)
+    assert found.status_code == 200 and found.json()["seq"] == resp.json()["seq"], found.text
+    assert found.json()["changes"] == 1
+    assert_error(api.call("GET", f"/v1/boxes/{box_id}/commits/by-key/neversentkey", api.alice), 404)
+    assert_error(api.call("GET", f"/v1/boxes/{box_id}/commits/by-key/landedkey1", api.bob), 404)  # not bob's box
+    assert_error(api.call("GET", f"/v1/boxes/{box_id}/commits/by-key/bad%20key!", api.alice), 422)

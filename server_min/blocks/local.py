@@ -14,6 +14,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,8 @@ class LocalBlocks:
         # An upload cut off mid-write leaves only a temp file: nothing points to it, so drop it.
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._synced: set[str] = set()  # packs/<2 hex> folders whose name this process made durable
+        self._lock = threading.Lock()
 
     def _pack_path(self, pack: str) -> Path:
         return pack_file(self.packs, pack)
@@ -59,7 +62,8 @@ class LocalBlocks:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            final.parent.mkdir(exist_ok=True)
+            if pack[:2] not in self._synced:
+                self._sync_folder(final.parent)
             os.replace(temp, final)
         except BaseException:
             # A full disk (or any failure) leaves nothing behind: the bytes written so far are freed now.
@@ -68,9 +72,18 @@ class LocalBlocks:
         _fsync_dir(final.parent)
         return pack, offsets
 
-    def discard_pack(self, pack: str) -> None:
-        """Remove a pack that nothing points to (written only so that an upload took the usual time)."""
-        self._pack_path(pack).unlink(missing_ok=True)
+    def _sync_folder(self, folder: Path) -> None:
+        """Make `folder` (a packs/<2 hex> folder) and its name durable, once per process.
+
+        A new folder's name is durable only once its parent is synced (strict POSIX; ext4 forgives it,
+        other file systems may not): else a power cut could take the folder with the packs in it. The
+        lock keeps a second writer from renaming into the folder before the first has synced its name.
+        """
+        with self._lock:
+            if folder.name not in self._synced:
+                folder.mkdir(exist_ok=True)
+                _fsync_dir(self.packs)
+                self._synced.add(folder.name)
 
     def read(self, pack: str, offset: int, length: int) -> bytes:
         """The `length` bytes at `offset` of `pack`."""

@@ -20,6 +20,7 @@ import requests
 from box_common.content import content_hash
 from boxctl.chunking import Chunker
 from tests.conftest import BOXCTL, Device, ServerProc, wait_until
+from tests.e2e.crashkit import AnswerLoser, start
 
 MB = 1 << 20
 
@@ -263,3 +264,105 @@ def test_client_killed_mid_push(make_device: Any, server: ServerProc, tmp_path: 
     check_all_or_nothing(api, {1: v1, 2: v2}, chunker_of(a), tmp_path)
     check_restores(a, {1: v1, 2: v2}, tmp_path)
     check_clone(make_device, a, "desk")
+
+
+def proxied_device(make_device: Any, proxy: AnswerLoser, name: str = "laptop") -> Device:
+    """A device whose every request goes through `proxy`."""
+    device = make_device(name)
+    token = device.server.tokens["alice"]
+    device.run("login", proxy.url, "--user", "alice", "--token", token, cwd=device.config.parent)
+    device.root.mkdir()
+    device.run("init", str(device.root), "--server", proxy.url, "--box", "docs", "--device", name)
+    return device
+
+
+@pytest.mark.parametrize("then", ["push", "pull", "status"])
+def test_push_killed_after_its_commit_landed(make_device: Any, server: ServerProc, tmp_path: Path, then: str) -> None:
+    """The commit lands but the push dies before it hears so: the next run recognises its own commit by its key.
+
+    Before, the rerun named the old revisions and the server refused it (exit 4), as if another
+    device had moved on. An edit made after the kill stays a local change and is pushed next.
+    """
+    proxy = AnswerLoser(server.port)
+    try:
+        a = proxied_device(make_device, proxy)
+        for i in range(20):
+            a.write(f"docs/f{i:02}.txt", rand(500 + i, i))
+        assert run_json(a, "push")["seq"] == 1
+        for i in range(0, 20, 2):
+            a.write(f"docs/f{i:02}.txt", rand(700 + i, 100 + i))
+        (a.root / "docs/f01.txt").unlink()
+        a.write("new/g.txt", b"new file")
+        v2 = a.files()
+
+        proxy.armed = True
+        proc = start(a, "push", "--json")
+        try:
+            wait_until(proxy.lost.is_set, timeout=60, interval=0.005, what="the commit's answer to be lost")
+            wait_until(lambda: Api(server).get("")["head"] == 2, what="the commit to land")
+        finally:
+            proc.kill()
+            proc.wait()
+        proxy.armed = False
+        a.write("docs/f02.txt", b"edited after the kill")  # a file of the landed commit, changed since
+        a.write("docs/f03.txt", b"edited after the kill too")  # one the commit did not hold
+
+        if then != "push":
+            st = run_json(a, then)
+            if then == "status":
+                assert (st["added"], st["deleted"]) == ([], []), st
+                assert st["modified"] == ["docs/f02.txt", "docs/f03.txt"], st
+            assert (a.root / "docs/f02.txt").read_bytes() == b"edited after the kill"
+            assert not list(a.root.rglob("*conflicted copy*"))
+        res = a.run("push", "--json", check=False)
+        assert res.code == 0, (res.code, res.err)
+        assert res.json()["seq"] == 3, res.out
+        assert_clean(a)
+        v3 = a.files()
+        check_restores_of(a, {2: v2, 3: v3}, tmp_path)
+        assert not (a.root / ".box" / "pending-commit").exists()
+    finally:
+        proxy.close()
+
+
+def test_push_that_never_sent_its_commit_leaves_no_trace(make_device: Any, server: ServerProc) -> None:
+    """A pending commit the server never received is dropped; its changes are pushed as local changes."""
+    a, _ = init_and_push_first(make_device)
+    a.write("small/d0/f000.txt", b"changed")
+    (a.root / ".box" / "pending-commit").write_text('{"key": "never-sent-0123456789"}')
+    assert run_json(a, "push")["seq"] == 2
+    assert not (a.root / ".box" / "pending-commit").exists()
+    assert_clean(a)
+
+
+def check_restores_of(device: Device, expected: dict[int, dict[str, bytes]], tmp: Path) -> None:
+    """Every version in `expected` restores byte for byte."""
+    for seq, files in expected.items():
+        dest = tmp / f"restore-{seq}"
+        device.run("restore", ".", "--rev", str(seq), "--to", str(dest))
+        got = tree_bytes(dest)
+        assert got.keys() == files.keys(), (seq, got.keys() ^ files.keys())
+        assert [p for p in files if got[p] != files[p]] == [], seq
+
+
+def test_push_resumed_with_many_blocks_on_the_server_asks_signatures_in_parts(make_device: Any,
+                                                                              server: ServerProc) -> None:
+    """A push whose first 1,750 blocks the server already holds (as after a killed push) and then 2,000
+    edited files: the batch of 2,000 asked for 2,000 delta signatures at once, over the server's limit
+    of 1,000, and the push failed (exit 8). Found by the staged-push kill points."""
+    a = make_device("laptop")
+    a.root.mkdir()
+    a.run("init", str(a.root), "--server", a.server.url, "--box", "docs", "--device", "laptop")
+    for i in range(3750):
+        a.write(f"many/f{i:04}.txt", f"first {i}\n")
+    assert run_json(a, "push")["seq"] == 1
+    b = make_device("desk")
+    b.run("clone", server.url, "docs", str(b.root), "--device", "desk", cwd=b.config)
+    for i in range(1750):  # A puts these contents on the server under other names; B does not pull them
+        a.write(f"other/g{i:04}.txt", f"second {i}\n")
+    assert run_json(a, "push")["seq"] == 2
+    for i in range(3750):
+        b.write(f"many/f{i:04}.txt", f"second {i}\n" if i < 1750 else f"edited {i}\n")
+    res = b.run("push", "--json", check=False)
+    assert res.code == 0, res.err
+    assert res.json()["seq"] == 3

@@ -1,0 +1,138 @@
+"""A push's commit that may have landed without the push living to record it (SIGKILL, power cut).
+
+Before a push sends its commit it writes `.box/pending-commit`, the commit's key, fsynced. Once
+the index holds the commit, the file goes. Finding it later means the push died in between, so
+`finish` asks the server whether a commit with that key exists (GET .../commits/by-key/{key}).
+If not, the push never landed and the file is dropped: its changes are still local changes. If
+it did, each path of that commit is recorded at its seq, as a pull of our own commit would: a
+file that still holds what was sent is in sync; one edited (or removed) since is recorded at the
+sent version, so the edit stays a local change for the next push. Without this, the next push
+would name the old revisions and the server would refuse it (exit 4), as if another device had
+moved on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from boxctl.chunking import content_hash
+from boxctl.errors import BoxError, NotFound
+from boxctl.index import IndexEntry
+from boxctl.workspace import LocalEntry
+
+if TYPE_CHECKING:
+    from boxctl.engine import Engine
+
+NAME = "pending-commit"
+
+
+def _path(root: Path) -> Path:
+    return root / ".box" / NAME
+
+
+def save(root: Path, key: str) -> None:
+    """Make the commit `key` durable before the commit is sent (temp file, fsync, rename, fsync of .box/)."""
+    final = _path(root)
+    temp = final.with_name(NAME + ".tmp")
+    with open(temp, "wb") as out:
+        out.write(orjson.dumps({"key": key}))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, final)
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(root: Path) -> str | None:
+    """The key of the pending commit, if a push died between sending it and recording it (None if none)."""
+    try:
+        return str(orjson.loads(_path(root).read_bytes())["key"])
+    except FileNotFoundError:
+        return None
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        clear(root)  # torn by a crash before its fsync: so its commit was never sent
+        return None
+
+
+def clear(root: Path) -> None:
+    """Forget the pending commit (the index holds it, or it never landed). Need not be durable:
+    finishing a commit the index already holds changes nothing."""
+    with contextlib.suppress(FileNotFoundError):
+        _path(root).unlink()
+
+
+def finish(engine: Engine) -> int | None:
+    """Record in the index a commit that a dead push sent but never recorded; its seq, or None.
+
+    Costs nothing when no file is pending; otherwise one request, one page of the journal, and a
+    hash of each file of that commit (only after a crash).
+    """
+    key = load(engine.root)
+    if key is None:
+        return None
+    route = f"{engine.box}/commits/by-key/{key}"
+    try:
+        seq = int(engine.transport.get_json(route)["seq"])
+    except NotFound:
+        clear(engine.root)  # the commit never landed: its changes are still local changes
+        return None
+    page = engine.transport.get_json(f"{engine.box}/changes", cursor=seq - 1, limit=1)  # whole commits
+    entries = [e for e in page["entries"] if e["seq"] == seq]
+    known = engine.index.get_many([e["path"] for e in entries])
+    puts: list[IndexEntry] = []
+    dels: list[str] = []
+    for remote in entries:
+        old = known.get(remote["path"])
+        if old is not None and old.rev >= seq:
+            continue  # already recorded (the file's removal was lost, not the index's commit)
+        if remote["op"] == "delete":
+            dels.append(remote["path"])  # a file put back since is a new local file
+            continue
+        local = engine.workspace.stat(remote["path"])
+        puts.append(_entry(remote, local if local is not None and _holds(engine, local, remote) else None))
+    with engine.index.transaction() as conn:
+        engine.index.put(puts, conn)
+        engine.index.delete(dels, conn)
+        advanced = engine.index.cursor == seq - 1  # nothing else landed between our cursor and it
+        if advanced:
+            engine.index.set_cursor(seq, conn)
+    clear(engine.root)
+    if advanced:
+        with contextlib.suppress(BoxError):
+            engine.transport.post_json(f"{engine.box}/ack", {"device": engine.config.device_id, "cursor": seq})
+    return seq
+
+
+def _holds(engine: Engine, local: LocalEntry, remote: dict[str, Any]) -> bool:
+    """True if the disk still holds what the commit recorded at this path."""
+    if local.kind != remote["kind"]:
+        return False
+    if local.kind == "dir":
+        return True
+    if local.kind == "link":
+        return local.target == remote["target"]
+    if (local.size, local.mode) != (remote["size"], remote["mode"]):
+        return False
+    try:
+        digests, _ = engine.chunker.digests(engine.root / local.path)
+    except OSError:
+        return False
+    return content_hash("file", digests, None) == remote["content_hash"]
+
+
+def _entry(remote: dict[str, Any], local: LocalEntry | None) -> IndexEntry:
+    """The index entry of `remote` at its seq; with no matching `local`, a stat no file has (mtime -1),
+    so the next scan hashes the file and finds the edit made since."""
+    size, mtime_ns, inode, mode = ((local.size, local.mtime_ns, local.inode, local.mode) if local is not None
+                                   else (remote["size"], -1, 0, remote["mode"]))
+    return IndexEntry(remote["path"], remote["kind"], size, mtime_ns, inode, mode, int(remote["seq"]),
+                      remote["content_hash"], b"".join(bytes.fromhex(h) for h in remote["blocks"]),
+                      remote["target"], b"")
