@@ -98,6 +98,11 @@ def rename_noreplace(src: Path, dst: Path) -> None:
             raise FileExistsError(err, os.strerror(err), str(dst))
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # else: not supported here
             raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    _rename_noreplace_portable(src, dst)
+
+
+def _rename_noreplace_portable(src: Path, dst: Path) -> None:
+    """rename_noreplace without renameat2: a link and an unlink, or a check and a rename for a folder."""
     if not stat.S_ISDIR(os.lstat(src).st_mode):
         try:
             os.link(src, dst, follow_symlinks=False)
