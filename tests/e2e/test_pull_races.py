@@ -223,6 +223,16 @@ def test_pull_killed_anywhere_leaves_no_temp_after_the_next_run(make_device: Any
     first = temps(b.root)
     assert {t.split("/")[0] for t in first} >= {"d0", "d1", "d2", "d3", "d4", "zz"}, first
     assert len(first) > 250, first
+    # A clone killed at the same point, on a third device.
+    c = make_device("phone")
+    c.run("login", proxy.url, "--user", c.user, "--token", c.server.tokens[c.user], cwd=c.config.parent)
+    hold(proxy)
+    proc = subprocess.Popen([*BOXCTL, "clone", proxy.url, "docs", str(c.root), "--device", "phone"], cwd=c.config,
+                            env=c.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # (notes.txt comes before zz/big.bin in its held batch here: the small files' temps are the sign.)
+    wait_for(proc, lambda: c.root.is_dir() and len(temps(c.root)) >= 250, "the clone's small files' temps")
+    kill(proc)
+    proxy.release()
 
     # 2. The box moves on (the partial download is of no use now); a pull killed again at the same point.
     small_files(a, 2)
@@ -241,11 +251,15 @@ def test_pull_killed_anywhere_leaves_no_temp_after_the_next_run(make_device: Any
     b.run("status", "--json")
     assert temps(b.root) == partials(b.root) != []
 
-    # 4. The next pull finishes the job and leaves no temp anywhere.
+    # 4. The next pull finishes the job and leaves no temp anywhere (the killed clone's folder too).
     result = pull(b)
     assert temps(b.root) == [], result
     assert b.files() == a.files()
     assert_clean(b)
+    pull(c)
+    assert temps(c.root) == []
+    assert c.files() == a.files()
+    assert_clean(c)
 
 
 def test_pull_that_fails_midway_removes_its_temps(pair: tuple[Device, Device], proxy: FaultProxy) -> None:
