@@ -9,9 +9,11 @@ final fsync only waits for the tail.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from boxctl.workspace import TEMP_PREFIX
 
 WRITEBACK_EVERY = 8 << 20  # bytes written between two early writeback requests
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the dirty pages in the range, do not wait
+AT_FDCWD = -100  # <fcntl.h>: paths relative to the current folder
+RENAME_NOREPLACE = 1  # <linux/fs.h>: renameat2 fails with EEXIST instead of replacing the target
 
 
 def write_temp(final: Path, chunks: Iterable[bytes], mode: int, mtime_ns: int, temp: Path | None = None,
@@ -77,6 +81,50 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     return libc.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) == 0
 
 
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename `src` (a file, link or folder) to `dst`, raising FileExistsError if `dst` exists: never replaces.
+
+    Linux renameat2(RENAME_NOREPLACE) does it atomically. Elsewhere, or on a file system without it,
+    a file or link is hard-linked to its new name (which fails if the name is taken) and unlinked;
+    a folder, which cannot be linked, is renamed after a check that the name is free (a rename
+    replaces only an empty folder, so nothing with content can be lost in that short window).
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "renameat2"):
+        if libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = _errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # else: not supported here
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    _rename_noreplace_portable(src, dst)
+
+
+def _rename_noreplace_portable(src: Path, dst: Path) -> None:
+    """rename_noreplace without renameat2: a link and an unlink, or a check and a rename for a folder."""
+    if not stat.S_ISDIR(os.lstat(src).st_mode):
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError as exc:  # a file system without hard links (FAT, some network shares)
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+                raise
+        else:
+            os.unlink(src)
+            return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
+
+
 def sync_filesystem(root: Path) -> None:
     """Flush every dirty page of the file system holding `root` (one syncfs instead of many fsyncs)."""
     fd = os.open(root, os.O_RDONLY)
@@ -98,6 +146,8 @@ def _libc() -> Any:
         libc = ctypes.CDLL(None, use_errno=True)  # the symbols already in this process: libc among them
         if hasattr(libc, "sync_file_range"):  # off_t is 64-bit: a bare int would go as a 32-bit C int
             libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        if hasattr(libc, "renameat2"):
+            libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         return libc
     except (OSError, AttributeError):
         return None

@@ -14,7 +14,6 @@ import hashlib
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from box_common.paths import (
-    MAX_DEVICE_NAME_BYTES,
     InvalidPath,
-    clip_utf8,
     is_under,
     normalize_path,
     normalize_prefix,
@@ -32,9 +29,11 @@ from box_common.paths import (
 )
 from boxctl import pending as pending_commit
 from boxctl import prescan
+from boxctl import temps as pull_temps
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
-from boxctl.durable import fsync_write, sync_filesystem, write_temp
+from boxctl.conflicts import conflict_name, move_aside
+from boxctl.durable import fsync_write, rename_noreplace, sync_filesystem, write_temp
 from boxctl.errors import BoxError, IntegrityError, NotFound, ServerRefused, UsageError
 from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
 from boxctl.pipeline import ordered_map
@@ -43,11 +42,12 @@ from boxctl.staging import CommitStager
 from boxctl.transfer import BlockUploader, DamagedBlock, default_jobs, default_uploads, download_blocks
 from boxctl.transport import Transport
 from boxctl.workspace import (
-    TEMP_PREFIX,
+    PARTIAL_PREFIX,
     LocalEntry,
     PendingScan,
     UnsafePath,
     Workspace,
+    link_temp,
     make_link,
     remove_path,
 )
@@ -59,6 +59,7 @@ SMALL_GROUP = 32  # small files read per pool task
 MAX_FEED_PAGES = 100_000
 MAX_FEED_ENTRIES = 10_000_000
 PARALLEL_SCAN = 20_000  # indexed paths from which a scan is shared out among processes (a fork costs ~10 ms)
+PLACE_TRIES = 5  # a path edited again and again while a pull places its remote version: give up after this
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -162,17 +163,6 @@ class PullResult:
         }
 
 
-def conflict_name(path: str, device: str, when: float | None = None) -> str:
-    """`dir/report (conflicted copy from laptop 2026-11-25 10-15-00).txt` for `dir/report.txt`."""
-    folder, _, name = path.rpartition("/")
-    device = clip_utf8(device, MAX_DEVICE_NAME_BYTES)  # the server keeps names short enough for this suffix
-    stamp = time.strftime("%Y-%m-%d %H-%M-%S", time.localtime(when if when is not None else time.time()))
-    dot = name.rfind(".")
-    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
-    new = f"{stem} (conflicted copy from {device} {stamp}){ext}"
-    return f"{folder}/{new}" if folder else new
-
-
 class Engine:
     """Sync rules for one synced folder, talking to the server through a Transport."""
 
@@ -227,9 +217,7 @@ class Engine:
         # Shared out when the folder is big, or unknown yet (a first push reads everything anyway).
         shared = len(base) >= PARALLEL_SCAN or not base
         scan = self.workspace.scan_stats(workers=self.threads if shared else 1, started=started)
-        for temp in self.workspace.temps:  # left by a pull that was cut off: never a user's file
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+        pull_temps.clean(self.root, self.workspace.temps)  # left by a pull that was cut off: never a user's file
         sure_paths: list[tuple[str, LocalEntry | None]] = []
         maybe_paths: list[tuple[str, LocalEntry]] = []
         selective = bool(self.config.only)
@@ -606,7 +594,7 @@ class Engine:
                 if local is None:
                     index_dels.append(path)
                 elif not changed:
-                    deletes.append(remote | {"local_kind": local.kind})
+                    deletes.append(remote | {"local_kind": local.kind, "expect": local})
                 else:
                     index_dels.append(path)  # keep the local edit: it becomes a new file to push
                     result.kept.append(path)
@@ -616,8 +604,7 @@ class Engine:
                 if local.kind == "dir" and remote["kind"] == "dir":
                     index_puts.append(self._entry_from_remote(remote, local))
                     continue
-                copy = conflict_name(path, self.config.device_name)
-                os.rename(self.root / path, self.root / copy)
+                copy = move_aside(self.root, path, self.config.device_name)
                 result.conflicts.append({"path": path, "copy": copy})
                 local = None
             elif local is not None and same:
@@ -694,68 +681,68 @@ class Engine:
                     os.mkdir(places[remote["path"]], 0o755)
                 self._done(remote, result, index_puts)
         writes = [r for r in writes if r["path"] in places]
+        # Every folder that gets a temp is noted first, so that a pull cut off at any point (SIGKILL, power
+        # loss) leaves no temp the next pull does not know of; this one removes what earlier ones left.
+        with pull_temps.PullTemps(self.root) as temps:
+            leftovers = temps.leftovers()
+            temps.note({r["path"].rpartition("/")[0] for r in writes if r["kind"] != "dir"})
+            self._write_files(writes, places, leftovers, result, index_puts)
+            temps.clear()  # on an error, the journal stays: the next pull resumes and removes what is left
+
+    def _write_files(self, writes: list[dict[str, Any]], places: dict[str, Path], leftovers: list[Path],
+                     result: PullResult, index_puts: list[IndexEntry]) -> None:
+        """Links, then files: each written to a temp file and renamed into place (see `_place`)."""
         for remote in writes:
-            if remote["kind"] == "link" and self._still_as_expected(remote):
-                make_link(places[remote["path"]], remote["target"])
-                self._done(remote, result, index_puts)
+            if remote["kind"] == "link":
+                self._place(remote, places[remote["path"]], link_temp(places[remote["path"]], remote["target"]),
+                            result, index_puts)
         files = [r for r in writes if r["kind"] == "file"]
         total = sum(r["size"] for r in files)
         done = 0
         source = LocalBlocks(self.root, self.index.entries(), files)
-        partials = {}
-        previous: list[Path] = []
-        for remote in files:
-            full = places[remote["path"]]
-            partial = full.parent / f"{TEMP_PREFIX}p{remote['content_hash'][:24]}"
-            if partial.exists():
-                # Left by a pull that was cut off: keep it aside as a source of verified blocks, and
-                # write the new attempt under the partial's name again, so a second cut keeps both.
-                prev = partial.with_name(partial.name + "-prev")
-                if prev.exists():
-                    source.add_partial(prev, self.chunker)
-                    merged = prev.with_name(prev.name + "2")
-                    os.replace(partial, merged)
-                    source.add_partial(merged, self.chunker)
-                    previous.append(merged)
-                else:
-                    os.replace(partial, prev)
-                    source.add_partial(prev, self.chunker)
-                previous.append(prev)
-            partials[remote["path"]] = partial
+        # A big file is written under a name made of its content hash: a pull cut off leaves it behind, and
+        # the next one reads its verified blocks instead of fetching them again.
+        partials = {r["path"]: places[r["path"]].parent / f"{PARTIAL_PREFIX}{r['content_hash'][:24]}"
+                    for r in files if r["size"] > SMALL_FILE}
+        previous = pull_temps.resume(list(partials.values()), leftovers,
+                                     lambda prev: source.add_partial(prev, self.chunker))
         stream = download_blocks(self.transport, _block_sizes(files), self.threads, local=source.read)
         # Small files are written in batches: temps first, one syncfs for the batch, then the renames,
         # so 10,000 small files cost a few flushes instead of 10,000 fsyncs. Big files fsync alone.
         batch: list[tuple[dict[str, Any], Path, Path, list[int]]] = []
         batch_bytes = 0
-        for remote in files:
-            full = places[remote["path"]]
-            chunks = _take(stream, len(remote["blocks"]), remote["path"])
-            if not self._still_as_expected(remote):
-                with contextlib.suppress(IntegrityError):
-                    for _ in chunks:  # keep the shared stream in step, but write nothing
-                        pass
-                result.kept.append(remote["path"])
-                continue
-            sizes: list[int] = []
-            small = remote["size"] <= SMALL_FILE
-            try:
-                temp = write_temp(full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
-                                  None if small else partials[remote["path"]], sync=not small)
-            except IntegrityError as exc:  # this file only: every other file of the pull is still written
-                result.damaged.append({"path": remote["path"], "seq": remote["seq"],
-                                       "blocks": exc.details.get("blocks", []),
-                                       "reason": exc.details.get("reason", exc.message)})
-                continue
-            batch.append((remote, full, temp, sizes))
-            batch_bytes += remote["size"]
-            if not small or len(batch) >= 2000 or batch_bytes >= 64 << 20:
-                done += self._finish_batch(batch, result, index_puts, sync=any(
-                    r["size"] <= SMALL_FILE for r, _, _, _ in batch))
-                batch, batch_bytes = [], 0
+        try:
+            for remote in files:
+                full = places[remote["path"]]
+                chunks = _take(stream, len(remote["blocks"]), remote["path"])
+                sizes: list[int] = []
+                small = remote["size"] <= SMALL_FILE
+                try:
+                    temp = write_temp(full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
+                                      partials.get(remote["path"]), sync=not small)
+                except IntegrityError as exc:  # this file only: every other file of the pull is still written
+                    result.damaged.append({"path": remote["path"], "seq": remote["seq"],
+                                           "blocks": exc.details.get("blocks", []),
+                                           "reason": exc.details.get("reason", exc.message)})
+                    continue
+                batch.append((remote, full, temp, sizes))
+                batch_bytes += remote["size"]
+                if not small or len(batch) >= 2000 or batch_bytes >= 64 << 20:
+                    done += self._finish_batch(batch, result, index_puts, sync=any(
+                        r["size"] <= SMALL_FILE for r, _, _, _ in batch))
+                    batch, batch_bytes = [], 0
+                    self.progress("pull", done, total)
+            if batch:
+                done += self._finish_batch(batch, result, index_puts, sync=True)
+                batch = []
                 self.progress("pull", done, total)
-        if batch:
-            done += self._finish_batch(batch, result, index_puts, sync=True)
-            self.progress("pull", done, total)
+        except BaseException:
+            # The small files' temps are of no use to a later pull (a big file's partial is: it stays).
+            for remote, _, temp, _ in batch:
+                if remote["path"] not in partials:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
+            raise
         for prev in previous:  # every block of an earlier attempt is in place now
             with contextlib.suppress(OSError):
                 prev.unlink()
@@ -763,46 +750,82 @@ class Engine:
 
     def _finish_batch(self, batch: list[tuple[dict[str, Any], Path, Path, list[int]]], result: PullResult,
                       index_puts: list[IndexEntry], sync: bool) -> int:
-        """Flush the batch's temp files, rename each into place (unless edited meanwhile); bytes done."""
+        """Flush the batch's temp files, then rename each into place (see `_place`); bytes done."""
         if sync:
             sync_filesystem(self.root)
         done = 0
         for remote, full, temp, sizes in batch:
-            if not self._still_as_expected(remote):
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                result.kept.append(remote["path"])
-                continue
-            os.replace(temp, full)
-            done += remote["size"]
-            self._done(remote, result, index_puts, pack_sizes(sizes))
+            done += self._place(remote, full, temp, result, index_puts, pack_sizes(sizes))
         if sync:
             sync_filesystem(self.root)  # the renames too, before the index says they happened
         return done
 
+    def _place(self, remote: dict[str, Any], full: Path, temp: Path, result: PullResult,
+               index_puts: list[IndexEntry], sizes: bytes = b"") -> int:
+        """Rename `temp`, the remote version, onto its path; its bytes, or 0 if it was not placed.
+
+        The path is checked right before the rename. If it changed since the pull looked at it (an edit
+        saved while the pull ran), the local version is moved aside as a conflicted copy, a new file for
+        the next push, and the remote version takes the name (rule 3); if it already holds the remote
+        version, it stays. Either way the index gets the remote revision, so the next push goes through.
+        """
+        folder = remote["path"].rpartition("/")[0]
+        seen = self.workspace.stat(f"{folder}/{temp.name}" if folder else temp.name)  # a rename keeps the stat
+        for _ in range(PLACE_TRIES):
+            if self._still_as_expected(remote):
+                try:
+                    if remote.get("expect") is None:
+                        rename_noreplace(temp, full)  # nothing was there: a file saved since is never replaced
+                    else:
+                        os.replace(temp, full)
+                except FileExistsError:
+                    continue  # saved right after the check: look again
+                # The stat of the temp, not of the path now: a save right after the rename is an edit to push.
+                self._done(remote, result, index_puts, sizes, seen)
+                return int(remote["size"])
+            now = self.workspace.stat(remote["path"])
+            if now is not None and self._same_content(now, remote):
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                index_puts.append(self._entry_from_remote(remote, now))
+                return 0
+            if now is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    copy = move_aside(self.root, remote["path"], self.config.device_name)
+                    result.conflicts.append({"path": remote["path"], "copy": copy})
+            remote["expect"] = None  # moved aside, or deleted meanwhile: the remote version comes (back)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        result.kept.append(remote["path"])
+        return 0
+
     def _still_as_expected(self, remote: dict[str, Any]) -> bool:
-        """Right before replacing a path, check it is still as we saw it (a local edit wins the race)."""
+        """Right before replacing or deleting a path, check it is still as we saw it (a local edit wins the race)."""
         expected: LocalEntry | None = remote.get("expect")
         now = self.workspace.stat(remote["path"])
         if expected is None:
             return now is None or (now.kind == "dir" and remote["kind"] == "dir")
-        return now is not None and (now.kind, now.size, now.mtime_ns, now.inode) == (
-            expected.kind, expected.size, expected.mtime_ns, expected.inode)
+        return now is not None and (now.kind, now.size, now.mtime_ns, now.inode, now.mode) == (
+            expected.kind, expected.size, expected.mtime_ns, expected.inode, expected.mode)
 
     def _done(self, remote: dict[str, Any], result: PullResult, index_puts: list[IndexEntry],
-              sizes: bytes = b"") -> None:
-        local = self.workspace.stat(remote["path"])
+              sizes: bytes = b"", local: LocalEntry | None = None) -> None:
+        local = local or self.workspace.stat(remote["path"])
         if local is not None:
             index_puts.append(self._entry_from_remote(remote, local, sizes))
             result.written.append(remote["path"])
 
     def _apply_deletes(self, deletes: list[dict[str, Any]], result: PullResult, index_dels: list[str]) -> None:
+        """Remove what the remote side deleted, each path checked right before: one changed while the pull
+        ran is kept, to be pushed as a new file."""
         for remote in sorted(deletes, key=lambda r: r["path"], reverse=True):
             full = self.root / remote["path"]
-            if remove_path(full, remote["local_kind"]):
+            if self._still_as_expected(remote) and remove_path(full, remote["local_kind"]):
                 result.deleted.append(remote["path"])
+            elif self.workspace.stat(remote["path"]) is None:
+                result.deleted.append(remote["path"])  # deleted here as well meanwhile
             else:
-                result.kept.append(remote["path"])  # a folder that still holds unsynced files
+                result.kept.append(remote["path"])  # edited since, or a folder that still holds unsynced files
             index_dels.append(remote["path"])
         if deletes:
             sync_filesystem(self.root)  # else a power cut could bring back a file the index forgot

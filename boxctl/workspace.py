@@ -231,9 +231,9 @@ class Workspace:
             name = entry.name
             path = prefix + name
             if name[0] == "." and (name.startswith(TEMP_PREFIX) or name == BOX_DIR):
-                if name.startswith(TEMP_PREFIX) and not name.startswith(PARTIAL_PREFIX):
-                    walk.temps.append(f"{where}/{name}")  # left by a transfer that was cut off
-                elif name == BOX_DIR and rel:
+                if name.startswith(TEMP_PREFIX):
+                    walk.temps.append(f"{where}/{name}")  # a pull's: in use, or left by one cut off
+                elif rel:
                     skipped.append((path, "a .box/ below the synced folder's root is never synced"))
                 continue
             if not all_plain:
@@ -310,10 +310,16 @@ class Workspace:
         return self.root / path
 
 
-def make_link(final: Path, target: str) -> None:
-    """Create (or replace) a symlink at `final` pointing to `target`, atomically."""
+def link_temp(final: Path, target: str) -> Path:
+    """Create a symlink to `target` under a temp name beside `final`, to be renamed onto it; its path."""
     temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
     os.symlink(target, temp)
+    return temp
+
+
+def make_link(final: Path, target: str) -> None:
+    """Create (or replace) a symlink at `final` pointing to `target`, atomically."""
+    temp = link_temp(final, target)
     try:
         os.replace(temp, final)
     except BaseException:

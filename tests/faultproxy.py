@@ -4,6 +4,7 @@
         ...  # point the client at proxy.url
         proxy.arm()  # faults start now (set-up traffic before this passes untouched)
         ...
+        proxy.release()  # no more faults, and stalls in progress end now
     proxy.stats  # connections, bytes, faults injected
 
 It listens on a free 127.0.0.1 port and forwards every connection to the target. Modes:
@@ -120,6 +121,13 @@ class FaultProxy:
     def disarm(self) -> None:
         with self._lock:
             self.armed_at = None
+
+    def release(self) -> None:
+        """Disarm, and end every stall in progress now (a test holds a transfer until an event, not a time)."""
+        with self._lock:
+            self.armed_at = None
+            for conn in list(self._conns):
+                conn.resume_at = 0.0
 
     def stop(self) -> None:
         loop, stop = self._loop, self._stop
