@@ -28,9 +28,10 @@ from typing import Any
 from box_common.content import content_hash
 from boxctl.config import BOX_DIR, BoxConfig
 from boxctl.durable import write_temp
-from boxctl.engine import Engine, Progress, PullResult, check_link_target
+from boxctl.engine import Engine, Progress, PullResult
 from boxctl.errors import BoxError
 from boxctl.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
+from boxctl.linkcheck import check_link_target
 from boxctl.pipeline import ordered_map
 from boxctl.transfer import download_blocks
 from boxctl.transport import Transport

@@ -38,6 +38,7 @@ from boxctl.output import emit_json
 from boxctl.terminal import console, printable
 from boxctl.timeparse import parse_time
 from boxctl.transport import Transport, parse_rate
+from boxctl.units import format_size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Box: keep a folder in sync, with every version.")
@@ -783,12 +784,7 @@ def devices_revoke(
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    return format_size(n)
 
 
 def _when(epoch: float) -> str:

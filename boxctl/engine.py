@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,11 +37,13 @@ from boxctl.conflicts import conflict_name, move_aside
 from boxctl.durable import fsync_write, rename_noreplace, sync_filesystem, write_temp
 from boxctl.errors import BoxError, IntegrityError, NotFound, ServerRefused, UsageError
 from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
+from boxctl.linkcheck import check_link_target
 from boxctl.pipeline import ordered_map
 from boxctl.repair import RepairResult, repair_blocks
 from boxctl.staging import CommitStager
 from boxctl.transfer import BlockUploader, DamagedBlock, default_jobs, default_uploads, download_blocks
 from boxctl.transport import Transport
+from boxctl.units import format_size
 from boxctl.workspace import (
     PARTIAL_PREFIX,
     LocalEntry,
@@ -59,6 +62,7 @@ SMALL_GROUP = 32  # small files read per pool task
 MAX_FEED_PAGES = 100_000
 MAX_FEED_ENTRIES = 10_000_000
 PARALLEL_SCAN = 20_000  # indexed paths from which a scan is shared out among processes (a fork costs ~10 ms)
+FREE_SPACE_MARGIN = 64 << 20  # a pull leaves at least this much of the disk free
 PLACE_TRIES = 5  # a path edited again and again while a pull places its remote version: give up after this
 
 
@@ -668,12 +672,15 @@ class Engine:
     def _apply_writes(self, writes: list[dict[str, Any]], result: PullResult, index_puts: list[IndexEntry]) -> None:
         """Create folders and links, then stream every file's blocks into place (temp, fsync, rename)."""
         places: dict[str, Path] = {}
+        links = {r["path"]: r["target"] for r in writes if r["kind"] == "link"}
+        self._check_free_space(writes)
         for remote in sorted(writes, key=lambda r: (r["kind"] != "dir", r["path"])):
             try:
+                if remote["kind"] == "link":  # checked before anything is created for it
+                    check_link_target(remote["path"], remote["target"], self.root, links)
                 places[remote["path"]] = self.workspace.safe_path(remote["path"], create_parents=True)
-                if remote["kind"] == "link":
-                    check_link_target(remote["path"], remote["target"])
             except UnsafePath as exc:
+                links.pop(remote["path"], None)
                 result.refused.append((remote["path"], exc.message))  # the rest of the pull goes on
                 continue
             if remote["kind"] == "dir":
@@ -747,6 +754,20 @@ class Engine:
             with contextlib.suppress(OSError):
                 prev.unlink()
         result.blocks_reused = source.reused
+
+    def _check_free_space(self, writes: list[dict[str, Any]]) -> None:
+        """Refuse a pull whose files would not fit on this disk, before writing any of them.
+
+        Dedup lets a few bytes on the server stand for a huge file (one block repeated), so what counts is
+        the logical size the pull would write, with a margin left for the rest of the system.
+        """
+        needed = sum(int(r["size"]) for r in writes if r["kind"] == "file")
+        if not needed:
+            return
+        free = shutil.disk_usage(self.root).free
+        if needed + FREE_SPACE_MARGIN > free:
+            raise BoxError(f"not enough free space in {self.root}: this pull writes {format_size(needed)} and "
+                           f"{format_size(free)} is free; free some space, or pull less ('boxctl pull PATH')")
 
     def _finish_batch(self, batch: list[tuple[dict[str, Any], Path, Path, list[int]]], result: PullResult,
                       index_puts: list[IndexEntry], sync: bool) -> int:
@@ -909,14 +930,16 @@ class Engine:
             to.mkdir(parents=True, exist_ok=True)
             dest_root = Workspace(to)
             targets = {}
+            rels = {p: (f"{base}/{p[len(prefix) + 1:]}" if prefix and p != prefix else (base if prefix else p))
+                    for p in wanted}
+            links = {rels[p]: e["target"] for p, e in wanted.items() if e["kind"] == "link"}
             for p in sorted(wanted):
-                rel = p[len(prefix) + 1:] if prefix and p != prefix else (base if prefix else p)
-                rel = f"{base}/{rel}" if prefix and p != prefix else rel
+                rel = rels[p]
                 try:
                     if not is_under(p, prefix) or p != normalize_path(p):
                         raise UnsafePath(f"refusing path from the server: {p!r} is not inside {prefix or 'the box'}")
                     if wanted[p]["kind"] == "link":
-                        check_link_target(rel, wanted[p]["target"])
+                        check_link_target(rel, wanted[p]["target"], to, links)
                     targets[p] = dest_root.safe_path(rel, create_parents=True)
                 except (UnsafePath, InvalidPath) as exc:
                     refused.append((p, str(exc)))
@@ -941,21 +964,6 @@ def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
         each = remote["size"] // max(1, len(blocks))
         for sha in blocks:
             yield sha, each
-
-
-def check_link_target(path: str, target: str) -> None:
-    """Refuse a symlink from the server that points outside the synced folder (absolute or via '..'):
-    the client never writes through links, but a person opening the file would."""
-    if target.startswith("/") or "\x00" in target:
-        raise UnsafePath(f"refusing link {path!r}: its target {target!r} is outside the synced folder")
-    depth = len(path.split("/")) - 1
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                raise UnsafePath(f"refusing link {path!r}: its target {target!r} leaves the synced folder")
-        elif part not in ("", "."):
-            depth += 1
 
 
 Loaded = tuple[LocalChange, list[Block] | OSError, os.stat_result | None]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from box_common.paths import (
+    CONFLICT_SUFFIX_BYTES,
     MAX_DEPTH,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
@@ -116,6 +117,7 @@ class Workspace:
         self.ignore = self._load_ignore()
         self.skipped: list[tuple[str, str]] = []
         self.temps: list[str] = []
+        self._limits: tuple[int, int] | None = None  # the file system's name and path limits, once asked
         self.unlisted: list[str] = []  # folders the last scan could not list: their contents are unknown
 
     def _load_ignore(self) -> pathspec.PathSpec | None:
@@ -288,6 +290,25 @@ class Workspace:
             return LocalEntry(path, "file", st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777)
         return None
 
+    def _too_long(self, path: str) -> str | None:
+        """Why this file system cannot hold `path` (a name or the whole path over its limits), or None.
+
+        A pull checks first, so that one such entry is listed and skipped instead of failing every pull.
+        """
+        if self._limits is None:
+            try:
+                self._limits = (os.pathconf(self.root, "PC_NAME_MAX"), os.pathconf(self.root, "PC_PATH_MAX"))
+            except (OSError, ValueError):
+                self._limits = (255, 4096)
+        name_max, path_max = self._limits
+        longest = max(len(part.encode()) for part in path.split("/"))
+        if longest > name_max:
+            return f"a name in it is longer than this file system allows ({name_max} bytes)"
+        # Room in the path for the longest name the client makes beside it: a temp file or a conflicted copy.
+        if len(os.fsencode(self.root)) + 1 + len(path.encode()) + CONFLICT_SUFFIX_BYTES >= path_max:
+            return f"the path is longer than this file system allows ({path_max} bytes)"
+        return None
+
     def safe_path(self, path: str, create_parents: bool = False) -> Path:
         """The on-disk path of a box path from the network, refusing escapes and symlinked parents."""
         try:
@@ -296,6 +317,9 @@ class Workspace:
             raise UnsafePath(f"refusing path from the server: {exc}") from None
         if canonical != path or self.is_ignored(path):
             raise UnsafePath(f"refusing path from the server: {path!r}")
+        too_long = self._too_long(path)
+        if too_long:
+            raise UnsafePath(f"cannot write {path!r} here: {too_long}; it stays on the server")
         for parent in parent_paths(path):
             full = self.root / parent
             try:

@@ -132,3 +132,58 @@ def test_names_and_messages_print_their_control_characters_escaped(
     assert f"evil{ESCAPES}.txt" in names
     messages = [c["message"] for c in target.run("log", "--json").json()["commits"]]
     assert f"message {ESCAPES}" in messages
+
+
+def test_chained_and_escaping_links_from_the_server_are_refused_before_anything_is_made(
+        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+    srv, honest, target, _ = evil
+    entry = legit_entry(srv)
+    link = {**entry, "kind": "link", "blocks": [], "size": 0}
+    srv.poison = [
+        link | {"path": "pw", "target": "/etc/passwd"},
+        link | {"path": "up3", "target": "../../../.bashrc"},
+        {**entry, "path": "d", "kind": "dir", "blocks": [], "size": 0},
+        link | {"path": "d/up", "target": ".."},  # fine alone: it points at the root
+        link | {"path": "esc", "target": "d/up/../../.bashrc"},  # escapes through d/up
+        link | {"path": "ok", "target": "d/up/legit.txt"},
+    ]
+    honest.write("carrier.txt", "a commit to carry the poison")
+    honest.run("push")
+    result = target.run("pull", "--json")
+    refused = {r["path"] for r in result.json()["refused"]}
+    assert {"pw", "up3", "esc"} <= refused, refused
+    for name in ("pw", "up3", "esc"):
+        assert not (target.root / name).is_symlink(), name
+    assert (target.root / "d" / "up").is_symlink() and (target.root / "ok").is_symlink()
+    assert (target.root / "ok").read_bytes() == b"legit content"
+
+
+def test_a_name_or_path_this_disk_cannot_hold_is_listed_and_the_pull_goes_on(
+        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+    srv, honest, target, _ = evil
+    entry = legit_entry(srv)
+    deep = "/".join(["d" * 200] * 20) + "/f.txt"  # about 4,000 bytes
+    srv.poison = [entry | {"path": "n" * 254 + ".txt"}, entry | {"path": deep}]
+    honest.write("legit.txt", "third version")
+    honest.run("push")
+    result = target.run("pull", "--json", check=False)
+    assert result.code == 0, result.err
+    refused = {r["path"] for r in result.json()["refused"]}
+    assert deep in refused, refused
+    assert target.read("legit.txt") == b"third version"
+    again = target.run("pull", "--json", check=False)  # and no later pull is stuck on it
+    assert again.code == 0, again.err
+
+
+def test_a_pull_that_would_fill_the_disk_is_refused_before_it_writes(
+        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+    srv, honest, target, _ = evil
+    entry = legit_entry(srv)
+    # Dedup lets a tiny upload stand for a huge file: the logical size is what must fit.
+    srv.poison = [entry | {"path": "huge.bin", "size": 1 << 50}]
+    honest.write("legit.txt", "fourth version")
+    honest.run("push")
+    result = target.run("pull", check=False)
+    assert result.code == 1 and "not enough free space" in result.err and "Traceback" not in result.err
+    assert target.read("legit.txt") == b"legit content"  # nothing of that pull was written
+    assert not (target.root / "huge.bin").exists()
