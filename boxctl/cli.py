@@ -379,6 +379,14 @@ def status(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
             say(f"{label:9} {path}")
     for path, reason in result.skipped:
         err.print(f"not synced: {path}: {reason}", markup=False)
+    if result.ignored:
+        origin = "synced with the box" if result.ignore_synced else "of this folder"
+        say(f".boxignore ({origin}) leaves out {len(result.ignored)} path(s); its rules: "
+            + ", ".join(result.ignore_rules[:10]) + (" ..." if len(result.ignore_rules) > 10 else ""))
+        for path in result.ignored[:20]:
+            say(f"ignored   {path}")
+        if len(result.ignored) > 20:
+            say(f"          ... and {len(result.ignored) - 20} more ('boxctl status --json' lists them all)")
     if result.clean:
         say("no local changes")
     say(f"{result.remote_waiting} remote change(s) waiting" + (": run 'boxctl pull'" if result.remote_waiting else ""))
@@ -418,7 +426,9 @@ def push(
     for path, reason in result.skipped:
         err.print(f"not pushed: {path}: {reason}", markup=False)
     if not result.changes:
-        say("nothing to push")
+        ignored = len(result.ignored)
+        say("nothing to push" + (f" ({ignored} path(s) left out by .boxignore: see 'boxctl status')"
+                                 if ignored else ""))
         return
     verb = "would push" if dry_run else "pushed"
     for c in result.changes:

@@ -45,6 +45,7 @@ from boxctl.transfer import BlockUploader, DamagedBlock, default_jobs, default_u
 from boxctl.transport import Transport
 from boxctl.units import format_size
 from boxctl.workspace import (
+    IGNORE_FILE,
     PARTIAL_PREFIX,
     LocalEntry,
     PendingScan,
@@ -101,6 +102,9 @@ class Status:
     cursor: int = 0
     head: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # left out by .boxignore (folders end with '/')
+    ignore_rules: list[str] = field(default_factory=list)
+    ignore_synced: bool = False  # the .boxignore came with the box (another device or user may have set it)
 
     @property
     def clean(self) -> bool:
@@ -111,6 +115,7 @@ class Status:
             "added": self.added, "modified": self.modified, "deleted": self.deleted,
             "remote_waiting": self.remote_waiting, "cursor": self.cursor, "head": self.head,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "ignored": self.ignored, "ignore_rules": self.ignore_rules, "ignore_synced": self.ignore_synced,
         }
 
 
@@ -129,6 +134,7 @@ class PushResult:
     wire_sent: int = 0
     wire_received: int = 0
     staged: int = 0  # changes sent ahead in parts of a staged commit (the rest went with the commit)
+    ignored: list[str] = field(default_factory=list)  # left out by .boxignore
 
     def as_json(self) -> dict[str, Any]:
         paths: dict[str, list[str]] = {"added": [], "modified": [], "deleted": []}
@@ -140,7 +146,7 @@ class PushResult:
             "wire_bytes_sent": self.wire_sent, "wire_bytes_received": self.wire_received,
             **paths,
             "blocks_sent": self.blocks_sent, "bytes_sent": self.bytes_sent, "bytes_plain": self.bytes_plain,
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "ignored": self.ignored,
         }
 
 
@@ -296,6 +302,9 @@ class Engine:
         for change in self.local_changes(started=prescan.take(self.root)):
             getattr(result, change.status).append(change.path)
         result.skipped = list(self.workspace.skipped)
+        result.ignored = list(self.workspace.ignored)
+        result.ignore_rules = self.workspace.ignore_rules()
+        result.ignore_synced = bool(result.ignore_rules) and bool(self.index.get_many([IGNORE_FILE]))
         if remote:
             pending = self.transport.get_json(f"{self.box}/pending", cursor=result.cursor,
                                               device=self.config.device_id)
@@ -328,7 +337,7 @@ class Engine:
         total = sum(c.local.size for c in files if c.local)
         if dry_run:
             changes = self.local_changes()
-            return PushResult(changes, dry_run=True, skipped=skipped)
+            return PushResult(changes, dry_run=True, skipped=skipped, ignored=list(self.workspace.ignored))
         done = 0
 
         def advance(n: int) -> None:
@@ -381,7 +390,8 @@ class Engine:
             stage = stager.wait()
             result = PushResult(changes, blocks_sent=stats.blocks_sent,
                                 bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
-                                blocks_delta=stats.blocks_delta, staged=len(stager.staged))
+                                blocks_delta=stats.blocks_delta, staged=len(stager.staged),
+                                ignored=list(self.workspace.ignored))
             answer: dict[str, Any] = {}
             if changes:
                 key = secrets.token_urlsafe(16)  # lets the commit be retried safely after a lost answer

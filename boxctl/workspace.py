@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 IGNORE_FILE = ".boxignore"
 TEMP_PREFIX = ".box-tmp-"
+IGNORED = "ignored by .boxignore"  # the reason a walk gives for a path the ignore rules leave out
 PARTIAL_PREFIX = TEMP_PREFIX + "p"  # a pull's named temp file: kept after a crash so the next pull resumes
 
 
@@ -117,6 +118,7 @@ class Workspace:
         self.ignore = self._load_ignore()
         self.skipped: list[tuple[str, str]] = []
         self.temps: list[str] = []
+        self.ignored: list[str] = []  # what the last scan left out by .boxignore (folders end with '/')
         self._limits: tuple[int, int] | None = None  # the file system's name and path limits, once asked
         self.unlisted: list[str] = []  # folders the last scan could not list: their contents are unknown
 
@@ -130,6 +132,14 @@ class Workspace:
         import pathspec  # here: most folders have no .boxignore, and the import costs every command time
 
         return pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def ignore_rules(self) -> list[str]:
+        """The patterns of .boxignore in force (comments and blank lines left out)."""
+        try:
+            lines = (self.root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return []
+        return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
         """True if `path` must never be synced: .box/, our temp files, or a .boxignore match."""
@@ -155,12 +165,16 @@ class Workspace:
         if started is None and workers > 1 and can_fork():
             started = self.start_scan(workers, keep_share=True)
         if started is not None:
-            found, self.skipped, self.temps, self.unlisted = started.result()
-            return found
-        walk = _Walk()
-        self._walk_path(str(self.root), "", walk, 1)
-        self.skipped, self.temps, self.unlisted = walk.skipped, walk.temps, walk.unlisted
-        return walk.found
+            found, skipped, self.temps, self.unlisted = started.result()
+        else:
+            walk = _Walk()
+            self._walk_path(str(self.root), "", walk, 1)
+            found, skipped, self.temps, self.unlisted = walk.as_part()
+        # Paths left out by .boxignore travel with the skipped ones, through the forked walk too (which
+        # sends copies: the reason is compared by value).
+        self.ignored = [path for path, why in skipped if why == IGNORED]
+        self.skipped = [(path, why) for path, why in skipped if why != IGNORED] if self.ignored else skipped
+        return found
 
     def start_scan(self, workers: int, keep_share: bool = False) -> PendingScan:
         """Start a walk shared out among `workers` forked children (the caller must check `can_fork`).
@@ -255,8 +269,11 @@ class Workspace:
             if kind == stat.S_IFREG:
                 if spec is None or not spec.match_file(path):
                     found[path] = ("file", st.st_size, st.st_mtime_ns, st.st_ino, mode & 0o777, None)
+                else:
+                    skipped.append((path, IGNORED))
             elif kind == stat.S_IFDIR:
                 if spec is not None and spec.match_file(path + "/"):
+                    skipped.append((path + "/", IGNORED))
                     continue
                 found[path] = ("dir", 0, 0, st.st_ino, 0o755, None)
                 if walk.defer is not None:
@@ -265,6 +282,7 @@ class Workspace:
                     self._walk_path(f"{where}/{name}", path, walk, depth + 1,
                                     folder if isinstance(folder, int) else None)
             elif spec is not None and spec.match_file(path):
+                skipped.append((path, IGNORED))
                 continue
             elif kind == stat.S_IFLNK:
                 try:

@@ -37,3 +37,20 @@ def test_a_command_inside_a_planted_box_uses_the_outer_folder(two_devices: tuple
     result: Any = a.run("push", "--json", cwd=a.root / "team" / "sub").json()
     assert "team/sub/private.txt" in result["added"]
     assert status(a)["remote_waiting"] == 0
+
+
+def test_ignore_rules_that_came_from_the_box_are_shown_and_what_they_leave_out_is_listed(
+        two_devices: tuple[Device, Device]) -> None:
+    a, b = two_devices
+    a.write(".boxignore", "# planted by an editor\n*\n!.boxignore\n")
+    push(a)
+    b.run("pull")
+    b.write("report.txt", "my new work")
+    st = status(b)
+    assert st["ignore_synced"] is True and st["ignore_rules"] == ["*", "!.boxignore"]
+    assert "report.txt" in st["ignored"]
+    human = b.run("status").out
+    assert ".boxignore (synced with the box) leaves out" in human and "ignored   report.txt" in human
+    pushed = b.run("push").out
+    assert "left out by .boxignore" in pushed, pushed
+    assert push(b)["ignored"] == st["ignored"]
