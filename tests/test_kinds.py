@@ -6,11 +6,15 @@ then that the same change, made whole (the folder's children deleted in the same
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from typing import Any
 
-from tests.test_api import (  # noqa: F401  (api: the module's server fixture)
+import pytest
+
+from tests.conftest import ServerProc, free_port
+from tests.test_api import (
     Api,
-    api,
     assert_error,
     commit,
     commit_stage,
@@ -20,6 +24,17 @@ from tests.test_api import (  # noqa: F401  (api: the module's server fixture)
     stage,
     tree_paths,
 )
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One server for the module, as in tests/test_api.py."""
+    srv = ServerProc(tmp_path_factory.mktemp("kinds") / "server-data", free_port())
+    srv.start()
+    try:
+        yield Api(srv, srv.add_user("alice"), srv.add_user("bob"))
+    finally:
+        srv.kill(signal.SIGTERM)
 
 
 def clash(resp: Any) -> list[dict[str, Any]]:
