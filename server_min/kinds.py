@@ -6,8 +6,8 @@ file, or a file put over a folder whose contents the commit does not delete. A c
 a tree could never write it, so devices would never converge.
 
 The check looks up only the folders that hold the commit's puts and their parents (a commit of
-100,000 new files in 1,000 folders: 1,000 look-ups), and a put file's own children only where its
-folder held something already, so that a first push of a big tree pays next to nothing.
+100,000 new files in 1,000 folders: 1,000 look-ups), and a put file's own name only where its folder
+holds a non-empty folder already, so that a push of many new files pays next to nothing.
 """
 
 from __future__ import annotations
@@ -64,9 +64,25 @@ class EntryPaths:
     def __init__(self, meta: SqliteMeta, conn: sqlite3.Connection, box_id: int,
                  entries: list[dict[str, Any]]) -> None:
         self.meta, self.conn, self.box_id, self.entries = meta, conn, box_id, entries
+        self._leaves: dict[str, list[str]] = {}  # folder -> the puts of files and links directly in it
 
     def folders(self) -> dict[str, bool]:
-        return folders_of(self.entries)
+        # folders_of's pass, keeping the put files by folder for leaves_holding (no second pass over all).
+        leaves = self._leaves
+        others: set[str] = set()
+        for e in self.entries:
+            if e["op"] == "put":
+                path = e["path"]
+                folder = path.rpartition("/")[0]
+                if e["kind"] == "dir":
+                    others.add(folder)
+                elif folder in leaves:
+                    leaves[folder].append(path)
+                else:
+                    leaves[folder] = [path]
+        folders = dict.fromkeys(others, False)
+        folders.update(dict.fromkeys(leaves, True))
+        return folders
 
     def at(self, paths: Collection[str]) -> dict[str, tuple[str, str]]:
         wanted = set(paths)
@@ -78,9 +94,7 @@ class EntryPaths:
         return found if limit < 0 else found[:limit]
 
     def leaves_holding(self, folders: Collection[str]) -> list[str]:
-        wanted = set(folders)
-        leaves = [e["path"] for e in self.entries
-                  if e["op"] == "put" and e["kind"] != "dir" and e["path"].rpartition("/")[0] in wanted]
+        leaves = [p for f in folders for p in self._leaves.get(f, ())]
         return sorted(self.meta.holding(self.conn, self.box_id, leaves))
 
 
@@ -123,8 +137,9 @@ def clashes(meta: SqliteMeta, conn: sqlite3.Connection, box_id: int, commit: Com
             if children:  # (a stage may note a folder whose put was later staged again as a delete)
                 found[path] = {"path": path, "kind": kind, "children": children}
     # 2. A file or link put where the head holds paths under that name that the commit leaves in place.
-    # Only a folder that held something already can hold such a name.
-    held = meta.holding(conn, box_id, [f for f, leaves in folders.items() if leaves])
+    # Only a folder holding a folder with something in it can hold such a name: a commit of new files
+    # into new folders, or into folders of files, looks at no put file's name.
+    held = meta.holding(conn, box_id, [f for f, leaves in folders.items() if leaves], deeper=True)
     for path in commit.leaves_holding(held) if held else []:
         if path in found:
             continue

@@ -380,18 +380,21 @@ class SqliteMeta:
                 (box_id, *part)).fetchall())
         return kinds
 
-    def holding(self, conn: sqlite3.Connection, box_id: int, paths: Sequence[str]) -> set[str]:
-        """Those of `paths` that the head of the box holds something under ('' for the top: any path at all)."""
+    def holding(self, conn: sqlite3.Connection, box_id: int, paths: Sequence[str], deeper: bool = False) -> set[str]:
+        """Those of `paths` that the head of the box holds something under ('' for the top: any path at all);
+        with `deeper`, something inside a folder directly under them (the walk stops at the first such path)."""
         found: set[str] = set()
+        deep = " AND instr(path, '/') > 0" if deeper else ""
         if "" in paths and conn.execute(
-                "SELECT 1 FROM files WHERE box_id = ? AND present = 1 LIMIT 1", (box_id,)).fetchone() is not None:
+                f"SELECT 1 FROM files WHERE box_id = ? AND present = 1{deep} LIMIT 1", (box_id,)).fetchone():
             found.add("")
         rest = [p for p in paths if p]
-        # One statement per batch, one index seek per path: 100,000 paths take about 50 ms.
+        deep = " AND instr(substr(f.path, length(q.value) + 2), '/') > 0" if deeper else ""
+        # One statement per batch, one index seek per path.
         for part in batched(rest, BIG_BATCH):
             found.update(r[0] for r in conn.execute(
                 "SELECT q.value FROM json_each(?) q WHERE EXISTS (SELECT 1 FROM files f WHERE f.box_id = ? "
-                "AND f.path >= q.value || '/' AND f.path < q.value || '0' AND f.present = 1)",
+                f"AND f.path >= q.value || '/' AND f.path < q.value || '0' AND f.present = 1{deep})",
                 (json.dumps(list(part)), box_id)))
         return found
 
