@@ -67,7 +67,7 @@ def make_room(workspace: Workspace, writes: list[dict[str, Any]], folders: set[s
     Index entries of paths moved aside inside a folder go to `index_dels`: those paths are new now. A
     path moved aside is no longer reported as `kept` in place.
     """
-    retyped = {r["path"]: r for r in writes if _retyped(r)}
+    retyped = {r["path"]: r for r in writes if r["expect"] is not None and _retyped(r)}
     gone: set[str] = set()  # paths with nothing of ours left under them
     for path in sorted(folders | retyped.keys()):  # a folder sorts before what it holds
         remote = retyped.get(path)

@@ -85,7 +85,8 @@ def test_file_given_children_against_an_existing_file(api: Api) -> None:
 
 def test_file_put_over_a_folder_whose_children_remain(api: Api) -> None:
     box_id, _ = new_box(api, seed=False)
-    folder = [{"path": "d", "op": "put", "kind": "dir"}, *puts(api, ["d/a", "d/b", "d/sub/c", "implicit/x"])]
+    names = ["d/a", "d/b", "d/sub/c", "implicit/x", "top/f", "top/in/x"]
+    folder = [{"path": "d", "op": "put", "kind": "dir"}, *puts(api, names)]
     assert commit(api, box_id, folder).status_code == 200
     rev = revs(api, box_id)
     before = head(api, box_id), tree_paths(api, box_id)
@@ -95,6 +96,8 @@ def test_file_put_over_a_folder_whose_children_remain(api: Api) -> None:
     # A folder that exists only through the paths under it counts the same.
     assert clash(commit(api, box_id, puts(api, ["implicit"]))) == [
         {"path": "implicit", "kind": "file", "children": ["implicit/x"]}]
+    assert clash(commit(api, box_id, puts(api, ["top/in", "top/g"]))) == [
+        {"path": "top/in", "kind": "file", "children": ["top/in/x"]}]
     # Staged: the file in one part, the deletes in another, one child left out.
     stage_id, _ = stage(api, box_id, [file_d])
     stage(api, box_id, delete, stage_id)
@@ -103,4 +106,4 @@ def test_file_put_over_a_folder_whose_children_remain(api: Api) -> None:
     # With every child deleted in the same (staged) commit, the folder becomes a file.
     resp = commit_stage(api, box_id, stage_id, [{"path": "d/b", "op": "delete", "parent_rev": rev["d/b"]}])
     assert resp.status_code == 200, resp.text
-    assert tree_paths(api, box_id) == ["d", "implicit/x"]
+    assert tree_paths(api, box_id) == ["d", "implicit/x", "top/f", "top/in/x"]
