@@ -28,8 +28,8 @@ from box_common.paths import (
     normalize_prefix,
     parent_paths,
 )
+from boxctl import kinds, prescan
 from boxctl import pending as pending_commit
-from boxctl import prescan
 from boxctl import temps as pull_temps
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
@@ -598,11 +598,12 @@ class Engine:
             if old is not None and old.rev == remote["seq"]:
                 continue  # our own commit, or one we already applied
             try:
-                self.workspace.safe_path(path)
+                self.workspace.safe_path(path, look_at_parents=False)
             except UnsafePath as exc:
                 result.refused.append((path, exc.message))
                 continue
-            local = self.workspace.stat(path)
+            # Under a file or link of ours, the path does not exist here (kinds.make_room clears the way).
+            local = None if self.workspace.blocking_parent(path) else self.workspace.stat(path)
             changed = self._locally_changed(local, old)
             if remote["op"] == "delete":
                 if local is None:
@@ -625,6 +626,12 @@ class Engine:
                 index_puts.append(self._entry_from_remote(remote, local))
                 continue
             writes.append(remote | {"expect": local})
+        # Paths that change kind: what is in the way goes first (see boxctl/kinds.py), other deletes last.
+        folders = kinds.folders_of(writes)
+        first, deletes = kinds.split_deletes(deletes, writes, folders)
+        self._apply_deletes(first, result, index_dels)
+        kinds.make_room(self.workspace, writes, folders, base, index_dels, result.kept,
+                        lambda path: self._move_aside(path, result))
         self._apply_writes(writes, result, index_puts)
         self._apply_deletes(deletes, result, index_dels)
         if result.damaged and advance:
@@ -640,6 +647,11 @@ class Engine:
         if advance:
             self._ack(cursor)
         return result
+
+    def _move_aside(self, path: str, result: PullResult) -> None:
+        """Keep a local path that loses its place to a remote one of another kind, as a conflicted copy."""
+        copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        result.conflicts.append({"path": path, "copy": copy})
 
     def _locally_changed(self, local: LocalEntry | None, old: IndexEntry | None) -> bool:
         if local is None or old is None:

@@ -298,7 +298,7 @@ class Workspace:
         full = self.root / path
         try:
             st = os.lstat(full)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (a file where a folder of the path would be)
             return None
         if stat.S_ISDIR(st.st_mode):
             return LocalEntry(path, "dir", 0, 0, st.st_ino, 0o755)
@@ -327,8 +327,11 @@ class Workspace:
             return f"the path is longer than this file system allows ({path_max} bytes)"
         return None
 
-    def safe_path(self, path: str, create_parents: bool = False) -> Path:
-        """The on-disk path of a box path from the network, refusing escapes and symlinked parents."""
+    def safe_path(self, path: str, create_parents: bool = False, look_at_parents: bool = True) -> Path:
+        """The on-disk path of a box path from the network, refusing escapes and symlinked parents.
+
+        Without `look_at_parents`, only the path itself is checked (see `blocking_parent` for the rest).
+        """
         try:
             canonical = normalize_path(path)
         except InvalidPath as exc:
@@ -338,6 +341,8 @@ class Workspace:
         too_long = self._too_long(path)
         if too_long:
             raise UnsafePath(f"cannot write {path!r} here: {too_long}; it stays on the server")
+        if not look_at_parents:
+            return self.root / path
         for parent in parent_paths(path):
             full = self.root / parent
             try:
@@ -350,6 +355,19 @@ class Workspace:
             if not stat.S_ISDIR(st.st_mode):
                 raise UnsafePath(f"refusing to write {path!r}: {parent!r} is not a plain folder")
         return self.root / path
+
+
+    def blocking_parent(self, path: str) -> str | None:
+        """The outermost folder of `path` that is a file or link here (never looked through), or None."""
+        for parent in parent_paths(path):
+            try:
+                st = os.lstat(self.root / parent)
+            except FileNotFoundError:
+                return None  # nothing deeper exists either
+            if not stat.S_ISDIR(st.st_mode):
+                return parent
+        return None
+
 
 
 def link_temp(final: Path, target: str) -> Path:
@@ -371,13 +389,17 @@ def make_link(final: Path, target: str) -> None:
 
 
 def remove_path(full: Path, kind: str) -> bool:
-    """Remove a file, link or empty folder; False if a folder still holds something."""
+    """Remove a file, link or empty folder of that `kind`; False if a folder still holds something, or
+    the path is no longer of that kind (a folder that became a file here is a change to keep, not remove)."""
     try:
-        if kind == "dir" and full.is_dir() and not full.is_symlink():
+        is_dir = stat.S_ISDIR(os.lstat(full).st_mode)
+        if (kind == "dir") != is_dir:
+            return False
+        if is_dir:
             os.rmdir(full)
         else:
             os.unlink(full)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError:
         return False

@@ -41,6 +41,7 @@ from box_common.paths import (
     normalize_prefix,
     sync_limit_error,
 )
+from server_min import kinds
 from server_min.blocks.local import LocalBlocks
 from server_min.errors import (
     BadRequest,
@@ -473,6 +474,7 @@ class Service:
                 self._own_stage(conn, caller, box_id, stage, access.prefix)
                 if entries:
                     self.meta.add_staged(conn, stage, entries, parents)
+                    self.meta.add_stage_folders(conn, stage, kinds.folders_of(entries))
                 conflicts = self.meta.staged_conflicts(conn, box_id, stage)
             if conflicts:
                 raise Conflict(
@@ -480,6 +482,11 @@ class Service:
                     "run 'boxctl pull' and push again",
                     conflicts=conflicts[:1000],
                 )
+            seen = (kinds.EntryPaths(self.meta, conn, box_id, entries) if stage is None
+                    else kinds.StagedPaths(self.meta, conn, box_id, stage))
+            clash = kinds.clashes(self.meta, conn, box_id, seen)
+            if clash:
+                raise kinds.refusal(clash, lambda path: _strip(path, access.prefix))
             previous = self.meta.head_in(conn, box_id)
             if stage is None:
                 seq, when = self.meta.append_commit(conn, box_id, caller.user_id, device_id, message, entries, key)
@@ -526,6 +533,7 @@ class Service:
         with self.meta.write() as conn:
             self._own_stage(conn, caller, box_id, stage, access.prefix)
             total = self.meta.add_staged(conn, stage, entries, parents)
+            self.meta.add_stage_folders(conn, stage, kinds.folders_of(entries))
             if total > MAX_STAGED:
                 raise TooLarge(f"a commit may hold at most {MAX_STAGED} changes")
         return {"stage": stage, "staged": total}

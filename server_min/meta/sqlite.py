@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -74,6 +75,11 @@ CREATE TABLE IF NOT EXISTS stage_changes (
     stage INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, blocks BLOB NOT NULL, target TEXT,
     parent_rev INTEGER NOT NULL, PRIMARY KEY (stage, path)) WITHOUT ROWID;
+-- The folders holding a stage's puts ('' for the top), noted as the parts arrive: the commit checks that
+-- none of them is a file without reading every staged path again. `leaves`: it holds puts of files or links.
+CREATE TABLE IF NOT EXISTS stage_folders (
+    stage INTEGER NOT NULL, folder TEXT NOT NULL, leaves INTEGER NOT NULL,
+    PRIMARY KEY (stage, folder)) WITHOUT ROWID;
 """
 
 # A WAL larger than this after a write is checkpointed and truncated (it would otherwise keep up to 4 MiB).
@@ -417,6 +423,41 @@ class SqliteMeta:
                 heads[row["path"]] = row
         return heads
 
+    def present_kinds(self, conn: sqlite3.Connection, box_id: int, paths: Sequence[str]) -> dict[str, str]:
+        """The kind (file, dir, link) of each of `paths` that the head of the box holds."""
+        kinds: dict[str, str] = {}
+        for part in batched(paths):
+            marks = ",".join("?" * len(part))
+            kinds.update(conn.execute(
+                "SELECT f.path, j.kind FROM files f JOIN journal j ON j.box_id = f.box_id AND j.seq = f.rev "
+                f"AND j.path = f.path WHERE f.box_id = ? AND f.present = 1 AND f.path IN ({marks})",
+                (box_id, *part)).fetchall())
+        return kinds
+
+    def holding(self, conn: sqlite3.Connection, box_id: int, paths: Sequence[str], deeper: bool = False) -> set[str]:
+        """Those of `paths` that the head of the box holds something under ('' for the top: any path at all);
+        with `deeper`, something inside a folder directly under them (the walk stops at the first such path)."""
+        found: set[str] = set()
+        deep = " AND instr(path, '/') > 0" if deeper else ""
+        if "" in paths and conn.execute(
+                f"SELECT 1 FROM files WHERE box_id = ? AND present = 1{deep} LIMIT 1", (box_id,)).fetchone():
+            found.add("")
+        rest = [p for p in paths if p]
+        deep = " AND instr(substr(f.path, length(q.value) + 2), '/') > 0" if deeper else ""
+        # One statement per batch, one index seek per path.
+        for part in batched(rest, BIG_BATCH):
+            found.update(r[0] for r in conn.execute(
+                "SELECT q.value FROM json_each(?) q WHERE EXISTS (SELECT 1 FROM files f WHERE f.box_id = ? "
+                f"AND f.path >= q.value || '/' AND f.path < q.value || '0' AND f.present = 1{deep})",
+                (json.dumps(list(part)), box_id)))
+        return found
+
+    def present_under(self, conn: sqlite3.Connection, box_id: int, folder: str) -> list[str]:
+        """Every path the head of the box holds under `folder`."""
+        return [r[0] for r in conn.execute(
+            "SELECT path FROM files WHERE box_id = ? AND path >= ? AND path < ? AND present = 1 ORDER BY path",
+            (box_id, folder + "/", folder + "0"))]
+
     def append_commit(
         self,
         conn: sqlite3.Connection,
@@ -482,6 +523,53 @@ class SqliteMeta:
               parent) for e, parent in zip(entries, parents, strict=True)], 10)
         return int(conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
 
+    def add_stage_folders(self, conn: sqlite3.Connection, stage: int, folders: Mapping[str, bool]) -> None:
+        """Note the folders holding staged puts (see the stage_folders table); `folders[f]`: it holds leaves."""
+        insert_rows(conn, "INSERT INTO stage_folders (stage, folder, leaves)",
+                    [(stage, f, int(leaves)) for f, leaves in sorted(folders.items())], 3,
+                    "ON CONFLICT (stage, folder) DO UPDATE SET leaves = MAX(leaves, excluded.leaves)")
+
+    def stage_folders(self, conn: sqlite3.Connection, stage: int) -> dict[str, bool]:
+        """The folders noted by add_stage_folders: folder -> holds puts of files or links."""
+        return {r[0]: bool(r[1]) for r in conn.execute(
+            "SELECT folder, leaves FROM stage_folders WHERE stage = ?", (stage,))}
+
+    def staged_kinds(self, conn: sqlite3.Connection, stage: int, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(op, kind) of the staged change of each of `paths` that the stage holds."""
+        found: dict[str, tuple[str, str]] = {}
+        for part in batched(paths):
+            marks = ",".join("?" * len(part))
+            found.update((r[0], (r[1], r[2])) for r in conn.execute(
+                f"SELECT path, op, kind FROM stage_changes WHERE stage = ? AND path IN ({marks})", (stage, *part)))
+        return found
+
+    def staged_under(self, conn: sqlite3.Connection, stage: int, folder: str,
+                     limit: int = -1) -> list[tuple[str, str, str]]:
+        """(path, op, kind) of the staged changes under `folder`, in path order."""
+        return [(r[0], r[1], r[2]) for r in conn.execute(
+            "SELECT path, op, kind FROM stage_changes WHERE stage = ? AND path >= ? AND path < ? "
+            "ORDER BY path LIMIT ?", (stage, folder + "/", folder + "0", limit))]
+
+    def staged_leaves_holding(self, conn: sqlite3.Connection, box_id: int, stage: int,
+                              folders: Sequence[str]) -> list[str]:
+        """The staged puts of files and links directly inside `folders` ('' for the top) under whose name
+        the head of the box holds something: one statement, one index seek per such put."""
+        holds = ("EXISTS (SELECT 1 FROM files h WHERE h.box_id = ? AND h.path >= s.path || '/' "
+                 "AND h.path < s.path || '0' AND h.present = 1)")
+        found = []
+        if "" in folders:
+            found += [r[0] for r in conn.execute(
+                "SELECT s.path FROM stage_changes s WHERE s.stage = ? AND s.op = 'put' AND s.kind != 'dir' "
+                f"AND instr(s.path, '/') = 0 AND {holds}", (stage, box_id))]
+        rest = [f for f in folders if f]
+        for part in batched(rest, BIG_BATCH):
+            found += [r[0] for r in conn.execute(
+                "SELECT s.path FROM json_each(?) f JOIN stage_changes s ON s.stage = ? AND s.path >= f.value || '/' "
+                "AND s.path < f.value || '0' WHERE s.op = 'put' AND s.kind != 'dir' "
+                f"AND instr(substr(s.path, length(f.value) + 2), '/') = 0 AND {holds}",
+                (json.dumps(list(part)), stage, box_id))]
+        return sorted(found)
+
     def staged_outside(self, conn: sqlite3.Connection, stage: int, prefix: str) -> bool:
         """True if the stage holds a path outside folder `prefix`."""
         return conn.execute(
@@ -540,6 +628,7 @@ class SqliteMeta:
     @staticmethod
     def _drop_stage(conn: sqlite3.Connection, stage: int) -> None:
         conn.execute("DELETE FROM stage_changes WHERE stage = ?", (stage,))
+        conn.execute("DELETE FROM stage_folders WHERE stage = ?", (stage,))
         conn.execute("DELETE FROM stages WHERE id = ?", (stage,))
 
     def commit_by_key(self, box_id: int, key: str) -> sqlite3.Row | None:
