@@ -1,0 +1,112 @@
+"""The end of a model run: sync every device until quiet, then prove nothing was lost or left behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from boxctl.chunking import Chunker, content_hash
+from boxctl.config import BoxConfig
+from tests.model.ops import EDIT_RE, Edit, Model, summary
+from tests.model.world import TEMP_MARK, Tree, World, read_tree
+
+SETTLE_ROUNDS = 6  # syncs per device at most before "did not settle" fails the run
+
+
+def settle(world: World) -> None:
+    """`boxctl sync` the devices in turn until each has synced since the last push that changed anything."""
+    since_push: set[str] = set()
+    for i in range(SETTLE_ROUNDS * len(world.devices)):
+        dev = world.devices[i % len(world.devices)]
+        answer = world.run(dev, "sync", "--json").json()
+        world.note(f"  settle {dev.name}: sync" + summary("sync", answer))
+        since_push = {dev.name} if answer["push"]["seq"] else since_push | {dev.name}
+        if len(since_push) == len(world.devices):
+            return
+    raise AssertionError(f"devices still pushing changes after {SETTLE_ROUNDS} syncs each")
+
+
+def describe(data: bytes | None) -> str:
+    if data is None:
+        return "folder"
+    match = EDIT_RE.match(data)
+    return f"e{match.group(1).decode()}" if match else f"{len(data)} B of other bytes"
+
+
+def tree_problems(world: World) -> list[str]:
+    """Differences between the devices' trees (paths, kinds, bytes), and temp files left anywhere."""
+    trees: dict[str, Tree] = {d.name: read_tree(d.root) for d in world.devices}
+    problems = []
+    for dev in world.devices:
+        for dirpath, _, filenames in os.walk(dev.root):  # .box/ included: no temp file may stay anywhere
+            problems += [f"{dev.name}: temp file left: {os.path.relpath(Path(dirpath) / n, dev.root)}"
+                         for n in filenames if n.startswith(TEMP_MARK)]
+    first, *rest = world.devices
+    for dev in rest:
+        a, b = trees[first.name], trees[dev.name]
+        for path in sorted(set(a) | set(b)):
+            if path not in b:
+                problems.append(f"{path}: on {first.name} ({describe(a[path])}), not on {dev.name}")
+            elif path not in a:
+                problems.append(f"{path}: on {dev.name} ({describe(b[path])}), not on {first.name}")
+            elif a[path] != b[path]:
+                problems.append(f"{path}: {first.name} has {describe(a[path])}, {dev.name} has {describe(b[path])}")
+    return problems
+
+
+def status_problems(world: World) -> list[str]:
+    """Every device's `boxctl status --json` must show no local change and nothing waiting."""
+    problems = []
+    for dev, run in zip(world.devices, world.run_all("status", "--json"), strict=True):
+        st = run.json()
+        if st["added"] or st["modified"] or st["deleted"] or st["remote_waiting"]:
+            problems.append(f"{dev.name}: status not clean: added {st['added']} modified {st['modified']} "
+                            f"deleted {st['deleted']} remote_waiting {st['remote_waiting']}")
+    return problems
+
+
+def edit_hashes(root: Path, edits: list[Edit]) -> dict[str, Edit]:
+    """Box's content hash of each edit's bytes (SHA-256 over the block digests, cut as the box cuts)."""
+    config = BoxConfig.load(root)
+    chunker = Chunker(config.min_size, config.avg_size, config.max_size)
+    hashes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "edit"
+        for edit in edits:
+            scratch.write_bytes(edit.data)
+            digests, _ = chunker.digests(scratch)
+            hashes[content_hash("file", digests, None)] = edit
+    return hashes
+
+
+def lost_edits(model: Model) -> list[str]:
+    """Edits owed to the server (not destroyed by the user) that no current file nor revision holds.
+
+    The current tree answers most; only if some are still unseen is the history read, one
+    `boxctl log NAME` per top-level name that any commit touched (all at once).
+    """
+    world = model.world
+    owed = [e for e in model.edits.values() if e.eid not in model.discarded]
+    wanted = edit_hashes(world.devices[0].root, owed)
+    dev = world.devices[0]
+    for entry in world.run(dev, "ls", "--json").json()["entries"]:
+        wanted.pop(entry.get("content_hash", ""), None)
+    if wanted:
+        commits = world.run(dev, "log", "--json", "-n", "10000").json()["commits"]
+        tops = sorted({p["path"].split("/", 1)[0] for c in commits for p in c["paths"]})
+        procs = [(name, world.start(dev, "log", name, "--json", "-n", "10000")) for name in tops]
+        for name, proc in procs:
+            for rev in world.finish(dev, proc, ("log", name, "--json")).json()["revisions"]:
+                wanted.pop(rev["content_hash"], None)
+    return [f"lost e{e.eid}: written on {e.device} at {e.path} ({len(e.data)} B), in no file nor revision "
+            "on the server" for e in sorted(wanted.values(), key=lambda e: e.eid)]
+
+
+def check_run(model: Model) -> None:
+    """Settle, then assert convergence, clean status, no temp files and every owed edit on the server."""
+    world = model.world
+    settle(world)
+    problems = tree_problems(world) + status_problems(world) + lost_edits(model)
+    if problems:
+        raise AssertionError("\n".join(problems))
