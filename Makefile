@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test test-all lint bench bench-quick
+.PHONY: install demo test test-all test-model lint bench bench-quick
 
 # An editable install leaves our own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
 # (CI images often do) every command would compile them again: a sixth of a short command's time.
@@ -20,6 +20,12 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q
+
+# The randomized model test (tests/model) with 1,000 seeded runs instead of the 50 of `make test`;
+# BOX_MODEL_RUNS=N sets another count, BOX_MODEL_OPS=-typechange leaves an op class out.
+BOX_MODEL_RUNS ?= 1000
+test-model: install
+	BOX_MODEL_RUNS=$(BOX_MODEL_RUNS) $(PY) -m pytest -q tests/model
 
 lint: install
 	$(VENV)/bin/ruff check .

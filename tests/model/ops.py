@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import Device
-from tests.model.world import TEMP_MARK, World
+from tests.model.world import TEMP_MARK, Run, World
 
 OP_CLASSES = ("write", "delete", "mkdir", "rmdir", "rename", "typechange", "midpull", "concurrent",
               "offline", "sync")
 WEIGHTS = {"write": 6, "delete": 2, "mkdir": 1, "rmdir": 1, "rename": 3, "typechange": 2, "midpull": 1,
-           "concurrent": 2, "offline": 1, "sync": 7}
+           "concurrent": 2, "offline": 1, "sync": 6}
 NAMES = ("a", "b", "c.txt")  # few names: paths collide often (renames onto deleted names, type changes)
 EDIT_RE = re.compile(rb"^e(\d+) ")
 SLOW_SIZE = 64 << 10  # a file a mid-pull edit races with, downloaded under --bwlimit
@@ -241,8 +241,7 @@ class Model:
         run = self.world.run(dev, command, "--json", check=False)
         if command == "push" and run.code == 4:
             return f"{dev.name}: push -> refused, pull first (exit 4)"
-        self.world.finish_check(dev, run)
-        return f"{dev.name}: {command}" + summary(command, run.json())
+        return f"{dev.name}: {command}" + outcome(self.world, dev, command, run)
 
     def op_midpull(self, dev: Device) -> str:
         """Another device pushes a slow file (and maybe changes one `dev` holds); `dev` edits during its pull."""
@@ -263,7 +262,7 @@ class Model:
                 touched = f", deletes {other}"
             else:
                 touched = f", writes {other} e{self.write(peer, other).eid}"
-        self.world.finish_check(peer, self.world.run(peer, "sync", "--json", check=False))
+        peer_sync = outcome(self.world, peer, "sync", self.world.run(peer, "sync", "--json", check=False))
         target = self.rng.choice([p for p in (slow, *shared, *self.entries(dev, "file")) if self.writable(dev, p)]
                                  or [slow])
         when = self.rng.choice(("temp", "delay"))
@@ -272,11 +271,16 @@ class Model:
         seen = wait_for_temp(dev.root, proc, 3.0) if when == "temp" else sleep_while(proc, delay)
         edit = self.write(dev, target) if self.writable(dev, target) else None
         run = self.world.finish(dev, proc, ("pull", "--json", "--bwlimit", SLOW_RATE), check=False)
-        self.world.finish_check(dev, run)
         moment = f"at temp file ({'seen' if seen else 'pull ended first'})" if when == "temp" else f"after {delay:.2f}s"
         what = f"writes {target} e{edit.eid}" if edit else f"cannot write {target}"
-        return (f"{peer.name}: write {slow} e{big.eid} ({SLOW_SIZE} B){touched}, sync; "
-                f"{dev.name}: pull --bwlimit {SLOW_RATE}, {what} {moment}" + summary("pull", run.json()))
+        return (f"{peer.name}: write {slow} e{big.eid} ({SLOW_SIZE} B){touched}, sync{peer_sync}; "
+                f"{dev.name}: pull --bwlimit {SLOW_RATE}, {what} {moment}" + outcome(self.world, dev, "pull", run))
+
+
+def outcome(world: World, dev: Device, command: str, run: Run) -> str:
+    """The log's account of a sync, push or pull: what it did, or how it failed (recorded as an error)."""
+    why = world.failed(dev, run)
+    return f" [FAILED {why}]" if why else summary(command, run.json())
 
 
 def summary(command: str, answer: dict) -> str:

@@ -21,7 +21,7 @@ from tests.model.ops import Model, op_classes
 from tests.model.world import make_world
 
 DEFAULT_RUNS = 50
-MIN_STEPS, MAX_STEPS = 15, 25
+MIN_STEPS, MAX_STEPS = 15, 22
 _boxes = itertools.count(1)
 
 
@@ -56,6 +56,7 @@ def test_model_run(seed: int, model_server: ServerProc, model_configs: dict[str,
         check_run(model)
     except AssertionError as exc:
         failure = str(exc)
+    print(f"seed {seed}: {steps} ops, {world.calls} calls, {world.spent:.1f}s in boxctl")  # shown with -s
     if failure is not None:
         ops = os.environ.get("BOX_MODEL_OPS")
         replay = (f"BOX_MODEL_OPS={ops} " if ops else "") + f"pytest tests/model --seed {seed}"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from tests.conftest import BOXCTL, Device, ServerProc
 
@@ -41,6 +44,8 @@ class World:
     box: str
     log: list[str] = field(default_factory=list)
     calls: int = 0
+    errors: list[str] = field(default_factory=list)  # sync commands that failed: the run goes on, then fails
+    spent: float = 0.0  # seconds spent waiting for boxctl
 
     def note(self, line: str) -> None:
         self.log.append(line)
@@ -54,7 +59,9 @@ class World:
     def finish(self, device: Device, proc: subprocess.Popen[str], args: tuple[str, ...],
                check: bool = True, timeout: float = 60) -> Run:
         """Wait for a started boxctl; with `check`, a non-zero exit or a traceback fails the run."""
+        started = time.monotonic()
         out, err = proc.communicate(timeout=timeout)
+        self.spent += time.monotonic() - started
         run = Run(args, proc.returncode, out, err)
         if check:
             self.finish_check(device, run)
@@ -66,6 +73,18 @@ class World:
             raise BoxctlFailed(f"{device.name}: boxctl {' '.join(run.args)} exited {run.code}: "
                                f"{run.err.strip()[-2000:]}")
 
+    def failed(self, device: Device, run: Run) -> str | None:
+        """Record a sync command that failed (exit code, or a traceback) and say why; None if it worked.
+
+        The run goes on after it, so one failure does not hide what else the run would find.
+        """
+        if run.code == 0 and "Traceback" not in run.err:
+            return None
+        lines = [line for line in run.err.strip().splitlines() if line.strip()] or [""]
+        why = f"exit {run.code}: {lines[-1][:300]}"
+        self.errors.append(f"step {len(self.log) + 1}, {device.name}: boxctl {' '.join(run.args)} -> {why}")
+        return why
+
     def run(self, device: Device, *args: str, check: bool = True) -> Run:
         """Run `boxctl ARGS` on `device` and wait for it."""
         return self.finish(device, self.start(device, *args), args, check)
@@ -76,19 +95,24 @@ class World:
         return [self.finish(d, p, args) for d, p in procs]
 
 
+CHUNKING = {"min": 256, "avg": 1024, "max": 4096}  # small blocks: the model's files span several
+
+
 def make_world(server: ServerProc, configs: dict[str, Path], base: Path, box: str) -> World:
-    """A fresh box `box` on `server`: d0 inits it, d1 and d2 clone it (empty) into folders under `base`."""
+    """A fresh box `box` on `server` and three empty folders under `base` that `boxctl init` links to it.
+
+    The box is made over HTTP first, so the three inits can run at once (start-up is most of their cost).
+    """
+    answer = requests.post(f"{server.url}/v1/boxes", json={"name": box, "chunking": CHUNKING}, timeout=30,
+                           headers={"Authorization": f"Bearer {server.tokens['alice']}"})
+    answer.raise_for_status()
     devices = [Device(name, base / name, configs[name], server) for name in DEVICES]
     world = World(server, devices, box)
-    first = devices[0]
-    first.root.mkdir(parents=True)
-    world.run(first, "init", str(first.root), "--server", server.url, "--box", box, "--device", first.name)
     procs = []
-    for d in devices[1:]:
-        args = ("clone", server.url, box, str(d.root), "--device", d.name)
-        world.calls += 1
-        procs.append((d, args, subprocess.Popen([*BOXCTL, *args], cwd=d.config, env=d.env(), text=True,
-                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+    for d in devices:
+        d.root.mkdir(parents=True)
+        args = ("init", str(d.root), "--server", server.url, "--box", box, "--device", d.name)
+        procs.append((d, args, world.start(d, *args)))
     for d, args, proc in procs:
         world.finish(d, proc, args)
     return world
