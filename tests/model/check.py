@@ -11,7 +11,7 @@ import requests
 from boxctl.chunking import Chunker, content_hash
 from boxctl.config import BoxConfig
 from tests.model.ops import EDIT_RE, Edit, Model, outcome
-from tests.model.world import TEMP_MARK, Tree, World, read_tree
+from tests.model.world import TEMP_MARK, Tree, World, read_tree, temp_files
 
 SETTLE_ROUNDS = 4  # syncs per device at most before "did not settle" fails the run
 
@@ -45,7 +45,8 @@ def describe(data: bytes | None) -> str:
 
 def tree_problems(world: World) -> list[str]:
     """Differences between the devices' trees (paths, kinds, bytes), and temp files left anywhere."""
-    trees: dict[str, Tree] = {d.name: read_tree(d.root) for d in world.devices}
+    trees: dict[str, Tree] = {d.name: {p: v for p, v in read_tree(d.root).items() if p not in temp_files({p: v})}
+                              for d in world.devices}
     problems = []
     for dev in world.devices:
         for dirpath, _, filenames in os.walk(dev.root):  # .box/ included: no temp file may stay anywhere

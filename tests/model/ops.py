@@ -21,9 +21,9 @@ from tests.conftest import Device
 from tests.model.world import TEMP_MARK, Run, World
 
 OP_CLASSES = ("write", "delete", "mkdir", "rmdir", "rename", "typechange", "midpull", "concurrent",
-              "offline", "sync")
+              "offline", "sync", "reconflict")
 WEIGHTS = {"write": 6, "delete": 2, "mkdir": 1, "rmdir": 1, "rename": 3, "typechange": 2, "midpull": 1,
-           "concurrent": 2, "offline": 1, "sync": 6}
+           "concurrent": 2, "offline": 1, "sync": 6, "reconflict": 1}
 NAMES = ("a", "b", "c.txt")  # few names: paths collide often (renames onto deleted names, type changes)
 EDIT_RE = re.compile(rb"^e(\d+) ")
 SLOW_SIZE = 64 << 10  # a file a mid-pull edit races with, downloaded under --bwlimit
@@ -223,6 +223,25 @@ class Model:
         chosen = [dev, *self.rng.sample(others, self.rng.randint(1, len(others)))]
         done = [f"{d.name} e{self.write(d, path).eid}" for d in chosen if self.writable(d, path)]
         return f"concurrent write {path}: " + (", ".join(done) or "nowhere writable")
+
+    def op_reconflict(self, dev: Device) -> str:
+        """The same path conflicts twice on `dev` within about a second: two conflicted copies, same stamp."""
+        peers = [d for d in self.online() if d is not dev]
+        if not peers or dev.name in self.offline:
+            return f"{dev.name}: reconflict (no peer online)"
+        peer = self.rng.choice(peers)
+        path = self.free_path(peer) or self.random_path()
+        if not (self.writable(peer, path) and self.writable(dev, path)):
+            return f"{dev.name}: reconflict {path} (not writable)"
+        lines = []
+        for _ in range(2):
+            mine, theirs = self.write(dev, path), self.write(peer, path)
+            pushed = outcome(self.world, peer, "sync", self.world.run(peer, "sync", "--json", check=False))
+            pulled = outcome(self.world, dev, "pull", self.world.run(dev, "pull", "--json", check=False))
+            lines.append(f"{dev.name} e{mine.eid}, {peer.name} e{theirs.eid} sync{pushed}, {dev.name} pull{pulled}")
+            if not self.writable(dev, path):
+                break
+        return f"reconflict {path}: " + "; ".join(lines)
 
     def op_offline(self, dev: Device) -> str:
         steps = self.rng.randint(3, 8)

@@ -21,7 +21,7 @@ from tests.model.ops import Model, op_classes
 from tests.model.world import make_world
 
 DEFAULT_RUNS = 50
-MIN_STEPS, MAX_STEPS = 15, 22
+MIN_STEPS, MAX_STEPS = 15, 20
 _boxes = itertools.count(1)
 
 
