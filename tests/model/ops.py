@@ -22,8 +22,8 @@ from tests.model.world import TEMP_MARK, Run, World
 
 OP_CLASSES = ("write", "delete", "mkdir", "rmdir", "rename", "typechange", "midpull", "concurrent",
               "offline", "sync", "reconflict")
-WEIGHTS = {"write": 6, "delete": 2, "mkdir": 1, "rmdir": 1, "rename": 3, "typechange": 2, "midpull": 1,
-           "concurrent": 2, "offline": 1, "sync": 6, "reconflict": 1}
+WEIGHTS: dict[str, float] = {"write": 6, "delete": 2, "mkdir": 1, "rmdir": 1, "rename": 3, "typechange": 2,
+                             "midpull": 1, "concurrent": 2, "offline": 1, "sync": 5, "reconflict": 0.5}
 NAMES = ("a", "b", "c.txt")  # few names: paths collide often (renames onto deleted names, type changes)
 EDIT_RE = re.compile(rb"^e(\d+) ")
 SLOW_SIZE = 64 << 10  # a file a mid-pull edit races with, downloaded under --bwlimit
