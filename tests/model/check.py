@@ -41,8 +41,11 @@ def describe(data: bytes | None) -> str:
 
 def tree_problems(world: World) -> list[str]:
     """Differences between the devices' trees (paths, kinds, bytes), and temp files left anywhere."""
-    trees: dict[str, Tree] = {d.name: {p: v for p, v in read_tree(d.root).items() if p not in temp_files({p: v})}
-                              for d in world.devices}
+    trees: dict[str, Tree] = {}
+    for dev in world.devices:
+        tree = read_tree(dev.root)
+        temps = set(temp_files(tree))  # reported below, not as differences
+        trees[dev.name] = {p: v for p, v in tree.items() if p not in temps}
     problems = []
     for dev in world.devices:
         for dirpath, _, filenames in os.walk(dev.root):  # .box/ included: no temp file may stay anywhere
