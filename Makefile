@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test test-all test-crash lint bench bench-quick
+.PHONY: install demo test test-all test-crash test-model lint bench bench-quick
 
 # An editable install leaves our own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
 # (CI images often do) every command would compile them again: a sixth of a short command's time.
@@ -25,6 +25,12 @@ test-all: install
 test-crash: install
 	BOX_CRASH_POINTS=24 $(PY) -m pytest -q -x tests/e2e/test_crash.py tests/e2e/test_crash_points.py \
 		tests/e2e/test_power_loss.py
+
+# The randomized model test (tests/model) with 1,000 seeded runs instead of the 50 of `make test`;
+# BOX_MODEL_RUNS=N sets another count, BOX_MODEL_OPS=-typechange leaves an op class out.
+BOX_MODEL_RUNS ?= 1000
+test-model: install
+	BOX_MODEL_RUNS=$(BOX_MODEL_RUNS) $(PY) -m pytest -q tests/model
 
 lint: install
 	$(VENV)/bin/ruff check .
