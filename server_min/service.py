@@ -772,7 +772,7 @@ def _plain_put(change: Any, prefix: str, hexes: list[str]) -> dict[str, Any] | N
     if type(change) is not dict or change.get("op") != "put" or change.get("kind", "file") != "file":
         return None
     path = change.get("path")
-    if type(path) is not str or not is_plain_path(path) or path == ".box" or path.startswith(".box/"):
+    if type(path) is not str or not is_plain_path(path) or _in_box_dir(path):
         return None
     if len(path) > MAX_SYNC_NAME_BYTES and (len(path) > MAX_SYNC_PATH_BYTES or _LONG_NAME.search(path)):
         return None  # _entry refuses it, naming the limit
@@ -801,8 +801,8 @@ def _entry(change: Any, prefix: str) -> dict[str, Any]:
     # The common case, a plain ASCII path, is canonical as it is; anything else gets every check.
     path = raw if isinstance(raw, str) and is_plain_path(raw) else _checked_path(raw)
     _check_sync_limits(path)
-    if path == ".box" or path.startswith(".box/"):
-        raise BadRequest("the .box folder is never synced")
+    if _in_box_dir(path):
+        raise BadRequest(f"{path}: a .box folder is never synced, at any depth")
     op = change.get("op")
     kind = change.get("kind", "file")
     if op not in ("put", "delete"):
@@ -857,3 +857,8 @@ def _content_hash_of(row: sqlite3.Row) -> str:
 
 
 __all__ = ["CODEC_RAW", "CODEC_ZSTD", "Access", "Caller", "Service", "hash_token"]
+
+
+def _in_box_dir(path: str) -> bool:
+    """True for `.box` or a path through it, at any depth (a client's own folder: never synced)."""
+    return f"/{path}/".find("/.box/") >= 0

@@ -54,3 +54,19 @@ def test_ignore_rules_that_came_from_the_box_are_shown_and_what_they_leave_out_i
     pushed = b.run("push").out
     assert "left out by .boxignore" in pushed, pushed
     assert push(b)["ignored"] == st["ignored"]
+
+
+def test_the_server_refuses_a_box_folder_at_any_depth(two_devices: tuple[Device, Device]) -> None:
+    import requests
+
+    a, _ = two_devices
+    config = json.loads((a.root / ".box" / "config").read_text())
+    token = a.server.tokens["alice"]
+    for path in (".box/config", "team/sub/.box/config", "team/.box"):
+        answer = requests.post(f"{a.server.url}/v1/boxes/{config['box_id']}/commits", timeout=30,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"message": "plant", "changes": [{"path": path, "op": "put", "kind": "file",
+                                                                       "size": 0, "blocks": []}]})
+        assert answer.status_code == 400, (path, answer.text)
+        assert ".box" in answer.json()["message"]
+    assert not any(".box" in p.split("/") for p in remote_paths(a))
