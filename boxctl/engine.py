@@ -614,7 +614,7 @@ class Engine:
                     index_dels.append(path)  # keep the local edit: it becomes a new file to push
                     result.kept.append(path)
                 continue
-            same = local is not None and self._same_content(local, remote)
+            same = local is not None and self.same_content(local, remote)
             if local is not None and changed and not same:
                 if local.kind == "dir" and remote["kind"] == "dir":
                     index_puts.append(self._entry_from_remote(remote, local))
@@ -666,7 +666,8 @@ class Engine:
             return False
         return self._file_hash(local) != old.content_hash or local.mode != old.mode
 
-    def _same_content(self, local: LocalEntry, remote: dict[str, Any]) -> bool:
+    def same_content(self, local: LocalEntry, remote: dict[str, Any]) -> bool:
+        """True if the local path holds exactly the remote entry (kind, target, or mode and content)."""
         if local.kind != remote["kind"]:
             return False
         if local.kind == "dir":
@@ -827,7 +828,7 @@ class Engine:
                 self._done(remote, result, index_puts, sizes, seen)
                 return int(remote["size"])
             now = self.workspace.stat(remote["path"])
-            if now is not None and self._same_content(now, remote):
+            if now is not None and self.same_content(now, remote):
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
                 index_puts.append(self._entry_from_remote(remote, now))

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from boxctl.chunking import content_hash
 from boxctl.errors import BoxError, NotFound
 from boxctl.index import IndexEntry
 from boxctl.workspace import LocalEntry
@@ -113,19 +112,10 @@ def finish(engine: Engine) -> int | None:
 
 def _holds(engine: Engine, local: LocalEntry, remote: dict[str, Any]) -> bool:
     """True if the disk still holds what the commit recorded at this path."""
-    if local.kind != remote["kind"]:
-        return False
-    if local.kind == "dir":
-        return True
-    if local.kind == "link":
-        return local.target == remote["target"]
-    if (local.size, local.mode) != (remote["size"], remote["mode"]):
-        return False
     try:
-        digests, _ = engine.chunker.digests(engine.root / local.path)
-    except OSError:
+        return engine.same_content(local, remote)
+    except OSError:  # gone or unreadable since: not what the commit recorded
         return False
-    return content_hash("file", digests, None) == remote["content_hash"]
 
 
 def _entry(remote: dict[str, Any], local: LocalEntry | None) -> IndexEntry:

@@ -17,7 +17,7 @@ from anyio import CapacityLimiter
 
 from server_min.errors import ServerError
 
-LONG_POLLS_PER_USER = 32
+LONG_POLLS_PER_USER = 64  # a watch holds one per synced folder: room for many folders and devices
 UPLOADS_PER_USER = 8
 UPLOAD_THREADS = 8  # of anyio's 40 worker threads: the other 32 stay for everything else
 

@@ -193,11 +193,13 @@ def test_symlinks_synced_as_links_not_followed(two_devices: tuple[Device, Device
     assert {held[p]["kind"] for p in ("link.txt", "docs-link", "outside", "dangling")} == {"link"}
     assert held["outside"]["target"] == str(outside)
     assert not any(p.startswith(("outside/", "docs-link/")) for p in held), sorted(held)
-    pull(b)
-    for name, target in (("link.txt", "real.txt"), ("docs-link", "docs"), ("outside", str(outside)),
-                         ("dangling", "nowhere.txt")):
+    pulled = pull(b)
+    for name, target in (("link.txt", "real.txt"), ("docs-link", "docs"), ("dangling", "nowhere.txt")):
         assert (b.root / name).is_symlink(), name
         assert os.readlink(b.root / name) == target
+    # A link from the server that points outside the folder is refused and listed, never made (README).
+    assert "outside" in {r["path"] for r in pulled["refused"]}
+    assert not (b.root / "outside").is_symlink()
     assert b.files() == {"real.txt": b"real", "docs/page.txt": b"page"}
     assert (outside / "secret.txt").read_text() == "must not be synced"
     # Retargeting a link is a change that reaches the other device.
