@@ -16,6 +16,7 @@ from urllib.parse import quote
 import typer
 
 from box_common.paths import InvalidPath, normalize_path
+from box_common.units import format_size
 from boxctl import __version__
 from boxctl import check as checker
 from boxctl.cli_check import admin_check, damaged_error, print_damaged
@@ -38,7 +39,6 @@ from boxctl.output import emit_json
 from boxctl.terminal import console, printable
 from boxctl.timeparse import parse_time
 from boxctl.transport import Transport, parse_rate
-from boxctl.units import format_size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Box: keep a folder in sync, with every version.")

@@ -28,6 +28,7 @@ from box_common.paths import (
     normalize_prefix,
     parent_paths,
 )
+from box_common.units import format_size
 from boxctl import kinds, prescan
 from boxctl import pending as pending_commit
 from boxctl import temps as pull_temps
@@ -43,7 +44,6 @@ from boxctl.repair import RepairResult, repair_blocks
 from boxctl.staging import CommitStager
 from boxctl.transfer import BlockUploader, DamagedBlock, default_jobs, default_uploads, download_blocks
 from boxctl.transport import Transport
-from boxctl.units import format_size
 from boxctl.workspace import (
     IGNORE_FILE,
     PARTIAL_PREFIX,

@@ -10,6 +10,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from box_common.units import format_size
+
 STYLE = """
 :root{color-scheme:light dark;--fg:#1d2430;--muted:#5b6675;--bg:#f5f7fa;--card:#fff;--line:#dde3ea;--accent:#0b63ce}
 @media (prefers-color-scheme:dark){:root{--fg:#e8edf3;--muted:#9aa6b4;--bg:#10151c;--card:#18202a;--line:#2a3542;
@@ -54,15 +56,6 @@ HEADERS = {
 }
 
 
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} bytes"
-
-
 def human_time(mtime_ns: int) -> str:
     return time.strftime("%d %b %Y, %H:%M UTC", time.gmtime(mtime_ns / 1e9)) if mtime_ns else ""
 
@@ -100,7 +93,7 @@ def file_page(base: str, root_name: str, sub: str, name: str, size: int, mtime_n
     when = human_time(mtime_ns)
     body = (
         f"{_crumbs(base, root_name, sub)}<section class=\"card\"><h1>{e(name)}</h1>"
-        f"<p class=\"meta\">{e(human_size(size))}{' · ' + e(when) if when else ''}</p>"
+        f"<p class=\"meta\">{e(format_size(size))}{' · ' + e(when) if when else ''}</p>"
         f"<a class=\"button\" id=\"download\" href=\"{e(href)}\" download>Download</a></section>"
     )
     return _page(name, body)
@@ -121,7 +114,7 @@ def folder_page(base: str, root_name: str, sub: str, name: str, children: list[d
         elif c["kind"] == "file":
             rows.append(f"<li class=\"file\"><span class=\"icon\"></span><span class=\"name\">"
                         f"<a href=\"{e(href)}\">{e(c['name'])}</a></span>"
-                        f"<span class=\"size\">{e(human_size(c['size']))}</span>"
+                        f"<span class=\"size\">{e(format_size(c['size']))}</span>"
                         f"<a class=\"get\" href=\"{e(href)}?dl=1\" download>Download</a></li>")
         else:
             rows.append(f"<li class=\"link\"><span class=\"icon link\"></span><span class=\"name\">{e(c['name'])}"
@@ -149,4 +142,4 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-__all__ = ["CSP", "HEADERS", "content_disposition", "error_page", "file_page", "folder_page", "human_size"]
+__all__ = ["CSP", "HEADERS", "content_disposition", "error_page", "file_page", "folder_page"]

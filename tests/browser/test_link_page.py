@@ -82,7 +82,7 @@ def test_file_and_folder_links_in_chromium(alice: Device, browser: Any, shots: P
     response = page.goto(file_url)
     assert response is not None and response.status == 200
     assert page.title().startswith("report 2026.pdf")
-    assert "300.0 KB" in page.inner_text("body")
+    assert "293.0 KiB" in page.inner_text("body")
     page.screenshot(path=str(shots / "link-file.png"), full_page=True)
     assert _download(page, "#download") == report
 

@@ -1,4 +1,4 @@
-"""The one way sizes are written for people: binary units (B, KiB, MiB, GiB, TiB), as the CLI shows them."""
+"""The one way sizes are written for people, by the CLI and the link pages: binary units (B, KiB, MiB, GiB, TiB)."""
 
 from __future__ import annotations
 
