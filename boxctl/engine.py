@@ -949,37 +949,64 @@ class Engine:
         """
         single = len(wanted) == 1 and prefix in wanted and wanted[prefix]["kind"] == "file"
         refused: list[tuple[str, str]] = []
-        if single and not to.is_dir():
-            targets = {prefix: to}
-        else:
-            base = prefix.rsplit("/", 1)[-1] if prefix else ""
-            to.mkdir(parents=True, exist_ok=True)
-            dest_root = Workspace(to)
-            targets = {}
-            for p in sorted(wanted):
-                rel = p[len(prefix) + 1:] if prefix and p != prefix else (base if prefix else p)
-                rel = f"{base}/{rel}" if prefix and p != prefix else rel
+        if single and not to.is_dir():  # a file name the user gave: written by that name
+            entry = wanted[prefix]
+            stream = download_blocks(self.transport, _block_sizes([entry]), self.threads)
+            to.parent.mkdir(parents=True, exist_ok=True)
+            fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix), entry["mode"], entry["mtime_ns"])
+            return 1, refused
+        base = prefix.rsplit("/", 1)[-1] if prefix else ""
+        to.mkdir(parents=True, exist_ok=True)
+        dest_root = Workspace(to)
+        targets: dict[str, str] = {}  # box path -> path inside `to`
+        for p in sorted(wanted):
+            rel = p[len(prefix) + 1:] if prefix and p != prefix else (base if prefix else p)
+            rel = f"{base}/{rel}" if prefix and p != prefix else rel
+            try:
+                if not is_under(p, prefix) or p != normalize_path(p):
+                    raise UnsafePath(f"refusing path from the server: {p!r} is not inside {prefix or 'the box'}")
+                if wanted[p]["kind"] == "link":
+                    check_link_target(rel, wanted[p]["target"])
+                dest_root.safe_path(rel)  # the name checks; the folders are made below, through descriptors
+                targets[p] = rel
+            except (UnsafePath, InvalidPath) as exc:
+                refused.append((p, str(exc)))
+        written = 0
+        # Every write goes through folders of `to` opened without following links (see boxctl.dirfd).
+        with SafeRoot(to) as folders:
+            for p, rel in sorted(targets.items()):
                 try:
-                    if not is_under(p, prefix) or p != normalize_path(p):
-                        raise UnsafePath(f"refusing path from the server: {p!r} is not inside {prefix or 'the box'}")
-                    if wanted[p]["kind"] == "link":
-                        check_link_target(rel, wanted[p]["target"])
-                    targets[p] = dest_root.safe_path(rel, create_parents=True)
-                except (UnsafePath, InvalidPath) as exc:
-                    refused.append((p, str(exc)))
-        for p, dest in sorted(targets.items()):
-            if wanted[p]["kind"] == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-        files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
-        stream = download_blocks(self.transport, _block_sizes(files), self.threads)
-        for e in files:
-            dest = targets[e["path"]]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fsync_write(dest.parent, dest, _take(stream, len(e["blocks"]), e["path"]), e["mode"], e["mtime_ns"])
-        for p, e in wanted.items():
-            if e["kind"] == "link" and p in targets:
-                make_link(targets[p], e["target"])
-        return len(files), refused
+                    if wanted[p]["kind"] == "dir":
+                        folders.folder(rel, create=True)
+                    else:
+                        folders.parent(rel, create=True)
+                except UnsafePath as exc:
+                    refused.append((p, exc.message))
+                    del targets[p]
+            files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
+            stream = download_blocks(self.transport, _block_sizes(files), self.threads)
+            for e in files:
+                rel = targets[e["path"]]
+                chunks = _take(stream, len(e["blocks"]), e["path"])
+                try:
+                    fd, name = folders.parent(rel)
+                    folders.verify(rel.rpartition("/")[0])
+                except (UnsafePath, FileNotFoundError) as exc:
+                    for _ in chunks:
+                        pass  # the stream stays in step with the files
+                    refused.append((e["path"], _swapped(rel, exc).message))
+                    continue
+                fsync_write(to, name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                written += 1
+            for p, e in wanted.items():
+                if e["kind"] == "link" and p in targets:
+                    try:
+                        fd, name = folders.parent(targets[p])
+                    except (UnsafePath, FileNotFoundError) as exc:
+                        refused.append((p, _swapped(targets[p], exc).message))
+                        continue
+                    make_link(name, e["target"], dir_fd=fd)
+        return written, refused
 
 
 def _swapped(path: str, exc: OSError | UnsafePath) -> UnsafePath:
