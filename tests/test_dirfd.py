@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from boxctl import dirfd
 from boxctl.conflicts import move_aside
 from boxctl.dirfd import SafeRoot
-from boxctl.durable import write_temp
-from boxctl.workspace import UnsafePath
+from boxctl.durable import _rename_noreplace_portable, rename_noreplace, write_temp
+from boxctl.workspace import UnsafePath, remove_path
 
 
 def open_fds() -> int:
@@ -125,3 +126,27 @@ def test_move_aside_refuses_a_swapped_parent(root: Path, outside: Path) -> None:
     with pytest.raises(UnsafePath):
         move_aside(root, "sub/report.txt", "desk")
     assert [p.name for p in outside.iterdir()] == ["report.txt"]
+
+
+@pytest.mark.parametrize("rename", [rename_noreplace, _rename_noreplace_portable])
+def test_rename_noreplace_inside_an_open_folder(root: Path, rename: Any) -> None:
+    (root / "sub").mkdir()
+    (root / "sub" / "a").write_text("a")
+    (root / "sub" / "b").write_text("b")
+    with SafeRoot(root) as folders:
+        fd = folders.folder("sub")
+        with pytest.raises(FileExistsError):
+            rename("a", "b", dir_fd=fd)
+        rename("a", "c", dir_fd=fd)
+    assert sorted(p.name for p in (root / "sub").iterdir()) == ["b", "c"]
+    assert (root / "sub" / "b").read_text() == "b" and (root / "sub" / "c").read_text() == "a"
+
+
+def test_remove_path_inside_an_open_folder_removes_a_link_not_its_folder(root: Path, outside: Path) -> None:
+    (outside / "f").write_text("kept")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "d").mkdir()
+    with SafeRoot(root) as folders:
+        fd = folders.folder("")
+        assert remove_path("link", "dir", fd) and remove_path("d", "dir", fd)
+    assert list(root.iterdir()) == [] and (outside / "f").read_text() == "kept"
