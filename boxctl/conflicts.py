@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from box_common.paths import MAX_DEVICE_NAME_BYTES, clip_utf8
+from boxctl.dirfd import SafeRoot
 from boxctl.durable import rename_noreplace
 
 
@@ -28,17 +29,24 @@ def conflict_name(path: str, device: str, when: float | None = None, n: int = 1)
     return f"{folder}/{new}" if folder else new
 
 
-def move_aside(root: Path, path: str, device: str, when: float | None = None) -> str:
+def move_aside(root: Path | SafeRoot, path: str, device: str, when: float | None = None) -> str:
     """Rename what is at `path` (a file, link or folder) to a free conflicted-copy name; return that name.
 
-    Raises FileNotFoundError if nothing is at `path` any more.
+    The rename is made inside the open folder that holds `path` (`root` is the pull's SafeRoot, or the
+    synced folder's path, opened for this one call), so a folder above swapped for a link is refused
+    (UnsafePath), never followed. Raises FileNotFoundError if nothing is at `path` any more.
     """
+    if not isinstance(root, SafeRoot):
+        with SafeRoot(root) as folders:
+            return move_aside(folders, path, device, when)
     when = time.time() if when is None else when
+    fd, name = root.parent(path)
     for n in itertools.count(1):
         copy = conflict_name(path, device, when, n)
         try:
-            rename_noreplace(root / path, root / copy)
+            rename_noreplace(name, copy.rpartition("/")[2], dir_fd=fd)
         except FileExistsError:
             continue  # that name is taken, by an earlier copy or by a file of the user's
+        root.forget(path)  # a folder moved aside: its cached descriptors name it no more
         return copy
     raise AssertionError("unreachable")

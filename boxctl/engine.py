@@ -35,6 +35,7 @@ from boxctl import temps as pull_temps
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.conflicts import conflict_name, move_aside
+from boxctl.dirfd import SafeRoot
 from boxctl.durable import fsync_write, rename_noreplace, sync_filesystem, write_temp
 from boxctl.errors import BoxError, IntegrityError, NotFound, ServerRefused, UsageError
 from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
@@ -163,6 +164,7 @@ class PullResult:
     bytes_received: int = 0
     blocks_reused: int = 0
     damaged: list[dict[str, Any]] = field(default_factory=list)  # {path, seq, blocks, reason}: not written
+    held: list[int] = field(default_factory=list)  # seqs refused by a folder swapped mid-pull: asked for again
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -627,17 +629,20 @@ class Engine:
                 continue
             writes.append(remote | {"expect": local})
         # Paths that change kind: what is in the way goes first (see boxctl/kinds.py), other deletes last.
-        folders = kinds.folders_of(writes)
-        first, deletes = kinds.split_deletes(deletes, writes, folders)
-        self._apply_deletes(first, result, index_dels)
-        kinds.make_room(self.workspace, writes, folders, base, index_dels, result.kept,
+        kind_folders = kinds.folders_of(writes)
+        first, deletes = kinds.split_deletes(deletes, writes, kind_folders)
+        with SafeRoot(self.root) as folders:
+            self._apply_deletes(folders, first, result, index_dels)
+        kinds.make_room(self.workspace, writes, kind_folders, base, index_dels, result.kept,
                         lambda path: self._move_aside(path, result))
-        self._apply_writes(writes, result, index_puts)
-        self._apply_deletes(deletes, result, index_dels)
-        if result.damaged and advance:
+        with SafeRoot(self.root) as folders:  # every write below goes through its open folders (rule 6)
+            self._apply_writes(folders, writes, result, index_puts)
+            self._apply_deletes(folders, deletes, result, index_dels)
+        if (result.damaged or result.held) and advance:
             # Not past a file left unwritten: the next pull asks for it again (pages hold whole commits,
             # and what came before it is applied; what is applied after it is skipped by its revision).
-            cursor = result.cursor = max(self.index.cursor, min(d["seq"] for d in result.damaged) - 1)
+            first = min([d["seq"] for d in result.damaged] + result.held)
+            cursor = result.cursor = max(self.index.cursor, first - 1)
         with self.index.transaction() as conn:
             self.index.put(index_puts, conn)
             self.index.delete(index_dels, conn)
@@ -692,86 +697,107 @@ class Engine:
                           int(remote["seq"]), remote["content_hash"],
                           b"".join(bytes.fromhex(h) for h in remote["blocks"]), remote["target"], sizes)
 
-    def _apply_writes(self, writes: list[dict[str, Any]], result: PullResult, index_puts: list[IndexEntry]) -> None:
+    def _apply_writes(self, folders: SafeRoot, writes: list[dict[str, Any]], result: PullResult,
+                      index_puts: list[IndexEntry]) -> None:
         """Create folders and links, then stream every file's blocks into place (temp, fsync, rename)."""
-        places: dict[str, Path] = {}
+        placed: set[str] = set()
         links = {r["path"]: r["target"] for r in writes if r["kind"] == "link"}
         self._check_free_space(writes)
         for remote in sorted(writes, key=lambda r: (r["kind"] != "dir", r["path"])):
             try:
                 if remote["kind"] == "link":  # checked before anything is created for it
                     check_link_target(remote["path"], remote["target"], self.root, links)
-                places[remote["path"]] = self.workspace.safe_path(remote["path"], create_parents=True)
+                if remote["kind"] == "dir":
+                    folders.folder(remote["path"], create=True)
+                else:
+                    folders.parent(remote["path"], create=True)
+                placed.add(remote["path"])
             except UnsafePath as exc:
                 links.pop(remote["path"], None)
-                result.refused.append((remote["path"], exc.message))  # the rest of the pull goes on
+                self._refuse(remote, result, exc)  # the rest of the pull goes on
                 continue
             if remote["kind"] == "dir":
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(places[remote["path"]], 0o755)
-                self._done(remote, result, index_puts)
-        writes = [r for r in writes if r["path"] in places]
+                self._done(folders, remote, result, index_puts)
+        writes = [r for r in writes if r["path"] in placed]
         # Every folder that gets a temp is noted first, so that a pull cut off at any point (SIGKILL, power
         # loss) leaves no temp the next pull does not know of; this one removes what earlier ones left.
         with pull_temps.PullTemps(self.root) as temps:
             leftovers = temps.leftovers()
             temps.note({r["path"].rpartition("/")[0] for r in writes if r["kind"] != "dir"})
-            self._write_files(writes, places, leftovers, result, index_puts)
+            self._write_files(folders, writes, leftovers, result, index_puts)
             temps.clear()  # on an error, the journal stays: the next pull resumes and removes what is left
 
-    def _write_files(self, writes: list[dict[str, Any]], places: dict[str, Path], leftovers: list[Path],
+    @staticmethod
+    def _refuse(remote: dict[str, Any], result: PullResult, exc: UnsafePath, held: bool = False) -> None:
+        """Note a path left alone; `held` (a folder swapped while the pull ran) makes the next pull ask again."""
+        result.refused.append((remote["path"], exc.message))
+        if held:
+            result.held.append(int(remote["seq"]))
+
+    def _write_files(self, folders: SafeRoot, writes: list[dict[str, Any]], leftovers: list[Path],
                      result: PullResult, index_puts: list[IndexEntry]) -> None:
         """Links, then files: each written to a temp file and renamed into place (see `_place`)."""
         for remote in writes:
             if remote["kind"] == "link":
-                self._place(remote, places[remote["path"]], link_temp(places[remote["path"]], remote["target"]),
-                            result, index_puts)
+                try:
+                    fd, name = folders.parent(remote["path"])
+                    temp = link_temp(name, remote["target"], dir_fd=fd)
+                except (UnsafePath, FileNotFoundError) as exc:
+                    self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
+                    continue
+                self._place(folders, remote, temp.name, result, index_puts)
         files = [r for r in writes if r["kind"] == "file"]
         total = sum(r["size"] for r in files)
         done = 0
         source = LocalBlocks(self.root, self.index.entries(), files)
         # A big file is written under a name made of its content hash: a pull cut off leaves it behind, and
         # the next one reads its verified blocks instead of fetching them again.
-        partials = {r["path"]: places[r["path"]].parent / f"{PARTIAL_PREFIX}{r['content_hash'][:24]}"
+        partials = {r["path"]: (self.root / r["path"]).parent / f"{PARTIAL_PREFIX}{r['content_hash'][:24]}"
                     for r in files if r["size"] > SMALL_FILE}
         previous = pull_temps.resume(list(partials.values()), leftovers,
                                      lambda prev: source.add_partial(prev, self.chunker))
         stream = download_blocks(self.transport, _block_sizes(files), self.threads, local=source.read)
         # Small files are written in batches: temps first, one syncfs for the batch, then the renames,
         # so 10,000 small files cost a few flushes instead of 10,000 fsyncs. Big files fsync alone.
-        batch: list[tuple[dict[str, Any], Path, Path, list[int]]] = []
+        batch: list[tuple[dict[str, Any], str, list[int]]] = []
         batch_bytes = 0
         try:
             for remote in files:
-                full = places[remote["path"]]
                 chunks = _take(stream, len(remote["blocks"]), remote["path"])
                 sizes: list[int] = []
                 small = remote["size"] <= SMALL_FILE
+                partial = partials.get(remote["path"])
                 try:
-                    temp = write_temp(full, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
-                                      partials.get(remote["path"]), sync=not small)
+                    fd, name = folders.parent(remote["path"])
+                    temp = write_temp(name, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
+                                      partial.name if partial else None, sync=not small, dir_fd=fd).name
                 except IntegrityError as exc:  # this file only: every other file of the pull is still written
                     result.damaged.append({"path": remote["path"], "seq": remote["seq"],
                                            "blocks": exc.details.get("blocks", []),
                                            "reason": exc.details.get("reason", exc.message)})
                     continue
-                batch.append((remote, full, temp, sizes))
+                except (UnsafePath, FileNotFoundError) as exc:  # its folder swapped or removed meanwhile
+                    for _ in chunks:
+                        pass  # the stream stays in step with the files
+                    self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
+                    continue
+                batch.append((remote, temp, sizes))
                 batch_bytes += remote["size"]
                 if not small or len(batch) >= 2000 or batch_bytes >= 64 << 20:
-                    done += self._finish_batch(batch, result, index_puts, sync=any(
-                        r["size"] <= SMALL_FILE for r, _, _, _ in batch))
+                    done += self._finish_batch(folders, batch, result, index_puts, sync=any(
+                        r["size"] <= SMALL_FILE for r, _, _ in batch))
                     batch, batch_bytes = [], 0
                     self.progress("pull", done, total)
             if batch:
-                done += self._finish_batch(batch, result, index_puts, sync=True)
+                done += self._finish_batch(folders, batch, result, index_puts, sync=True)
                 batch = []
                 self.progress("pull", done, total)
         except BaseException:
             # The small files' temps are of no use to a later pull (a big file's partial is: it stays).
-            for remote, _, temp, _ in batch:
+            for remote, temp, _ in batch:
                 if remote["path"] not in partials:
-                    with contextlib.suppress(OSError):
-                        os.unlink(temp)
+                    with contextlib.suppress(OSError, UnsafePath):
+                        os.unlink(temp, dir_fd=folders.parent(remote["path"])[0])
             raise
         for prev in previous:  # every block of an earlier attempt is in place now
             with contextlib.suppress(OSError):
@@ -792,87 +818,109 @@ class Engine:
             raise BoxError(f"not enough free space in {self.root}: this pull writes {format_size(needed)} and "
                            f"{format_size(free)} is free; free some space, or pull less ('boxctl pull PATH')")
 
-    def _finish_batch(self, batch: list[tuple[dict[str, Any], Path, Path, list[int]]], result: PullResult,
-                      index_puts: list[IndexEntry], sync: bool) -> int:
+    def _finish_batch(self, folders: SafeRoot, batch: list[tuple[dict[str, Any], str, list[int]]],
+                      result: PullResult, index_puts: list[IndexEntry], sync: bool) -> int:
         """Flush the batch's temp files, then rename each into place (see `_place`); bytes done."""
         if sync:
-            sync_filesystem(self.root)
+            sync_filesystem(self.root, folders.folder(""))
         done = 0
-        for remote, full, temp, sizes in batch:
-            done += self._place(remote, full, temp, result, index_puts, pack_sizes(sizes))
+        for remote, temp, sizes in batch:
+            done += self._place(folders, remote, temp, result, index_puts, pack_sizes(sizes))
         if sync:
-            sync_filesystem(self.root)  # the renames too, before the index says they happened
+            sync_filesystem(self.root, folders.folder(""))  # the renames too, before the index says they happened
         return done
 
-    def _place(self, remote: dict[str, Any], full: Path, temp: Path, result: PullResult,
+    def _place(self, folders: SafeRoot, remote: dict[str, Any], temp: str, result: PullResult,
                index_puts: list[IndexEntry], sizes: bytes = b"") -> int:
-        """Rename `temp`, the remote version, onto its path; its bytes, or 0 if it was not placed.
+        """Rename `temp` (a name in the folder of the remote version's path) onto its path; its bytes, or 0
+        if it was not placed.
 
         The path is checked right before the rename. If it changed since the pull looked at it (an edit
         saved while the pull ran), the local version is moved aside as a conflicted copy, a new file for
         the next push, and the remote version takes the name (rule 3); if it already holds the remote
         version, it stays. Either way the index gets the remote revision, so the next push goes through.
+        If its folder was swapped (for a link, or moved away) meanwhile, nothing is placed: it is refused.
         """
         folder = remote["path"].rpartition("/")[0]
-        seen = self.workspace.stat(f"{folder}/{temp.name}" if folder else temp.name)  # a rename keeps the stat
-        for _ in range(PLACE_TRIES):
-            if self._still_as_expected(remote):
-                try:
-                    if remote.get("expect") is None:
-                        rename_noreplace(temp, full)  # nothing was there: a file saved since is never replaced
-                    else:
-                        os.replace(temp, full)
-                except FileExistsError:
-                    continue  # saved right after the check: look again
-                # The stat of the temp, not of the path now: a save right after the rename is an edit to push.
-                self._done(remote, result, index_puts, sizes, seen)
-                return int(remote["size"])
-            now = self.workspace.stat(remote["path"])
-            if now is not None and self.same_content(now, remote):
+        fd: int | None = None
+        try:
+            fd, name = folders.parent(remote["path"])
+            seen = folders.entry(f"{folder}/{temp}" if folder else temp)  # a rename keeps the stat
+            for _ in range(PLACE_TRIES):
+                folders.verify(folder)  # still at its path: what lands in it lands inside the synced folder
+                if self._still_as_expected(folders, remote):
+                    try:
+                        if remote.get("expect") is None:
+                            rename_noreplace(temp, name, dir_fd=fd)  # a file saved since is never replaced
+                        else:
+                            os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    except FileExistsError:
+                        continue  # saved right after the check: look again
+                    # The stat of the temp, not of the path now: a save right after the rename is an edit to push.
+                    self._done(folders, remote, result, index_puts, sizes, seen)
+                    return int(remote["size"])
+                now = folders.entry(remote["path"])
+                if now is not None and self.same_content(now, remote):
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=fd)
+                    index_puts.append(self._entry_from_remote(remote, now))
+                    return 0
+                if now is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        copy = move_aside(folders, remote["path"], self.config.device_name)
+                        result.conflicts.append({"path": remote["path"], "copy": copy})
+                remote["expect"] = None  # moved aside, or deleted meanwhile: the remote version comes (back)
+        except (UnsafePath, FileNotFoundError) as exc:
+            if fd is not None:
                 with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                index_puts.append(self._entry_from_remote(remote, now))
-                return 0
-            if now is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    copy = move_aside(self.root, remote["path"], self.config.device_name)
-                    result.conflicts.append({"path": remote["path"], "copy": copy})
-            remote["expect"] = None  # moved aside, or deleted meanwhile: the remote version comes (back)
+                    os.unlink(temp, dir_fd=fd)  # ours, in the folder it was made in, wherever that is now
+            self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
+            return 0
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=fd)
         result.kept.append(remote["path"])
         return 0
 
-    def _still_as_expected(self, remote: dict[str, Any]) -> bool:
+    def _still_as_expected(self, folders: SafeRoot, remote: dict[str, Any]) -> bool:
         """Right before replacing or deleting a path, check it is still as we saw it (a local edit wins the race)."""
         expected: LocalEntry | None = remote.get("expect")
-        now = self.workspace.stat(remote["path"])
+        now = folders.entry(remote["path"])
         if expected is None:
             return now is None or (now.kind == "dir" and remote["kind"] == "dir")
         return now is not None and (now.kind, now.size, now.mtime_ns, now.inode, now.mode) == (
             expected.kind, expected.size, expected.mtime_ns, expected.inode, expected.mode)
 
-    def _done(self, remote: dict[str, Any], result: PullResult, index_puts: list[IndexEntry],
+    def _done(self, folders: SafeRoot, remote: dict[str, Any], result: PullResult, index_puts: list[IndexEntry],
               sizes: bytes = b"", local: LocalEntry | None = None) -> None:
-        local = local or self.workspace.stat(remote["path"])
+        local = local or folders.entry(remote["path"])
         if local is not None:
             index_puts.append(self._entry_from_remote(remote, local, sizes))
             result.written.append(remote["path"])
 
-    def _apply_deletes(self, deletes: list[dict[str, Any]], result: PullResult, index_dels: list[str]) -> None:
+    def _apply_deletes(self, folders: SafeRoot, deletes: list[dict[str, Any]], result: PullResult,
+                       index_dels: list[str]) -> None:
         """Remove what the remote side deleted, each path checked right before: one changed while the pull
-        ran is kept, to be pushed as a new file."""
+        ran is kept, to be pushed as a new file; one whose folder was swapped meanwhile is refused."""
         for remote in sorted(deletes, key=lambda r: r["path"], reverse=True):
-            full = self.root / remote["path"]
-            if self._still_as_expected(remote) and remove_path(full, remote["local_kind"]):
-                result.deleted.append(remote["path"])
-            elif self.workspace.stat(remote["path"]) is None:
-                result.deleted.append(remote["path"])  # deleted here as well meanwhile
-            else:
-                result.kept.append(remote["path"])  # edited since, or a folder that still holds unsynced files
-            index_dels.append(remote["path"])
+            path = remote["path"]
+            try:
+                fd, name = folders.parent(path)
+                folders.verify(path.rpartition("/")[0])
+                if self._still_as_expected(folders, remote) and remove_path(name, remote["local_kind"], fd):
+                    folders.forget(path)
+                    result.deleted.append(path)
+                elif folders.entry(path) is None:
+                    result.deleted.append(path)  # deleted here as well meanwhile
+                else:
+                    result.kept.append(path)  # edited since, or a folder that still holds unsynced files
+            except FileNotFoundError:
+                result.deleted.append(path)  # its folder is gone too
+            except UnsafePath as exc:
+                self._refuse(remote, result, exc, held=True)  # the index keeps it: the next pull deletes it
+                continue
+            index_dels.append(path)
         if deletes:
-            sync_filesystem(self.root)  # else a power cut could bring back a file the index forgot
+            sync_filesystem(self.root, folders.folder(""))  # else a power cut could bring back a file the index forgot
 
     # --- history ----------------------------------------------------------------------------
 
@@ -946,39 +994,73 @@ class Engine:
         """
         single = len(wanted) == 1 and prefix in wanted and wanted[prefix]["kind"] == "file"
         refused: list[tuple[str, str]] = []
-        if single and not to.is_dir():
-            targets = {prefix: to}
-        else:
-            base = prefix.rsplit("/", 1)[-1] if prefix else ""
-            to.mkdir(parents=True, exist_ok=True)
-            dest_root = Workspace(to)
-            targets = {}
-            rels = {p: (f"{base}/{p[len(prefix) + 1:]}" if prefix and p != prefix else (base if prefix else p))
-                    for p in wanted}
-            links = {rels[p]: e["target"] for p, e in wanted.items() if e["kind"] == "link"}
-            for p in sorted(wanted):
-                rel = rels[p]
+        if single and not to.is_dir():  # a file name the user gave: written by that name
+            entry = wanted[prefix]
+            stream = download_blocks(self.transport, _block_sizes([entry]), self.threads)
+            to.parent.mkdir(parents=True, exist_ok=True)
+            fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix), entry["mode"], entry["mtime_ns"])
+            return 1, refused
+        base = prefix.rsplit("/", 1)[-1] if prefix else ""
+        to.mkdir(parents=True, exist_ok=True)
+        dest_root = Workspace(to)
+        targets: dict[str, str] = {}  # box path -> path inside `to`
+        rels = {p: (f"{base}/{p[len(prefix) + 1:]}" if prefix and p != prefix else (base if prefix else p))
+                for p in wanted}
+        links = {rels[p]: e["target"] for p, e in wanted.items() if e["kind"] == "link"}
+        for p in sorted(wanted):
+            rel = rels[p]
+            try:
+                if not is_under(p, prefix) or p != normalize_path(p):
+                    raise UnsafePath(f"refusing path from the server: {p!r} is not inside {prefix or 'the box'}")
+                if wanted[p]["kind"] == "link":
+                    check_link_target(rel, wanted[p]["target"], to, links)
+                dest_root.safe_path(rel)  # the name checks; the folders are made below, through descriptors
+                targets[p] = rel
+            except (UnsafePath, InvalidPath) as exc:
+                refused.append((p, str(exc)))
+        written = 0
+        # Every write goes through folders of `to` opened without following links (see boxctl.dirfd).
+        with SafeRoot(to) as folders:
+            for p, rel in sorted(targets.items()):
                 try:
-                    if not is_under(p, prefix) or p != normalize_path(p):
-                        raise UnsafePath(f"refusing path from the server: {p!r} is not inside {prefix or 'the box'}")
-                    if wanted[p]["kind"] == "link":
-                        check_link_target(rel, wanted[p]["target"], to, links)
-                    targets[p] = dest_root.safe_path(rel, create_parents=True)
-                except (UnsafePath, InvalidPath) as exc:
-                    refused.append((p, str(exc)))
-        for p, dest in sorted(targets.items()):
-            if wanted[p]["kind"] == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-        files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
-        stream = download_blocks(self.transport, _block_sizes(files), self.threads)
-        for e in files:
-            dest = targets[e["path"]]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fsync_write(dest.parent, dest, _take(stream, len(e["blocks"]), e["path"]), e["mode"], e["mtime_ns"])
-        for p, e in wanted.items():
-            if e["kind"] == "link" and p in targets:
-                make_link(targets[p], e["target"])
-        return len(files), refused
+                    if wanted[p]["kind"] == "dir":
+                        folders.folder(rel, create=True)
+                    else:
+                        folders.parent(rel, create=True)
+                except UnsafePath as exc:
+                    refused.append((p, exc.message))
+                    del targets[p]
+            files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
+            stream = download_blocks(self.transport, _block_sizes(files), self.threads)
+            for e in files:
+                rel = targets[e["path"]]
+                chunks = _take(stream, len(e["blocks"]), e["path"])
+                try:
+                    fd, name = folders.parent(rel)
+                    folders.verify(rel.rpartition("/")[0])
+                except (UnsafePath, FileNotFoundError) as exc:
+                    for _ in chunks:
+                        pass  # the stream stays in step with the files
+                    refused.append((e["path"], _swapped(rel, exc).message))
+                    continue
+                fsync_write(to, name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                written += 1
+            for p, e in wanted.items():
+                if e["kind"] == "link" and p in targets:
+                    try:
+                        fd, name = folders.parent(targets[p])
+                    except (UnsafePath, FileNotFoundError) as exc:
+                        refused.append((p, _swapped(targets[p], exc).message))
+                        continue
+                    make_link(name, e["target"], dir_fd=fd)
+        return written, refused
+
+
+def _swapped(path: str, exc: OSError | UnsafePath) -> UnsafePath:
+    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed."""
+    if isinstance(exc, UnsafePath):
+        return exc
+    return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
 
 
 def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:

@@ -370,38 +370,42 @@ class Workspace:
 
 
 
-def link_temp(final: Path, target: str) -> Path:
-    """Create a symlink to `target` under a temp name beside `final`, to be renamed onto it; its path."""
-    temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    os.symlink(target, temp)
+def link_temp(final: Path | str, target: str, dir_fd: int | None = None) -> Path:
+    """Create a symlink to `target` under a temp name beside `final`, to be renamed onto it; its path
+    (with `dir_fd`, `final` is a name inside that open folder and the temp's name is returned)."""
+    name = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    temp = Path(final).parent / name if dir_fd is None else Path(name)
+    os.symlink(target, temp, dir_fd=dir_fd)
     return temp
 
 
-def make_link(final: Path, target: str) -> None:
+def make_link(final: Path | str, target: str, dir_fd: int | None = None) -> None:
     """Create (or replace) a symlink at `final` pointing to `target`, atomically."""
-    temp = link_temp(final, target)
+    temp = link_temp(final, target, dir_fd)
     try:
-        os.replace(temp, final)
+        os.replace(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=dir_fd)
         raise
 
 
-def remove_path(full: Path, kind: str) -> bool:
+def remove_path(full: Path | str, kind: str, dir_fd: int | None = None) -> bool:
     """Remove a file, link or empty folder of that `kind`; False if a folder still holds something, or
-    the path is no longer of that kind (a folder that became a file here is a change to keep, not remove)."""
+    the path is no longer of that kind (a folder that became a file here is a change to keep, not remove).
+
+    With `dir_fd`, `full` is a name inside that open folder (see boxctl.dirfd).
+    """
     try:
-        is_dir = stat.S_ISDIR(os.lstat(full).st_mode)
+        is_dir = stat.S_ISDIR(os.stat(full, dir_fd=dir_fd, follow_symlinks=False).st_mode)
         if (kind == "dir") != is_dir:
             return False
         if is_dir:
-            os.rmdir(full)
+            os.rmdir(full, dir_fd=dir_fd)
         else:
-            os.unlink(full)
+            os.unlink(full, dir_fd=dir_fd)
     except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError:
         return False
     return True
-
