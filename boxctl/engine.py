@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -315,10 +316,12 @@ class Engine:
 
     # --- push -------------------------------------------------------------------------------
 
-    def push(self, message: str = "", dry_run: bool = False, hold: set[str] | None = None) -> PushResult:
+    def push(self, message: str = "", dry_run: bool = False, hold: set[str] | None = None,
+             settle: float = 0.0) -> PushResult:
         """Upload the blocks the server lacks and commit every local change in one atomic commit.
 
-        Paths in `hold` (files still being written, as watch sees them) wait for a later push.
+        Paths in `hold` (files still being written, as watch sees them) wait for a later push, and so
+        do files modified less than `settle` seconds ago (a writer whose events have not arrived yet).
         """
         if not dry_run:
             pending_commit.finish(self)  # a push that died after its commit landed: record it, or the server refuses
@@ -330,11 +333,17 @@ class Engine:
             self.pull(roots, self.root)
             sure, maybe = self._candidates()
         skipped = list(self.workspace.skipped)
-        if hold:
+        held = set(hold or ())
+        if settle > 0:
+            now = time.time_ns()
+            recent = now - int(settle * 1e9)  # a file dated in the future is not held forever
+            held |= {c.path for c in sure + maybe if c.local is not None and c.local.kind == "file"
+                     and recent < c.local.mtime_ns <= now}
+        if held:
             skipped += [(c.path, "still being written; it will sync once closed") for c in sure + maybe
-                        if c.path in hold]
-            sure = [c for c in sure if c.path not in hold]
-            maybe = [c for c in maybe if c.path not in hold]
+                        if c.path in held]
+            sure = [c for c in sure if c.path not in held]
+            maybe = [c for c in maybe if c.path not in held]
         files = [c for c in sure + maybe if c.op == "put" and c.kind == "file"]
         total = sum(c.local.size for c in files if c.local)
         if dry_run:

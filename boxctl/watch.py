@@ -41,6 +41,9 @@ MAX_DEBOUNCE = 3.0  # a steady stream of events still syncs at least this often
 POLL_TIMEOUT = 30.0
 MAX_BACKOFF = 30.0
 HOLD_LIMIT = 30.0  # seconds a file open for writing is held back at most
+# A file modified this recently waits for the next round: watchdog hands inotify events over about
+# half a second late, so a round may see a writer's first bytes before the event that says "open".
+SETTLE = 1.0
 
 
 @dataclass
@@ -203,7 +206,7 @@ class Watcher:
                 self.log(f"deleted  {path} (remote)")
             for c in pulled.conflicts:
                 self.log(f"conflict {c['path']}: local version kept as {c['copy']}")
-            pushed = engine.push(hold=held)
+            pushed = engine.push(hold=held, settle=SETTLE)
             for c in pushed.changes:
                 self.log(f"pushed   {c.status} {c.path}")
             state.cursor = engine.index.cursor
