@@ -191,3 +191,99 @@ def test_a_damaged_database_is_reported(store: Store) -> None:
     db.write_bytes(bytes(raw))
     report = check(store.data)
     assert not report.whole and report.database and report.database != ["ok"]
+
+
+def _garble(store: Store, path: str, into: str) -> None:
+    """Change the path of the journal entry of `path`, as a flipped byte on the disk would."""
+    with sqlite3.connect(store.data / "meta.db") as db:
+        db.execute("UPDATE journal SET path = ? WHERE path = ?", (into, path))
+
+
+def test_repair_sets_a_damaged_entry_aside_and_puts_the_head_back_to_its_last_good_revision(store: Store) -> None:
+    store.put("docs/report.txt", b"first version")  # seq 1
+    (sha,) = store.upload(TEXT)  # seq 2: garbled below
+    store.service.commit(store.caller, store.box, "", None, [{"path": "docs/report.txt", "op": "put",
+                                                              "size": len(TEXT), "blocks": [sha], "parent_rev": 1}])
+    store.put("new.txt", NOISE)  # seq 3: garbled below, no earlier revision
+    store.put("other.txt", b"untouched")  # seq 4
+    _garble(store, "docs/report.txt", "docs/rep0rt.txt")  # both revisions: only seq 2 is checked as damaged...
+    with sqlite3.connect(store.data / "meta.db") as db:  # ...so give seq 1 its name back
+        db.execute("UPDATE journal SET path = 'docs/report.txt' WHERE seq = 1")
+    _garble(store, "new.txt", "mew.txt")
+    with pytest.raises(Damaged):
+        store.service.changes(store.caller, store.box, 0, 100)
+
+    report = check(store.data, repair=True)
+    assert not report.whole and {(e["seq"], e["path"]) for e in report.bad_entries} == {
+        (2, "docs/rep0rt.txt"), (3, "mew.txt")}
+    heads = {h["path"]: h for h in report.repaired["heads_restored"]}
+    assert heads["docs/report.txt"] | {"box_id": 0} == {"box_id": 0, "path": "docs/report.txt", "lost_rev": 2,
+                                                         "head_rev": 1, "present": True}
+    assert (heads["new.txt"]["lost_rev"], heads["new.txt"]["head_rev"]) == (3, None)
+    assert len(report.repaired["entries_set_aside"]) == 2
+
+    # Pulls, ls and log go on: the lost versions are skipped, nothing else is.
+    changes = store.service.changes(store.caller, store.box, 0, 100)["entries"]
+    assert [(e["seq"], e["path"]) for e in changes] == [(1, "docs/report.txt"), (4, "other.txt")]
+    tree = store.service.tree(store.caller, store.box, None, None, "")["entries"]
+    assert [(e["path"], e["seq"]) for e in tree] == [("docs/report.txt", 1), ("other.txt", 4)]
+    store.service.log(store.caller, store.box, None, 10, None)
+    store.service.log(store.caller, store.box, "docs", 10, None)
+    # A device that still holds a lost file pushes it again: as a new file, or as the next revision.
+    (sha,) = store.upload(NOISE)
+    store.service.commit(store.caller, store.box, "", None,
+                         [{"path": "new.txt", "op": "put", "size": len(NOISE), "blocks": [sha]}])
+    (sha,) = store.upload(TEXT)
+    store.service.commit(store.caller, store.box, "", None, [{"path": "docs/report.txt", "op": "put",
+                                                              "size": len(TEXT), "blocks": [sha], "parent_rev": 1}])
+    with sqlite3.connect(store.data / "meta.db") as db:
+        kept = db.execute("SELECT seq, path FROM damaged_entries ORDER BY seq").fetchall()
+    assert kept == [(2, "docs/rep0rt.txt"), (3, "mew.txt")]  # kept, never served
+    again = check(store.data, read_data=True)
+    assert again.whole and again.set_aside == 2, again.as_json()
+
+
+def test_repair_of_an_entry_whose_block_list_is_damaged(store: Store) -> None:
+    store.put("a.txt", TEXT)
+    with sqlite3.connect(store.data / "meta.db") as db:
+        db.execute("UPDATE journal SET blocks = zeroblob(32) WHERE path = 'a.txt'")
+    report = check(store.data, repair=True)
+    assert [h["path"] for h in report.repaired["heads_restored"]] == ["a.txt"]
+    assert store.service.tree(store.caller, store.box, None, None, "")["entries"] == []
+    assert check(store.data).whole
+
+
+def test_the_check_reads_one_snapshot_while_commits_land(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit landing between the read of the block table and the read of the journal is not seen at all:
+    without one snapshot its entry would name blocks the check did not see, reported missing (and with
+    --repair marked damaged)."""
+    import server_min.check as checker
+
+    store.put("a.txt", TEXT)
+    read_blocks = checker._present_blocks
+    landed = []
+
+    def then_a_commit_lands(conn: sqlite3.Connection) -> set[bytes]:
+        present = read_blocks(conn)
+        landed.append(store.put(f"landed-{len(landed)}.bin", random.Random(len(landed)).randbytes(5000)))
+        return present
+
+    monkeypatch.setattr(checker, "_present_blocks", then_a_commit_lands)
+    report = check(store.data, repair=True)
+    assert landed and report.whole and report.entries == 1, report.as_json()
+    assert report.repaired == {} and store.service.missing(store.caller, landed) == []
+    monkeypatch.undo()
+    assert check(store.data, read_data=True).entries == 2
+
+
+def test_a_zstd_block_declaring_more_than_a_block_is_damaged_without_inflating_it() -> None:
+    import zstandard
+
+    from box_common.frames import MAX_BLOCK
+    from server_min.check import _block_fault
+
+    plain = bytes(MAX_BLOCK + 1)  # zeros: a few hundred bytes once compressed, that declare 16 MiB + 1
+    bomb = zstandard.ZstdCompressor(write_content_size=True).compress(plain)
+    assert len(bomb) < 10_000
+    reason = _block_fault(hashlib.sha256(plain).digest(), bomb, CODEC_ZSTD)
+    assert "over the limit" in reason, reason
