@@ -287,3 +287,35 @@ def test_a_zstd_block_declaring_more_than_a_block_is_damaged_without_inflating_i
     assert len(bomb) < 10_000
     reason = _block_fault(hashlib.sha256(plain).digest(), bomb, CODEC_ZSTD)
     assert "over the limit" in reason, reason
+
+
+def test_admin_check_prints_a_report_for_people(store: Store) -> None:
+    """`boxctl admin check` without --json: one line per finding, the repair, a one-line error (exit 9)."""
+    import subprocess
+    import sys
+
+    def admin(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "boxctl", "admin", "check", "--data", str(store.data), *flags],
+                              capture_output=True, text=True, timeout=60)
+
+    store.put("a.txt", TEXT)
+    sha = store.put("b.bin", NOISE)
+    whole = admin("--read-data")
+    assert whole.returncode == 0 and whole.stderr == "", whole
+    lines = whole.stdout.splitlines()
+    assert lines[0] == "checked 2 journal entries, 2 blocks, 2 read and hashed, 2 packs", lines
+    assert lines[-1] == "the data folder is whole"
+
+    store.flip(sha)
+    found = admin("--read-data")
+    assert found.returncode == 9, found
+    assert f"block     {sha}: its SHA-256 does not match" in found.stdout
+    assert "lost      b.bin (commit 2, box 1): 1 block(s)" in found.stdout
+    [error] = found.stderr.strip().splitlines()
+    assert "is damaged: 1 block(s) damaged, in 1 file version(s)" in error and "admin check --repair" in error
+
+    repaired = admin("--read-data", "--repair")
+    assert repaired.returncode == 9 and "repaired  1 pack(s) moved to" in repaired.stdout, repaired
+    assert "0 good block(s) kept, 1 marked damaged" in repaired.stdout
+    after = admin()
+    assert after.returncode == 9 and f"block     {sha}: pack" in after.stdout  # until a push heals it
