@@ -348,3 +348,36 @@ def test_check_and_repair_while_commits_land_find_nothing(store: Store) -> None:
     assert len({r.entries for r in reports}) > 1  # commits did land while the checks ran
     assert store.service.missing(store.caller, pushed) == []
     assert check(store.data, read_data=True).entries == len(pushed)
+
+
+def test_a_full_meta_db_answers_507_out_of_space_and_keeps_nothing(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLITE_FULL on meta.db (a full disk under the database, here a page limit on every connection) is
+    answered 507 {"error": "out_of_space"}, never a bare 500, and the commit left nothing behind."""
+    from starlette.testclient import TestClient
+
+    from server_min.app import create_app
+
+    app = create_app(tmp_path / "data")
+    token = app.state.service.add_user("alice")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        box = client.post("/v1/boxes", json={"name": "b"}, headers=auth).json()["id"]
+        connect = SqliteMeta._connect
+
+        def full(self: SqliteMeta) -> sqlite3.Connection:
+            conn = connect(self)
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: SQLITE_FULL
+            return conn
+
+        monkeypatch.setattr(SqliteMeta, "_connect", full)
+        app.state.service.meta._local = type(app.state.service.meta._local)()  # every thread connects again
+        changes = [{"path": f"folder-{i:04}-{'x' * 140}", "op": "put", "kind": "dir"} for i in range(400)]
+        answer = client.post(f"/v1/boxes/{box}/commits", json={"changes": changes}, headers=auth)
+        assert answer.status_code == 507, answer.text
+        assert answer.json()["error"] == "out_of_space" and "disk is full" in answer.json()["message"]
+        monkeypatch.undo()
+    with sqlite3.connect(tmp_path / "data" / "meta.db") as db:
+        assert db.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+        assert db.execute("SELECT head FROM boxes").fetchone()[0] == 0
