@@ -27,7 +27,9 @@ def admin_check(
     read_data: Annotated[bool, typer.Option("--read-data", help="Also read, decompress and hash every block.")
                          ] = False,
     repair: Annotated[bool, typer.Option("--repair", help="Move damaged packs aside (to blocks/damaged/) and mark "
-                                         "their lost blocks damaged, so a push heals them.")] = False,
+                                         "their lost blocks damaged, so a push heals them; move journal entries "
+                                         "whose checksum fails to damaged_entries, so pulls go on; rebuild "
+                                         "damaged indexes of meta.db.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")] = False,
 ) -> None:
     """Check a server's data folder (safe while it runs); exit 0 when whole, 9 when damage was found."""
