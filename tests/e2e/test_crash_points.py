@@ -205,6 +205,7 @@ def test_server_killed_during_staged_pushes(make_device: Any, server: ServerProc
     for round_ in range(max(1, crash_count(SMALL) // 2)):
         for i in range(10_050):
             a.write(f"many/d{i % 50}/f{i:05}.txt", f"round {round_} file {i}\n")
+        remember(ledger.known, a.files())
         push_round(a, server, ledger, rng, kill_server=True, longest=6.0)
     ledger.finish("server kill during staged push", a, tmp_path, record_property)
 
