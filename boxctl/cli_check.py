@@ -27,7 +27,9 @@ def admin_check(
     read_data: Annotated[bool, typer.Option("--read-data", help="Also read, decompress and hash every block.")
                          ] = False,
     repair: Annotated[bool, typer.Option("--repair", help="Move damaged packs aside (to blocks/damaged/) and mark "
-                                         "their lost blocks damaged, so a push heals them.")] = False,
+                                         "their lost blocks damaged, so a push heals them; move journal entries "
+                                         "whose checksum fails to damaged_entries, so pulls go on; rebuild "
+                                         "damaged indexes of meta.db.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")] = False,
 ) -> None:
     """Check a server's data folder (safe while it runs); exit 0 when whole, 9 when damage was found."""
@@ -76,13 +78,29 @@ def _print_report(doc: dict[str, Any], read_data: bool) -> None:
     if doc["orphan_packs"] or doc["orphan_bytes"]:
         say(f"orphans   {doc['orphan_packs']} pack(s), {doc['orphan_bytes']} byte(s) no block points to",
             markup=False)
-    if doc["repaired"]:
-        r = doc["repaired"]
+    if doc["entries_set_aside"]:
+        say(f"set aside {doc['entries_set_aside']} journal entr(ies) moved to damaged_entries by an earlier repair",
+            markup=False)
+    _print_repaired(doc["repaired"])
+    if doc["whole"]:
+        say("the data folder is whole", markup=False)
+
+
+def _print_repaired(r: dict[str, Any]) -> None:
+    say = out.print
+    for message in r.get("database", []):
+        say(f"repaired  database reindexed: {message}", markup=False)
+    for e in r.get("entries_set_aside", []):
+        say(f"repaired  entry {e['path']!r} of commit {e['seq']} (box {e['box_id']}) moved to damaged_entries",
+            markup=False)
+    for h in r.get("heads_restored", []):
+        now = f"back at revision {h['head_rev']}" if h["head_rev"] is not None else "no longer in the head"
+        say(f"lost      {h['path']} at revision {h['lost_rev']} (box {h['box_id']}): {now}; a device that has "
+            "this version pushes it again after 'boxctl check --repair'", markup=False)
+    if "packs_moved" in r:
         say(f"repaired  {len(r['packs_moved'])} pack(s) moved to {r['moved_to']}, {r['blocks_salvaged']} good "
             f"block(s) kept, {r['blocks_marked_damaged']} marked damaged (a push from a device that has them "
             "heals them)", markup=False)
-    if doc["whole"]:
-        say("the data folder is whole", markup=False)
 
 
 def print_damaged(damaged: list[dict[str, Any]]) -> None:
