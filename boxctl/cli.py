@@ -19,8 +19,8 @@ from box_common.paths import InvalidPath, normalize_path
 from box_common.units import format_size
 from boxctl import __version__
 from boxctl import check as checker
-from boxctl.cli_check import admin_check, damaged_error, print_damaged
-from boxctl.cli_share import admin_passwd, check_can_push, link_app, password_login, share_app
+from boxctl.cli_check import damaged_error, print_damaged
+from boxctl.cli_share import check_can_push, link_app, password_login, share_app
 from boxctl.config import (
     BOX_DIR,
     BoxConfig,
@@ -41,15 +41,13 @@ from boxctl.timeparse import parse_time
 from boxctl.transport import Transport, parse_rate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Box: keep a folder in sync, with every version.")
-admin_app = typer.Typer(no_args_is_help=True, help="Server administration (runs on the server's data folder).")
-app.add_typer(admin_app, name="admin")
+                  help="Box: keep a folder in sync, with every version.",
+                  epilog="The server's commands: 'boxctl serve' and 'boxctl admin' run 'box-server serve' and "
+                  "'box-server admin'.")
 devices_app = typer.Typer(help="List your devices, or revoke one.")
 app.add_typer(devices_app, name="devices")
 app.add_typer(share_app, name="share")
 app.add_typer(link_app, name="link")
-admin_app.command("passwd")(admin_passwd)
-admin_app.command("check")(admin_check)
 
 out = console()
 err = console(stderr=True)
@@ -166,62 +164,6 @@ def open_engine(json_mode: bool = False) -> Iterator[Engine]:
         finally:
             engine.close()
             transport.close()
-
-
-# --- server ---------------------------------------------------------------------------------
-
-
-@app.command()
-def serve(
-    data: Annotated[Path, typer.Option("--data", help="Folder for the database and blocks (created if absent).")],
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
-    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS.")] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
-    trust_proxy: Annotated[list[str] | None, typer.Option(
-        "--trust-proxy", help="Address of a reverse proxy whose X-Forwarded-For to believe (repeatable; "
-        "default: none, every client is its own address).")] = None,
-) -> None:
-    """Run the Box server in the foreground until interrupted."""
-    from server_min.app import serve as run_server
-
-    if (tls_cert is None) != (tls_key is None):
-        raise UsageError("give both --tls-cert and --tls-key, or neither")
-    for pem in (tls_cert, tls_key):
-        if pem is not None and not pem.is_file():
-            raise UsageError(f"{pem} is not a file")
-    _private_data(data)
-    scheme = "https" if tls_cert else "http"
-    err.print(f"box server on {scheme}://{host}:{port} (data in {data.resolve()}); Ctrl-C to stop", markup=False)
-    run_server(data.resolve(), host, port, log_level, tls_cert, tls_key, tuple(trust_proxy or ()))
-
-
-def _private_data(data: Path) -> None:
-    """Make or check the server's data folder (0700, files 0600; refused if others may write it)."""
-    from server_min.datadir import UnsafeDataDir, prepare
-
-    try:
-        prepare(data.resolve())
-    except UnsafeDataDir as exc:
-        raise BoxError(str(exc)) from None
-
-
-@admin_app.command("add-user")
-def add_user(
-    name: Annotated[str, typer.Argument(help="The new user's name.")],
-    data: Annotated[Path, typer.Option("--data", help="The server's data folder.")],
-) -> None:
-    """Create a user and print its first device token (alone on stdout)."""
-    from server_min.errors import ServerError
-    from server_min.service import Service
-
-    _private_data(data)
-    try:
-        token = Service(data.resolve()).add_user(name)
-    except ServerError as exc:
-        raise UsageError(exc.message) from None
-    sys.stdout.write(token + "\n")
 
 
 # --- account and set-up ---------------------------------------------------------------------

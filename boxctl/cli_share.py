@@ -1,4 +1,4 @@
-"""`boxctl share`, `boxctl link`, `boxctl admin passwd` and password login: parse, call the server, print.
+"""`boxctl share`, `boxctl link` and password login: parse, call the server, print.
 
 Kept apart from cli.py (one `add_typer` each there). This module never imports cli.py, which may be
 running as __main__: options given before the subcommand (-C, -q) are read from the click context.
@@ -314,25 +314,4 @@ def password_login(server: str, user: str) -> str:
     return str(answer["token"])
 
 
-def admin_passwd(
-    name: Annotated[str, typer.Argument(help="The user whose password is set.")],
-    data: Annotated[Path, typer.Option("--data", help="The server's data folder.")],
-) -> None:
-    """Set a user's password (asked twice on a terminal, else read from stdin); stored as an argon2 hash."""
-    from server_min.datadir import prepare
-    from server_min.errors import ServerError
-    from server_min.passwords import Accounts
-    from server_min.service import Service
-
-    password = read_password(f"new password for {name}: ", confirm=True)
-    try:
-        prepare(data.resolve())  # 0700, files 0600; an unsafe folder is refused by the server anyway
-        Accounts(Service(data.resolve()).sharing.store).set_password(name, password)
-    except ServerError as exc:
-        raise UsageError(exc.message) from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    err.print(f"password set for {name}", markup=False)
-
-
-__all__ = ["admin_passwd", "check_can_push", "link_app", "parse_duration", "password_login", "share_app"]
+__all__ = ["check_can_push", "link_app", "parse_duration", "password_login", "share_app"]

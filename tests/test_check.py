@@ -14,9 +14,8 @@ from box_common.codec import compressor
 from box_common.frames import CODEC_DAMAGED, CODEC_RAW, CODEC_ZSTD, HEADER, Frame, encode_frames
 from server_min.check import check
 from server_min.errors import Damaged
-from server_min.integrity import entry_checksum
-from server_min.meta.sqlite import SqliteMeta
 from server_min.service import Caller, Service
+from server_min.wiring import service_for_data
 
 TEXT = b"compressible text, again and again. " * 500
 NOISE = random.Random(1).randbytes(20_000)  # does not compress: stored raw
@@ -35,19 +34,20 @@ class Store:
             packed = compressor().compress(data)
             codec, payload = (CODEC_ZSTD, packed) if len(packed) < len(data) else (CODEC_RAW, data)
             frames.append(Frame(hashlib.sha256(data).hexdigest(), codec, payload))
-        self.service.store_pack(self.caller, encode_frames(frames))
+        self.service.blocks.store_pack(self.caller, encode_frames(frames))
         return [f.sha256 for f in frames]
 
     def put(self, path: str, data: bytes) -> str:
         (sha,) = self.upload(data)
-        self.service.commit(self.caller, self.box, "", None,
+        self.service.commits.commit(self.caller, self.box, "", None,
                             [{"path": path, "op": "put", "size": len(data), "blocks": [sha]}])
         return sha
 
     def place(self, sha: str) -> tuple[Path, int, int]:
-        row = self.service.meta.block(bytes.fromhex(sha))
-        pack = self.data / "blocks" / "packs" / row["pack"][:2] / f"{row['pack']}.pack"
-        return pack, row["offset"], row["stored_size"]
+        block = self.service.meta.block(bytes.fromhex(sha))
+        assert block is not None
+        where = block.location
+        return self.data / "blocks" / "packs" / where.pack[:2] / f"{where.pack}.pack", where.offset, where.length
 
     def flip(self, sha: str) -> None:
         pack, offset, stored = self.place(sha)
@@ -59,9 +59,9 @@ class Store:
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     data = tmp_path / "data"
-    service = Service(data)
+    service = service_for_data(data)
     caller = service.authenticate(service.add_user("alice"))
-    box = int(service.create_box(caller, "docs", None)["id"])
+    box = int(service.boxes.create(caller, "docs", None)["id"])
     return Store(data, service, caller, box)
 
 
@@ -80,12 +80,12 @@ def test_a_flipped_byte_is_damaged_remembered_missing_and_healed(store: Store, d
     assert check(store.data).whole  # sizes still fit
     assert not check(store.data, read_data=True).whole
     with pytest.raises(Damaged) as caught:
-        store.service.read_block(store.caller, sha)
+        store.service.blocks.read(store.caller, sha)
     assert caught.value.status == 500 and caught.value.body()["blocks"] == [sha]
-    assert store.service.missing(store.caller, [sha]) == [sha]  # ask again for it, even from its uploader
+    assert store.service.blocks.missing(store.caller, [sha]) == [sha]  # ask again for it, even from its uploader
     store.upload(data)  # a fresh copy replaces the damaged one
-    assert store.service.read_block(store.caller, sha) == data
-    assert store.service.missing(store.caller, [sha]) == []
+    assert store.service.blocks.read(store.caller, sha) == data
+    assert store.service.blocks.missing(store.caller, [sha]) == []
     report = check(store.data, read_data=True)
     assert report.whole and report.orphan_bytes > 0  # the damaged copy's bytes are orphans now
 
@@ -93,14 +93,14 @@ def test_a_flipped_byte_is_damaged_remembered_missing_and_healed(store: Store, d
 def test_the_fetch_stream_marks_a_damaged_block_and_goes_on(store: Store) -> None:
     bad, good = store.put("bad", TEXT), store.put("good", NOISE)
     store.place(bad)[0].unlink()  # a flipped byte is found by the client, which then asks GET /blocks/{sha}
-    body = b"".join(part for sha, row in store.service.readable_frames(store.caller, [bad, good])
-                    for part in store.service.frame_bytes(sha, row))
+    body = b"".join(part for block in store.service.blocks.readable(store.caller, [bad, good])
+                    for part in store.service.blocks.frame_bytes(block))
     digest, codec, length = HEADER.unpack_from(body, 0)
     assert (digest.hex(), codec) == (bad, CODEC_DAMAGED)
     assert b"damaged" in body[HEADER.size : HEADER.size + length]
     digest, codec, length = HEADER.unpack_from(body, HEADER.size + length)
     assert (digest.hex(), codec) == (good, CODEC_RAW)
-    assert store.service.missing(store.caller, [bad, good]) == [bad]  # remembered
+    assert store.service.blocks.missing(store.caller, [bad, good]) == [bad]  # remembered
 
 
 def test_a_missing_or_cut_pack_is_damaged(store: Store) -> None:
@@ -111,7 +111,7 @@ def test_a_missing_or_cut_pack_is_damaged(store: Store) -> None:
     store.place(gone)[0].unlink()
     for sha in (cut, gone):
         with pytest.raises(Damaged):
-            store.service.read_block(store.caller, sha)
+            store.service.blocks.read(store.caller, sha)
     report = check(store.data)
     assert set(report.damaged_blocks) == {cut, gone}
     assert {lost["path"] for lost in report.lost} == {"cut", "gone"}
@@ -120,50 +120,37 @@ def test_a_missing_or_cut_pack_is_damaged(store: Store) -> None:
 def test_repair_salvages_good_blocks_and_moves_the_pack_aside(store: Store) -> None:
     good, bad = store.upload(NOISE, TEXT)  # one pack, two blocks
     for path, sha, data in (("good", good, NOISE), ("bad", bad, TEXT)):
-        store.service.commit(store.caller, store.box, "", None,
+        store.service.commits.commit(store.caller, store.box, "", None,
                              [{"path": path, "op": "put", "size": len(data), "blocks": [sha]}])
     pack = store.place(bad)[0]
     store.flip(bad)
     report = check(store.data, read_data=True, repair=True)
     assert report.repaired["packs_moved"] == [pack.stem] and report.repaired["blocks_salvaged"] == 1
     assert not pack.exists() and (store.data / "blocks" / "damaged" / pack.name).exists()
-    assert store.service.read_block(store.caller, good) == NOISE
-    assert store.service.missing(store.caller, [good, bad]) == [bad]
+    assert store.service.blocks.read(store.caller, good) == NOISE
+    assert store.service.blocks.missing(store.caller, [good, bad]) == [bad]
     store.upload(TEXT)
     assert check(store.data, read_data=True).whole
 
 
 def test_journal_entries_carry_a_checksum_checked_when_served(store: Store) -> None:
     store.put("docs/report.txt", TEXT)
-    stage = store.service.create_stage(store.caller, store.box)["stage"]
+    stage = store.service.commits.create_stage(store.caller, store.box)["stage"]
     (sha,) = store.upload(NOISE)
-    store.service.add_to_stage(store.caller, store.box, stage,
+    store.service.commits.add_to_stage(store.caller, store.box, stage,
                                [{"path": "staged.bin", "op": "put", "size": len(NOISE), "blocks": [sha]}])
-    store.service.commit(store.caller, store.box, "", None, [], stage=stage)
-    assert len(store.service.changes(store.caller, store.box, 0, 100)["entries"]) == 2
+    store.service.commits.commit(store.caller, store.box, "", None, [], stage=stage)
+    assert len(store.service.journal.changes(store.caller, store.box, 0, 100)["entries"]) == 2
     with sqlite3.connect(store.data / "meta.db") as db:
         db.execute("UPDATE journal SET path = 'docs/rep0rt.txt' WHERE path = 'docs/report.txt'")
-    for read in (lambda: store.service.changes(store.caller, store.box, 0, 100),
-                 lambda: store.service.tree(store.caller, store.box, None, None, ""),
-                 lambda: store.service.log(store.caller, store.box, "docs", 10, None),
-                 lambda: store.service.log(store.caller, store.box, None, 10, None)):
+    for read in (lambda: store.service.journal.changes(store.caller, store.box, 0, 100),
+                 lambda: store.service.journal.tree(store.caller, store.box, None, None, ""),
+                 lambda: store.service.journal.log(store.caller, store.box, "docs", 10, None),
+                 lambda: store.service.journal.log(store.caller, store.box, None, 10, None)):
         with pytest.raises(Damaged, match="rep0rt"):
             read()
     report = check(store.data)
     assert [e["path"] for e in report.bad_entries] == ["docs/rep0rt.txt"]
-
-
-def test_an_old_database_gets_its_checksums_in_place(store: Store) -> None:
-    store.put("a.txt", TEXT)
-    with sqlite3.connect(store.data / "meta.db") as db:
-        db.execute("ALTER TABLE journal DROP COLUMN checksum")  # as made before entries carried one
-        db.execute("DROP TABLE damaged")
-        db.execute("DELETE FROM stats WHERE name = 'journal_checksums'")
-    meta = SqliteMeta(store.data / "meta.db")
-    row = meta.conn.execute("SELECT * FROM journal").fetchone()
-    assert bytes(row["checksum"]) == entry_checksum(row["box_id"], row["seq"], "a.txt", "put", "file", len(TEXT),
-                                                    0, 0o644, row["blocks"], None)
-    assert check(store.data).whole
 
 
 def test_check_is_read_only_and_leaves_the_upload_temp_folder_alone(store: Store) -> None:

@@ -493,11 +493,12 @@ def test_commit_over_change_limit_is_413(tmp_path: Any, monkeypatch: pytest.Monk
     """More changes than a commit may hold: 413, nothing applied (in-process, with the limit lowered to 3)."""
     from starlette.testclient import TestClient
 
-    import server_min.service as service_module
-    from server_min.app import create_app
+    import server_min.service.changes as service_module
+    from server_min.api import create_app
+    from server_min.wiring import service_for_data
 
     monkeypatch.setattr(service_module, "MAX_CHANGES", 3)
-    app = create_app(tmp_path / "data")
+    app = create_app(service_for_data(tmp_path / "data"))
     token = app.state.service.add_user("alice")
     auth = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:

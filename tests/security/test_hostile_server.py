@@ -20,14 +20,14 @@ ESCAPES = "\x1b]2;pwned\x07title\x1b[2Kerased\x9b31m"
 
 
 def _poison_tree(srv: EvilServer, extra: list[dict[str, Any]]) -> None:
-    honest = srv.service.tree
+    honest = srv.service.journal.tree
 
     def tree(caller: Any, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
         answer = honest(caller, box_id, at, when, prefix)
         answer["entries"] = answer["entries"] + extra
         return answer
 
-    srv.service.tree = tree
+    srv.service.journal.tree = tree
 
 
 def test_restore_to_refuses_paths_and_links_that_escape_dest(
@@ -62,13 +62,13 @@ def test_restore_to_refuses_paths_and_links_that_escape_dest(
 
 def test_a_change_feed_that_does_not_move_on_stops_the_pull(evil: tuple[EvilServer, Device, Device, Path]) -> None:
     srv, _, target, _ = evil
-    honest_changes = srv.service.changes
+    honest_changes = srv.service.journal.changes
 
     def stuck(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
         answer = honest_changes(caller, box_id, cursor, limit)
         return answer | {"more": True, "cursor": cursor, "head": cursor + 1000}
 
-    srv.service.changes = stuck
+    srv.service.journal.changes = stuck
     result = target.run("pull", check=False, timeout=60)
     assert result.code == 8, result
     assert "change feed" in result.err and "Traceback" not in result.err
@@ -77,7 +77,7 @@ def test_a_change_feed_that_does_not_move_on_stops_the_pull(evil: tuple[EvilServ
 def test_a_change_feed_that_runs_past_its_head_stops_at_the_head(
         evil: tuple[EvilServer, Device, Device, Path]) -> None:
     srv, _, target, _ = evil
-    honest_changes = srv.service.changes
+    honest_changes = srv.service.journal.changes
     calls = []
 
     def endless(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def test_a_change_feed_that_runs_past_its_head_stops_at_the_head(
         answer = honest_changes(caller, box_id, cursor, limit)
         return answer | {"more": True, "cursor": cursor + 1, "head": 50}
 
-    srv.service.changes = endless
+    srv.service.journal.changes = endless
     result = target.run("pull", "--json", check=False, timeout=60)
     assert result.code == 0, result
     assert len(calls) <= 50
