@@ -1,4 +1,4 @@
-"""`box-server check` (also `box-server admin check` and `boxctl admin check`): prove a server's data folder whole, or say exactly what is damaged.
+"""`box-server check` (also `box-server admin check`, `boxctl admin check`): prove a data folder whole.
 
 Like restic's checker: the metadata database's own integrity check, every journal entry's checksum,
 every block an entry names present in the block table and inside its pack at the recorded place, and

@@ -189,7 +189,7 @@ def _garble(store: Store, path: str, into: str) -> None:
 def test_repair_sets_a_damaged_entry_aside_and_puts_the_head_back_to_its_last_good_revision(store: Store) -> None:
     store.put("docs/report.txt", b"first version")  # seq 1
     (sha,) = store.upload(TEXT)  # seq 2: garbled below
-    store.service.commit(store.caller, store.box, "", None, [{"path": "docs/report.txt", "op": "put",
+    store.service.commits.commit(store.caller, store.box, "", None, [{"path": "docs/report.txt", "op": "put",
                                                               "size": len(TEXT), "blocks": [sha], "parent_rev": 1}])
     store.put("new.txt", NOISE)  # seq 3: garbled below, no earlier revision
     store.put("other.txt", b"untouched")  # seq 4
@@ -198,7 +198,7 @@ def test_repair_sets_a_damaged_entry_aside_and_puts_the_head_back_to_its_last_go
         db.execute("UPDATE journal SET path = 'docs/report.txt' WHERE seq = 1")
     _garble(store, "new.txt", "mew.txt")
     with pytest.raises(Damaged):
-        store.service.changes(store.caller, store.box, 0, 100)
+        store.service.journal.changes(store.caller, store.box, 0, 100)
 
     report = check(store.data, repair=True)
     assert not report.whole and {(e["seq"], e["path"]) for e in report.bad_entries} == {
@@ -210,18 +210,18 @@ def test_repair_sets_a_damaged_entry_aside_and_puts_the_head_back_to_its_last_go
     assert len(report.repaired["entries_set_aside"]) == 2
 
     # Pulls, ls and log go on: the lost versions are skipped, nothing else is.
-    changes = store.service.changes(store.caller, store.box, 0, 100)["entries"]
+    changes = store.service.journal.changes(store.caller, store.box, 0, 100)["entries"]
     assert [(e["seq"], e["path"]) for e in changes] == [(1, "docs/report.txt"), (4, "other.txt")]
-    tree = store.service.tree(store.caller, store.box, None, None, "")["entries"]
+    tree = store.service.journal.tree(store.caller, store.box, None, None, "")["entries"]
     assert [(e["path"], e["seq"]) for e in tree] == [("docs/report.txt", 1), ("other.txt", 4)]
-    store.service.log(store.caller, store.box, None, 10, None)
-    store.service.log(store.caller, store.box, "docs", 10, None)
+    store.service.journal.log(store.caller, store.box, None, 10, None)
+    store.service.journal.log(store.caller, store.box, "docs", 10, None)
     # A device that still holds a lost file pushes it again: as a new file, or as the next revision.
     (sha,) = store.upload(NOISE)
-    store.service.commit(store.caller, store.box, "", None,
+    store.service.commits.commit(store.caller, store.box, "", None,
                          [{"path": "new.txt", "op": "put", "size": len(NOISE), "blocks": [sha]}])
     (sha,) = store.upload(TEXT)
-    store.service.commit(store.caller, store.box, "", None, [{"path": "docs/report.txt", "op": "put",
+    store.service.commits.commit(store.caller, store.box, "", None, [{"path": "docs/report.txt", "op": "put",
                                                               "size": len(TEXT), "blocks": [sha], "parent_rev": 1}])
     with sqlite3.connect(store.data / "meta.db") as db:
         kept = db.execute("SELECT seq, path FROM damaged_entries ORDER BY seq").fetchall()
@@ -236,7 +236,7 @@ def test_repair_of_an_entry_whose_block_list_is_damaged(store: Store) -> None:
         db.execute("UPDATE journal SET blocks = zeroblob(32) WHERE path = 'a.txt'")
     report = check(store.data, repair=True)
     assert [h["path"] for h in report.repaired["heads_restored"]] == ["a.txt"]
-    assert store.service.tree(store.caller, store.box, None, None, "")["entries"] == []
+    assert store.service.journal.tree(store.caller, store.box, None, None, "")["entries"] == []
     assert check(store.data).whole
 
 
@@ -258,7 +258,7 @@ def test_the_check_reads_one_snapshot_while_commits_land(store: Store, monkeypat
     monkeypatch.setattr(checker, "_present_blocks", then_a_commit_lands)
     report = check(store.data, repair=True)
     assert landed and report.whole and report.entries == 1, report.as_json()
-    assert report.repaired == {} and store.service.missing(store.caller, landed) == []
+    assert report.repaired == {} and store.service.blocks.missing(store.caller, landed) == []
     monkeypatch.undo()
     assert check(store.data, read_data=True).entries == 2
 
@@ -299,7 +299,7 @@ def test_admin_check_prints_a_report_for_people(store: Store) -> None:
     assert f"block     {sha}: its SHA-256 does not match" in found.stdout
     assert "lost      b.bin (commit 2, box 1): 1 block(s)" in found.stdout
     [error] = found.stderr.strip().splitlines()
-    assert "is damaged: 1 block(s) damaged, in 1 file version(s)" in error and "admin check --repair" in error
+    assert "is damaged: 1 block(s) damaged, in 1 file version(s)" in error and "box-server check --repair" in error
 
     repaired = admin("--read-data", "--repair")
     assert repaired.returncode == 9 and "repaired  1 pack(s) moved to" in repaired.stdout, repaired
@@ -333,7 +333,7 @@ def test_check_and_repair_while_commits_land_find_nothing(store: Store) -> None:
         writer.join()
     assert all(r.whole and r.repaired == {} for r in reports), [r.as_json() for r in reports if not r.whole][:1]
     assert len({r.entries for r in reports}) > 1  # commits did land while the checks ran
-    assert store.service.missing(store.caller, pushed) == []
+    assert store.service.blocks.missing(store.caller, pushed) == []
     assert check(store.data, read_data=True).entries == len(pushed)
 
 
@@ -343,23 +343,26 @@ def test_a_full_meta_db_answers_507_out_of_space_and_keeps_nothing(tmp_path: Pat
     answered 507 {"error": "out_of_space"}, never a bare 500, and the commit left nothing behind."""
     from starlette.testclient import TestClient
 
-    from server_min.app import create_app
+    from server_min.api.app import create_app
+    from server_min.meta.sqlite.conn import Connections
 
-    app = create_app(tmp_path / "data")
-    token = app.state.service.add_user("alice")
+    service = service_for_data(tmp_path / "data")
+    app = create_app(service)
+    token = service.add_user("alice")
     auth = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
         box = client.post("/v1/boxes", json={"name": "b"}, headers=auth).json()["id"]
-        connect = SqliteMeta._connect
+        connect = Connections._connect
 
-        def full(self: SqliteMeta) -> sqlite3.Connection:
+        def full(self: Connections) -> sqlite3.Connection:
             conn = connect(self)
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: SQLITE_FULL
             return conn
 
-        monkeypatch.setattr(SqliteMeta, "_connect", full)
-        app.state.service.meta._local = type(app.state.service.meta._local)()  # every thread connects again
+        monkeypatch.setattr(Connections, "_connect", full)
+        connections = service.meta
+        connections._local = type(connections._local)()  # every thread connects again
         changes = [{"path": f"folder-{i:04}-{'x' * 140}", "op": "put", "kind": "dir"} for i in range(400)]
         answer = client.post(f"/v1/boxes/{box}/commits", json={"changes": changes}, headers=auth)
         assert answer.status_code == 507, answer.text
