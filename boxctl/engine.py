@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -68,6 +69,8 @@ MAX_FEED_ENTRIES = 10_000_000  # entries read in one pull (each page is read and
 # a hostile feed of new names could otherwise fill memory (docs/security.md: a box past it cannot be pulled).
 MAX_FEED_PATHS = 1_000_000
 MAX_TREE_ANSWER = 512 << 20  # a tree is one answer: a box of 1,000,000 files is about 350 MiB of JSON
+# Errors that stop a whole pull: the disk, not one path (any other OSError refuses that path only).
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 PARALLEL_SCAN = 20_000  # indexed paths from which a scan is shared out among processes (a fork costs ~10 ms)
 FREE_SPACE_MARGIN = 64 << 20  # a pull leaves at least this much of the disk free
 PLACE_TRIES = 5  # a path edited again and again while a pull places its remote version: give up after this
@@ -637,7 +640,11 @@ class Engine:
                 if local.kind == "dir" and remote["kind"] == "dir":
                     index_puts.append(self._entry_from_remote(remote, local))
                     continue
-                copy = move_aside(self.root, path, self.config.device_name)
+                try:
+                    copy = move_aside(self.root, path, self.config.device_name)
+                except (UnsafePath, OSError) as exc:  # cannot be moved aside here: left alone, asked again
+                    self._refuse(remote, result, _swapped(path, exc), held=True)
+                    continue
                 result.conflicts.append({"path": path, "copy": copy})
                 local = None
             elif local is not None and same:
@@ -649,8 +656,9 @@ class Engine:
         first, deletes = kinds.split_deletes(deletes, writes, kind_folders)
         with SafeRoot(self.root) as folders:
             self._apply_deletes(folders, first, result, index_dels)
-        kinds.make_room(self.workspace, writes, kind_folders, base, index_dels, result.kept,
-                        lambda path: self._move_aside(path, result))
+        with SafeRoot(self.root) as folders:
+            kinds.make_room(folders, writes, kind_folders, base, index_dels, result.kept,
+                            lambda path: self._move_aside(path, result))
         with SafeRoot(self.root) as folders:  # every write below goes through its open folders (rule 6)
             self._apply_writes(folders, writes, result, index_puts)
             self._apply_deletes(folders, deletes, result, index_dels)
@@ -671,7 +679,11 @@ class Engine:
 
     def _move_aside(self, path: str, result: PullResult) -> None:
         """Keep a local path that loses its place to a remote one of another kind, as a conflicted copy."""
-        copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        try:
+            copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        except OSError as exc:
+            _swapped(path, exc)  # a full disk stops the pull; else the write that wanted the path is refused
+            return
         result.conflicts.append({"path": path, "copy": copy})
 
     def _locally_changed(self, local: LocalEntry | None, old: IndexEntry | None) -> bool:
@@ -732,6 +744,10 @@ class Engine:
                 links.pop(remote["path"], None)
                 self._refuse(remote, result, exc)  # the rest of the pull goes on
                 continue
+            except OSError as exc:  # a folder it may not write in, a name this file system refuses (EINVAL)
+                links.pop(remote["path"], None)
+                self._refuse(remote, result, _swapped(remote["path"], exc), held=True)  # asked for again next pull
+                continue
             if remote["kind"] == "dir":
                 self._done(folders, remote, result, index_puts)
         writes = [r for r in writes if r["path"] in placed]
@@ -758,7 +774,7 @@ class Engine:
                 try:
                     fd, name = folders.parent(remote["path"])
                     temp = link_temp(name, remote["target"], dir_fd=fd)
-                except (UnsafePath, FileNotFoundError) as exc:
+                except (UnsafePath, OSError) as exc:
                     self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
                     continue
                 self._place(folders, remote, temp.name, result, index_puts)
@@ -792,7 +808,7 @@ class Engine:
                                            "blocks": exc.details.get("blocks", []),
                                            "reason": exc.details.get("reason", exc.message)})
                     continue
-                except (UnsafePath, FileNotFoundError) as exc:  # its folder swapped or removed meanwhile
+                except (UnsafePath, OSError) as exc:  # its folder swapped, removed or not writable
                     for _ in chunks:
                         pass  # the stream stays in step with the files
                     self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
@@ -891,7 +907,7 @@ class Engine:
                         copy = move_aside(folders, remote["path"], self.config.device_name)
                         result.conflicts.append({"path": remote["path"], "copy": copy})
                 remote["expect"] = None  # moved aside, or deleted meanwhile: the remote version comes (back)
-        except (UnsafePath, FileNotFoundError) as exc:
+        except (UnsafePath, OSError) as exc:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=fd)  # ours, in the folder it was made in, wherever that is now
@@ -938,6 +954,9 @@ class Engine:
                 result.deleted.append(path)  # its folder is gone too
             except UnsafePath as exc:
                 self._refuse(remote, result, exc, held=True)  # the index keeps it: the next pull deletes it
+                continue
+            except OSError as exc:  # in a folder it may not write in: kept, and asked for again next pull
+                self._refuse(remote, result, _swapped(path, exc), held=True)
                 continue
             index_dels.append(path)
         if deletes:
@@ -1052,8 +1071,8 @@ class Engine:
                         folders.folder(rel, create=True)
                     else:
                         folders.parent(rel, create=True)
-                except UnsafePath as exc:
-                    refused.append((p, exc.message))
+                except (UnsafePath, OSError) as exc:
+                    refused.append((p, _swapped(rel, exc).message))
                     del targets[p]
             files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
             stream = download_blocks(self.transport, _block_sizes(files), self.threads)
@@ -1063,35 +1082,41 @@ class Engine:
                 try:
                     fd, name = folders.parent(rel)
                     folders.verify(rel.rpartition("/")[0])
-                except (UnsafePath, FileNotFoundError) as exc:
+                except (UnsafePath, OSError) as exc:
                     for _ in chunks:
                         pass  # the stream stays in step with the files
                     refused.append((e["path"], _swapped(rel, exc).message))
                     continue
                 try:
                     fsync_write(to, name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
-                except IntegrityError as exc:  # this file only (damaged, or over its size): the others go on
+                except (IntegrityError, OSError) as exc:  # this file only (damaged, over its size, unwritable)
                     for _ in chunks:
                         pass
-                    refused.append((e["path"], exc.message))
+                    refused.append((e["path"], exc.message if isinstance(exc, IntegrityError)
+                                    else _swapped(rel, exc).message))
                     continue
                 written += 1
             for p, e in wanted.items():
                 if e["kind"] == "link" and p in targets:
                     try:
                         fd, name = folders.parent(targets[p])
-                    except (UnsafePath, FileNotFoundError) as exc:
+                        make_link(name, e["target"], dir_fd=fd)
+                    except (UnsafePath, OSError) as exc:
                         refused.append((p, _swapped(targets[p], exc).message))
-                        continue
-                    make_link(name, e["target"], dir_fd=fd)
         return written, refused
 
 
 def _swapped(path: str, exc: OSError | UnsafePath) -> UnsafePath:
-    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed."""
+    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed, or that
+    this device cannot write (permission, a name its file system refuses). A full or broken disk is no
+    refusal of one path: that error is raised again, and the pull stops."""
     if isinstance(exc, UnsafePath):
         return exc
-    return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
+    if isinstance(exc, FileNotFoundError):
+        return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
+    if exc.errno in FATAL_ERRNOS:
+        raise exc
+    return UnsafePath(f"cannot write {path!r} here ({exc.strerror or exc}); the next pull tries again")
 
 
 def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
