@@ -1087,11 +1087,17 @@ class Engine:
                         pass  # the stream stays in step with the files
                     refused.append((e["path"], _swapped(rel, exc).message))
                     continue
+                temp = None
                 try:
-                    fsync_write(to, name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
-                except (IntegrityError, OSError) as exc:  # this file only (damaged, over its size, unwritable)
+                    temp = write_temp(name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                    folders.verify(rel.rpartition("/")[0])  # not moved or swapped while it downloaded
+                    os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                except (IntegrityError, UnsafePath, OSError) as exc:  # this file only: the others go on
                     for _ in chunks:
                         pass
+                    if temp is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(temp, dir_fd=fd)
                     refused.append((e["path"], exc.message if isinstance(exc, IntegrityError)
                                     else _swapped(rel, exc).message))
                     continue
