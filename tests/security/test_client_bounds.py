@@ -146,3 +146,47 @@ def test_a_change_feed_is_bounded_in_paths_held(monkeypatch: pytest.MonkeyPatch)
     engine.config = type("C", (), {"box_id": 1})()  # type: ignore[assignment]
     with pytest.raises(ServerRefused, match="2,000 paths"):
         engine.remote_changes(0)
+
+
+def test_zstd_bombs_from_the_server_are_refused_in_bounded_memory(
+        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+    """The evil server answers two blocks with zstd bombs: one frame declaring 1 GiB in its header, one
+    that declares no content size and streams 64 MiB of zeros. Each file is listed as damaged, the other
+    files of the pull are written, and the client never holds more than about one block."""
+    import hashlib
+    import resource
+
+    import zstandard
+
+    from box_common.frames import CODEC_ZSTD, Frame, encode_frames
+
+    srv, honest, target, _ = evil
+    declared = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (1 << 30).to_bytes(8, "little") + b"\x09\x00\x00" + b"x"
+    sizeless = zstandard.ZstdCompressor(level=1, write_content_size=False).compressobj()
+    endless = b"".join(sizeless.compress(bytes(1 << 20)) for _ in range(64)) + sizeless.flush()
+    assert zstandard.get_frame_parameters(endless).content_size in (0, -1, zstandard.CONTENTSIZE_UNKNOWN)
+    one, two = b"first file, bombed", b"second file, bombed"
+    bombs = {hashlib.sha256(one).hexdigest(): declared, hashlib.sha256(two).hexdigest(): endless}
+    honest_frames = srv.service.frame_bytes
+
+    def frame_bytes(sha: str, row: Any) -> Iterator[bytes]:
+        if sha in bombs:
+            yield encode_frames([Frame(sha, CODEC_ZSTD, bombs[sha])])
+        else:
+            yield from honest_frames(sha, row)
+
+    honest.write("one.txt", one)
+    honest.write("two.txt", two)
+    honest.write("fine.txt", "not bombed")
+    honest.run("push")
+    srv.service.frame_bytes = frame_bytes
+    honest_read = srv.service.read_block  # a block that arrived damaged is asked for again alone
+    srv.service.read_block = lambda caller, sha: bombs.get(sha) or honest_read(caller, sha)
+    result = target.run("pull", "--json", check=False)
+    assert "Traceback" not in result.err, result.err
+    damaged = {d["path"] for d in result.json()["damaged"]}
+    assert damaged == {"one.txt", "two.txt"}, result.out
+    assert target.read("fine.txt") == b"not bombed"
+    assert not (target.root / "one.txt").exists() and not (target.root / "two.txt").exists()
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child so far
+    assert peak < 400 << 20, peak
