@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -63,7 +64,13 @@ SMALL_FILE = 1 << 20  # pulled files up to this size are flushed in batches
 SMALL_GROUP = 32  # small files read per pool task
 # What one pull accepts from the change feed, so a hostile server cannot keep it looping forever.
 MAX_FEED_PAGES = 100_000
-MAX_FEED_ENTRIES = 10_000_000
+MAX_FEED_ENTRIES = 10_000_000  # entries read in one pull (each page is read and dropped: this bounds time)
+# Paths one pull holds at once (the latest entry of each, about 1.3 KB of memory apiece, so ~1.3 GB):
+# a hostile feed of new names could otherwise fill memory (docs/security.md: a box past it cannot be pulled).
+MAX_FEED_PATHS = 1_000_000
+MAX_TREE_ANSWER = 512 << 20  # a tree is one answer: a box of 1,000,000 files is about 350 MiB of JSON
+# Errors that stop a whole pull: the disk, not one path (any other OSError refuses that path only).
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 PARALLEL_SCAN = 20_000  # indexed paths from which a scan is shared out among processes (a fork costs ~10 ms)
 FREE_SPACE_MARGIN = 64 << 20  # a pull leaves at least this much of the disk free
 PLACE_TRIES = 5  # a path edited again and again while a pull places its remote version: give up after this
@@ -548,6 +555,9 @@ class Engine:
                                     "stopped (is it a Box server?)")
             for entry in page["entries"]:
                 latest[entry["path"]] = entry
+            if len(latest) > MAX_FEED_PATHS:
+                raise ServerRefused(f"the server's change feed names more than {MAX_FEED_PATHS:,} paths; "
+                                    "stopped (is it a Box server?)")
             new_cursor = int(page["cursor"])
             if page["more"] and new_cursor <= cursor:
                 raise ServerRefused("the server's change feed does not move on; stopped (is it a Box server?)")
@@ -630,7 +640,11 @@ class Engine:
                 if local.kind == "dir" and remote["kind"] == "dir":
                     index_puts.append(self._entry_from_remote(remote, local))
                     continue
-                copy = move_aside(self.root, path, self.config.device_name)
+                try:
+                    copy = move_aside(self.root, path, self.config.device_name)
+                except (UnsafePath, OSError) as exc:  # cannot be moved aside here: left alone, asked again
+                    self._refuse(remote, result, _swapped(path, exc), held=True)
+                    continue
                 result.conflicts.append({"path": path, "copy": copy})
                 local = None
             elif local is not None and same:
@@ -642,8 +656,9 @@ class Engine:
         first, deletes = kinds.split_deletes(deletes, writes, kind_folders)
         with SafeRoot(self.root) as folders:
             self._apply_deletes(folders, first, result, index_dels)
-        kinds.make_room(self.workspace, writes, kind_folders, base, index_dels, result.kept,
-                        lambda path: self._move_aside(path, result))
+        with SafeRoot(self.root) as folders:
+            kinds.make_room(folders, writes, kind_folders, base, index_dels, result.kept,
+                            lambda path: self._move_aside(path, result))
         with SafeRoot(self.root) as folders:  # every write below goes through its open folders (rule 6)
             self._apply_writes(folders, writes, result, index_puts)
             self._apply_deletes(folders, deletes, result, index_dels)
@@ -664,7 +679,11 @@ class Engine:
 
     def _move_aside(self, path: str, result: PullResult) -> None:
         """Keep a local path that loses its place to a remote one of another kind, as a conflicted copy."""
-        copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        try:
+            copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        except OSError as exc:
+            _swapped(path, exc)  # a full disk stops the pull; else the write that wanted the path is refused
+            return
         result.conflicts.append({"path": path, "copy": copy})
 
     def _locally_changed(self, local: LocalEntry | None, old: IndexEntry | None) -> bool:
@@ -725,6 +744,10 @@ class Engine:
                 links.pop(remote["path"], None)
                 self._refuse(remote, result, exc)  # the rest of the pull goes on
                 continue
+            except OSError as exc:  # a folder it may not write in, a name this file system refuses (EINVAL)
+                links.pop(remote["path"], None)
+                self._refuse(remote, result, _swapped(remote["path"], exc), held=True)  # asked for again next pull
+                continue
             if remote["kind"] == "dir":
                 self._done(folders, remote, result, index_puts)
         writes = [r for r in writes if r["path"] in placed]
@@ -751,7 +774,7 @@ class Engine:
                 try:
                     fd, name = folders.parent(remote["path"])
                     temp = link_temp(name, remote["target"], dir_fd=fd)
-                except (UnsafePath, FileNotFoundError) as exc:
+                except (UnsafePath, OSError) as exc:
                     self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
                     continue
                 self._place(folders, remote, temp.name, result, index_puts)
@@ -772,7 +795,7 @@ class Engine:
         batch_bytes = 0
         try:
             for remote in files:
-                chunks = _take(stream, len(remote["blocks"]), remote["path"])
+                chunks = _take(stream, len(remote["blocks"]), remote["path"], int(remote["size"]))
                 sizes: list[int] = []
                 small = remote["size"] <= SMALL_FILE
                 partial = partials.get(remote["path"])
@@ -785,7 +808,7 @@ class Engine:
                                            "blocks": exc.details.get("blocks", []),
                                            "reason": exc.details.get("reason", exc.message)})
                     continue
-                except (UnsafePath, FileNotFoundError) as exc:  # its folder swapped or removed meanwhile
+                except (UnsafePath, OSError) as exc:  # its folder swapped, removed or not writable
                     for _ in chunks:
                         pass  # the stream stays in step with the files
                     self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
@@ -813,19 +836,24 @@ class Engine:
                 prev.unlink()
         result.blocks_reused = source.reused
 
-    def _check_free_space(self, writes: list[dict[str, Any]]) -> None:
-        """Refuse a pull whose files would not fit on this disk, before writing any of them.
+    def _check_free_space(self, writes: list[dict[str, Any]], where: Path | None = None,
+                          what: str = "pull") -> None:
+        """Refuse a pull (or a restore --to into `where`) whose files would not fit on that disk, before
+        writing any of them.
 
         Dedup lets a few bytes on the server stand for a huge file (one block repeated), so what counts is
-        the logical size the pull would write, with a margin left for the rest of the system.
+        the logical size the pull would write, with a margin left for the rest of the system; and no file
+        is written past the size it declares (`_take`), so the sizes counted here are the most it writes.
         """
         needed = sum(int(r["size"]) for r in writes if r["kind"] == "file")
         if not needed:
             return
-        free = shutil.disk_usage(self.root).free
+        where = where or self.root
+        free = shutil.disk_usage(where).free
         if needed + FREE_SPACE_MARGIN > free:
-            raise BoxError(f"not enough free space in {self.root}: this pull writes {format_size(needed)} and "
-                           f"{format_size(free)} is free; free some space, or pull less ('boxctl pull PATH')")
+            hint = "pull less ('boxctl pull PATH')" if what == "pull" else "restore less, or elsewhere"
+            raise BoxError(f"not enough free space in {where}: this {what} writes {format_size(needed)} and "
+                           f"{format_size(free)} is free; free some space, or {hint}")
 
     def _finish_batch(self, folders: SafeRoot, batch: list[tuple[dict[str, Any], str, list[int]]],
                       result: PullResult, index_puts: list[IndexEntry], sync: bool) -> int:
@@ -879,7 +907,7 @@ class Engine:
                         copy = move_aside(folders, remote["path"], self.config.device_name)
                         result.conflicts.append({"path": remote["path"], "copy": copy})
                 remote["expect"] = None  # moved aside, or deleted meanwhile: the remote version comes (back)
-        except (UnsafePath, FileNotFoundError) as exc:
+        except (UnsafePath, OSError) as exc:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=fd)  # ours, in the folder it was made in, wherever that is now
@@ -927,6 +955,9 @@ class Engine:
             except UnsafePath as exc:
                 self._refuse(remote, result, exc, held=True)  # the index keeps it: the next pull deletes it
                 continue
+            except OSError as exc:  # in a folder it may not write in: kept, and asked for again next pull
+                self._refuse(remote, result, _swapped(path, exc), held=True)
+                continue
             index_dels.append(path)
         if deletes:
             sync_filesystem(self.root, folders.folder(""))  # else a power cut could bring back a file the index forgot
@@ -957,7 +988,8 @@ class Engine:
             raise UsageError(str(exc)) from None
 
     def tree(self, prefix: str, at: int | None = None, when: float | None = None) -> dict[str, Any]:
-        return self.transport.get_json(f"{self.box}/tree", path=prefix, at=at, time=when)
+        return self.transport.get_json(f"{self.box}/tree", path=prefix, at=at, time=when,
+                                       max_bytes=MAX_TREE_ANSWER)
 
     def restore(self, path: str, at: int | None, when: float | None, to: Path | None,
                 cwd: Path | None = None) -> dict[str, Any]:
@@ -1005,9 +1037,11 @@ class Engine:
         refused: list[tuple[str, str]] = []
         if single and not to.is_dir():  # a file name the user gave: written by that name
             entry = wanted[prefix]
-            stream = download_blocks(self.transport, _block_sizes([entry]), self.threads)
             to.parent.mkdir(parents=True, exist_ok=True)
-            fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix), entry["mode"], entry["mtime_ns"])
+            self._check_free_space([entry], to.parent, "restore")
+            stream = download_blocks(self.transport, _block_sizes([entry]), self.threads)
+            fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix, int(entry["size"])), entry["mode"],
+                        entry["mtime_ns"])
             return 1, refused
         base = prefix.rsplit("/", 1)[-1] if prefix else ""
         to.mkdir(parents=True, exist_ok=True)
@@ -1027,6 +1061,7 @@ class Engine:
                 targets[p] = rel
             except (UnsafePath, InvalidPath) as exc:
                 refused.append((p, str(exc)))
+        self._check_free_space([wanted[p] for p in targets], to, "restore")  # before any folder is made
         written = 0
         # Every write goes through folders of `to` opened without following links (see boxctl.dirfd).
         with SafeRoot(to) as folders:
@@ -1036,40 +1071,58 @@ class Engine:
                         folders.folder(rel, create=True)
                     else:
                         folders.parent(rel, create=True)
-                except UnsafePath as exc:
-                    refused.append((p, exc.message))
+                except (UnsafePath, OSError) as exc:
+                    refused.append((p, _swapped(rel, exc).message))
                     del targets[p]
             files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
             stream = download_blocks(self.transport, _block_sizes(files), self.threads)
             for e in files:
                 rel = targets[e["path"]]
-                chunks = _take(stream, len(e["blocks"]), e["path"])
+                chunks = _take(stream, len(e["blocks"]), e["path"], int(e["size"]))
                 try:
                     fd, name = folders.parent(rel)
                     folders.verify(rel.rpartition("/")[0])
-                except (UnsafePath, FileNotFoundError) as exc:
+                except (UnsafePath, OSError) as exc:
                     for _ in chunks:
                         pass  # the stream stays in step with the files
                     refused.append((e["path"], _swapped(rel, exc).message))
                     continue
-                fsync_write(to, name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                temp = None
+                try:
+                    temp = write_temp(name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                    folders.verify(rel.rpartition("/")[0])  # not moved or swapped while it downloaded
+                    os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                except (IntegrityError, UnsafePath, OSError) as exc:  # this file only: the others go on
+                    for _ in chunks:
+                        pass
+                    if temp is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(temp, dir_fd=fd)
+                    refused.append((e["path"], exc.message if isinstance(exc, IntegrityError)
+                                    else _swapped(rel, exc).message))
+                    continue
                 written += 1
             for p, e in wanted.items():
                 if e["kind"] == "link" and p in targets:
                     try:
                         fd, name = folders.parent(targets[p])
-                    except (UnsafePath, FileNotFoundError) as exc:
+                        make_link(name, e["target"], dir_fd=fd)
+                    except (UnsafePath, OSError) as exc:
                         refused.append((p, _swapped(targets[p], exc).message))
-                        continue
-                    make_link(name, e["target"], dir_fd=fd)
         return written, refused
 
 
 def _swapped(path: str, exc: OSError | UnsafePath) -> UnsafePath:
-    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed."""
+    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed, or that
+    this device cannot write (permission, a name its file system refuses). A full or broken disk is no
+    refusal of one path: that error is raised again, and the pull stops."""
     if isinstance(exc, UnsafePath):
         return exc
-    return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
+    if isinstance(exc, FileNotFoundError):
+        return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
+    if exc.errno in FATAL_ERRNOS:
+        raise exc
+    return UnsafePath(f"cannot write {path!r} here ({exc.strerror or exc}); the next pull tries again")
 
 
 def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
@@ -1149,18 +1202,39 @@ class LocalBlocks:
         return None
 
 
-def _take(stream: Iterator[bytes | DamagedBlock], count: int, path: str) -> Iterator[bytes]:
+def _take(stream: Iterator[bytes | DamagedBlock], count: int, path: str,
+          declared: int | None = None) -> Iterator[bytes]:
     """The next `count` blocks of `stream`, those of file `path`. A damaged one stops the file: the rest of
-    its blocks are still taken (the stream stays in step), then IntegrityError names the file."""
-    damaged = None
+    its blocks are still taken (the stream stays in step), then IntegrityError names the file.
+
+    With `declared` (the entry's size, which the free-space check counted), bytes past it stop the file the
+    same way: a hostile server could otherwise list one small size and fill the disk with repeated blocks.
+    """
+    damaged: DamagedBlock | _Oversized | None = None
+    total = 0
     for _ in range(count):
         chunk = next(stream)
         if isinstance(chunk, DamagedBlock):
             damaged = damaged or chunk
-        elif damaged is None:
+            continue
+        total += len(chunk)
+        if declared is not None and total > declared and damaged is None:
+            damaged = _Oversized(declared)
+        if damaged is None:
             yield chunk
     if damaged is not None:
         raise damaged.error(path)
+
+
+class _Oversized:
+    """A file whose blocks run past the size its entry declares: refused like a damaged block."""
+
+    def __init__(self, declared: int) -> None:
+        self.declared = declared
+
+    def error(self, path: str) -> IntegrityError:
+        reason = f"its blocks hold more than the {self.declared:,} bytes its entry declares"
+        return IntegrityError(f"refusing {path!r}: {reason}", blocks=[], reason=reason)
 
 
 def _default_message(changes: list[LocalChange]) -> str:

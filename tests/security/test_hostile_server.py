@@ -170,6 +170,7 @@ def test_a_name_or_path_this_disk_cannot_hold_is_listed_and_the_pull_goes_on(
     assert result.code == 0, result.err
     refused = {r["path"] for r in result.json()["refused"]}
     assert deep in refused, refused
+    assert "n" * 254 + ".txt" in refused, refused  # 258 bytes: over the 255 any name may have
     assert target.read("legit.txt") == b"third version"
     again = target.run("pull", "--json", check=False)  # and no later pull is stuck on it
     assert again.code == 0, again.err
@@ -187,3 +188,16 @@ def test_a_pull_that_would_fill_the_disk_is_refused_before_it_writes(
     assert result.code == 1 and "not enough free space" in result.err and "Traceback" not in result.err
     assert target.read("legit.txt") == b"legit content"  # nothing of that pull was written
     assert not (target.root / "huge.bin").exists()
+
+
+def test_status_prints_names_with_their_control_characters_escaped(
+        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+    _, _, target, _ = evil
+    target.write(f"local{ESCAPES}.txt", "a name a neighbour or a pulled file could carry")
+    target.write(".boxignore", f"*.tmp{ESCAPES}\n")
+    result = target.run("status", check=False)
+    printed = result.out + result.err
+    assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed, printed
+    assert "\\x1b]2;pwned" in printed, printed
+    listed = target.run("status", "--json").json()  # --json stays exact
+    assert f"local{ESCAPES}.txt" in listed["added"] + [s["path"] for s in listed.get("skipped", [])]
