@@ -152,12 +152,14 @@ def test_the_cpu_cap_of_an_upload_answers_413_and_stores_nothing(
     the byte budget answers 413 once its decoding has used up the CPU time, and nothing of it is kept."""
     from fastapi.testclient import TestClient
 
-    from server_min import expand
-    from server_min.app import create_app
+    from server_min.api.app import create_app
+    from server_min.service import expand
+    from server_min.wiring import service_for_data
 
     assert expand.CPU_SECONDS == 10.0
-    app = create_app(tmp_path / "data")
-    token = app.state.service.add_user("mallory")
+    service = service_for_data(tmp_path / "data")
+    app = create_app(service)
+    token = service.add_user("mallory")
     frames = []
     for i in range(12):  # 12 x 4 MiB of plain bytes: far inside the byte budget, a few tens of ms to decode
         plain = os.urandom(16) + bytes(4 * MIB - 32) + i.to_bytes(16, "big")
