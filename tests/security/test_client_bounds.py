@@ -90,14 +90,14 @@ def test_restore_to_checks_free_space_before_it_writes(
         evil: tuple[EvilServer, Device, Device, Path], tmp_path: Path) -> None:
     srv, _, target, _ = evil
     entry = legit_entry(srv)
-    honest_tree = srv.service.tree
+    honest_tree = srv.service.journal.tree
 
     def tree(caller: Any, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
         answer = honest_tree(caller, box_id, at, when, prefix)
         answer["entries"] = answer["entries"] + [entry | {"path": "huge.bin", "size": 1 << 50}]
         return answer
 
-    srv.service.tree = tree
+    srv.service.journal.tree = tree
     dest = tmp_path / "restored"
     result = target.run("restore", ".", "--rev", str(entry["seq"]), "--to", str(dest), check=False)
     assert result.code == 1 and "not enough free space" in result.err, result
@@ -109,14 +109,14 @@ def test_restore_to_refuses_a_file_over_its_declared_size(
         evil: tuple[EvilServer, Device, Device, Path], tmp_path: Path) -> None:
     srv, _, target, _ = evil
     entry = legit_entry(srv)
-    honest_tree = srv.service.tree
+    honest_tree = srv.service.journal.tree
 
     def tree(caller: Any, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
         answer = honest_tree(caller, box_id, at, when, prefix)
         answer["entries"] = answer["entries"] + [entry | {"path": "bomb.bin", "blocks": entry["blocks"] * 500}]
         return answer
 
-    srv.service.tree = tree
+    srv.service.journal.tree = tree
     dest = tmp_path / "restored"
     result = target.run("restore", ".", "--rev", str(entry["seq"]), "--to", str(dest), "--json", check=False)
     assert result.code == 0, result.err
@@ -167,21 +167,22 @@ def test_zstd_bombs_from_the_server_are_refused_in_bounded_memory(
     assert zstandard.get_frame_parameters(endless).content_size in (0, -1, zstandard.CONTENTSIZE_UNKNOWN)
     one, two = b"first file, bombed", b"second file, bombed"
     bombs = {hashlib.sha256(one).hexdigest(): declared, hashlib.sha256(two).hexdigest(): endless}
-    honest_frames = srv.service.frame_bytes
+    honest_frames = srv.service.blocks.frame_bytes
 
-    def frame_bytes(sha: str, row: Any) -> Iterator[bytes]:
+    def frame_bytes(block: Any) -> Iterator[bytes]:
+        sha = block.sha256.hex()
         if sha in bombs:
             yield encode_frames([Frame(sha, CODEC_ZSTD, bombs[sha])])
         else:
-            yield from honest_frames(sha, row)
+            yield from honest_frames(block)
 
     honest.write("one.txt", one)
     honest.write("two.txt", two)
     honest.write("fine.txt", "not bombed")
     honest.run("push")
-    srv.service.frame_bytes = frame_bytes
-    honest_read = srv.service.read_block  # a block that arrived damaged is asked for again alone
-    srv.service.read_block = lambda caller, sha: bombs.get(sha) or honest_read(caller, sha)
+    srv.service.blocks.frame_bytes = frame_bytes
+    honest_read = srv.service.blocks.read  # a block that arrived damaged is asked for again alone
+    srv.service.blocks.read = lambda caller, sha: bombs.get(sha) or honest_read(caller, sha)
     result = target.run("pull", "--json", check=False)
     assert "Traceback" not in result.err, result.err
     damaged = {d["path"] for d in result.json()["damaged"]}
