@@ -21,6 +21,8 @@ from server_min.datadir import UnsafeDataDir, prepare
 from server_min.errors import ServerError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# What `pip install 'boxctl[server]'` adds to a client-only install.
+SERVER_EXTRA = ("fastapi", "starlette", "uvicorn", "argon2", "httptools", "pydantic")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The Box server: serve a data folder, and administer it.")
@@ -213,6 +215,12 @@ def main(args: list[str] | None = None, prog: str = "box-server") -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_EXTRA:
+            raise
+        print(f"error: the server's own dependencies are not installed ({exc.name} is missing): "
+              "pip install 'boxctl[server]'", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
