@@ -11,14 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 
 from box_common.paths import InvalidPath, normalize_path
+from box_common.schemas import BoxInfo
 from box_common.units import format_size
 from boxctl import __version__
 from boxctl import check as checker
+from boxctl.api import Api
 from boxctl.cli_check import admin_check, damaged_error, print_damaged
 from boxctl.cli_share import admin_passwd, check_can_push, link_app, password_login, share_app
 from boxctl.config import (
@@ -87,9 +88,9 @@ def transfer_options(bwlimit: str | None, jobs: int | None) -> None:
         STATE.jobs = jobs
 
 
-def make_transport(server: str, token: str) -> Transport:
-    """A transport with this run's timeout, retry and bandwidth settings."""
-    return Transport(server, token, timeout=STATE.timeout, retries=STATE.retries, bwlimit=STATE.bwlimit)
+def make_api(server: str, token: str) -> Api:
+    """An API client with this run's timeout, retry and bandwidth settings."""
+    return Api(Transport(server, token, timeout=STATE.timeout, retries=STATE.retries, bwlimit=STATE.bwlimit))
 
 
 def _show_version(value: bool) -> None:
@@ -158,14 +159,14 @@ def open_engine(json_mode: bool = False) -> Iterator[Engine]:
     root = find_root(here())
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
-    transport = make_transport(config.server, creds.for_device(config.device_name))
+    api = make_api(config.server, creds.for_device(config.device_name))
     with progress_bar(not json_mode) as update:
-        engine = Engine(root, config, transport, progress=update, threads=STATE.jobs, delta=STATE.delta)
+        engine = Engine(root, config, api, progress=update, threads=STATE.jobs, delta=STATE.delta)
         try:
             yield engine
         finally:
             engine.close()
-            transport.close()
+            api.close()
 
 
 # --- server ---------------------------------------------------------------------------------
@@ -245,27 +246,26 @@ def login(
     elif os.environ.get("BOX_CA_CERT"):
         ca = Path(os.environ["BOX_CA_CERT"])
     token = token or os.environ.get("BOX_TOKEN") or password_login(server, user)  # no token: ask the password
-    transport = Transport(server, token, retries=2)
-    me = transport.get_json("/me")
+    me = Api(Transport(server, token, retries=2)).me()
     path = save_credentials(Credentials(server, user, token), ca_cert=ca)
     if me["user"] != user:
         raise UsageError(f"that token belongs to user {me['user']!r}, not {user!r}")
     say(f"logged in to {server} as {me['user']} (credentials in {path})")
 
 
-def _register(transport: Transport, creds: Credentials, device: str | None) -> tuple[int, str, Transport]:
-    """This machine's device for the server (registered once, then reused), and a transport using its token."""
+def _register(api: Api, creds: Credentials, device: str | None) -> tuple[int, str, Api]:
+    """This machine's device for the server (registered once, then reused), and an API client using its token."""
     name = device or socket.gethostname() or "device"
     known = creds.devices.get(name)
     if known is None or os.environ.get("BOX_TOKEN"):
-        answer = transport.post_json("/devices", {"name": name, "kind": "desktop"}, idempotent=False)
+        answer = api.register_device(name)
         if os.environ.get("BOX_TOKEN"):
-            return int(answer["id"]), str(answer["name"]), transport
+            return int(answer["id"]), str(answer["name"]), api
         save_device(creds, name, int(answer["id"]), str(answer["token"]))
         known = creds.devices[name]
-    device_transport = make_transport(creds.server, str(known["token"]))
-    transport.close()
-    return int(known["id"]), name, device_transport
+    device_api = make_api(creds.server, str(known["token"]))
+    api.close()
+    return int(known["id"]), name, device_api
 
 
 def _selection(paths: list[str]) -> list[str]:
@@ -276,7 +276,7 @@ def _selection(paths: list[str]) -> list[str]:
         raise UsageError(f"--only: {exc}") from None
 
 
-def _make_folder(root: Path, box: dict[str, Any], server: str, device_id: int, device_name: str,
+def _make_folder(root: Path, box: BoxInfo, server: str, device_id: int, device_name: str,
                  only: list[str] | None = None) -> BoxConfig:
     (root / BOX_DIR).mkdir(parents=True, exist_ok=True)
     chunking = box["chunking"]
@@ -308,11 +308,11 @@ def init(
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a folder")
     creds = load_credentials(server)
-    transport = Transport(creds.server, creds.token)
-    info = transport.get_json("/boxes", name=box) if "/" in box else transport.post_json("/boxes", {"name": box})
+    api = Api(Transport(creds.server, creds.token))
+    info = api.find_box(box) if "/" in box else api.create_box(box)
     if info["role"] not in ("owner", "editor"):
         raise UsageError(f"you can only read box {box!r}; use 'boxctl clone' to get a copy")
-    device_id, device_name, transport = _register(transport, creds, device)
+    device_id, device_name, api = _register(api, creds, device)
     root.mkdir(parents=True, exist_ok=True)
     _make_folder(root, info, creds.server, device_id, device_name)
     if json_out:
@@ -342,13 +342,13 @@ def clone(
     root = (here() / (directory or Path(name.rsplit("/", 1)[-1]))).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"{root} already exists and is not an empty folder")
-    transport = Transport(creds.server, creds.token)
-    info = transport.get_json("/boxes", name=name)
-    device_id, device_name, transport = _register(transport, creds, device)
+    api = Api(Transport(creds.server, creds.token))
+    info = api.find_box(name)
+    device_id, device_name, api = _register(api, creds, device)
     root.mkdir(parents=True, exist_ok=True)
     config = _make_folder(root, info, creds.server, device_id, device_name, _selection(only or []))
     with progress_bar(not json_out) as update:
-        engine = Engine(root, config, transport, progress=update, threads=STATE.jobs)
+        engine = Engine(root, config, api, progress=update, threads=STATE.jobs)
         try:
             result = engine.pull()
         finally:
@@ -410,7 +410,7 @@ def push(
     STATE.delta = not no_delta
     STATE.quiet = STATE.quiet or quiet
     with open_engine(json_out) as engine:
-        check_can_push(engine.transport, engine.config)  # a viewer is refused before any upload
+        check_can_push(engine.api, engine.config)  # a viewer is refused before any upload
         started = time.monotonic()
         repaired = engine.repair_blocks() if repair_blocks and not dry_run else None
         result = engine.push(message, dry_run=dry_run)
@@ -653,12 +653,12 @@ def _repair(read_data: bool, json_out: bool) -> None:
     root = find_root(here())
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
-    transport = make_transport(config.server, creds.for_device(config.device_name))
+    api = make_api(config.server, creds.for_device(config.device_name))
     try:
         with progress_bar(not json_out) as update:
-            result = checker.repair(root, config, transport, update, STATE.jobs, read_data)
+            result = checker.repair(root, config, api, update, STATE.jobs, read_data)
     finally:
-        transport.close()
+        api.close()
     if json_out:
         emit_json(result.as_json())
     else:
@@ -719,14 +719,14 @@ def watch(
         # Few quick retries: watch's own backoff takes over, and a stop ends any wait at once.
         transport = Transport(config.server, token, timeout=STATE.timeout, retries=min(STATE.retries, 2),
                               bwlimit=STATE.bwlimit, max_backoff=2.0, stop=stop)
-        return Engine(root, config, transport, threads=STATE.jobs)
+        return Engine(root, config, Api(transport), threads=STATE.jobs)
 
-    poll_transport = Transport(config.server, token, retries=0, timeout=POLL_TIMEOUT + 30, stop=stop)
+    poll_api = Api(Transport(config.server, token, retries=0, timeout=POLL_TIMEOUT + 30, stop=stop))
     say(f"watching {root} (box {config.owner}/{config.box_name} on {config.server}); Ctrl-C to stop")
     try:
-        code = Watcher(make_engine, poll_transport, root, log, status_line, stop=stop).run()
+        code = Watcher(make_engine, poll_api, root, log, status_line, stop=stop).run()
     finally:
-        poll_transport.close()
+        poll_api.close()
         if log_out is not None:
             log_out.close()
     if code:
@@ -738,8 +738,8 @@ POLL_TIMEOUT = 30.0
 
 
 @contextmanager
-def account_transport(server: str | None) -> Iterator[Transport]:
-    """A transport for `server`: the synced folder's device token inside one, else the login token."""
+def account_api(server: str | None) -> Iterator[Api]:
+    """An API client for `server`: the synced folder's device token inside one, else the login token."""
     try:
         root = find_root(here())
         config = BoxConfig.load(root)
@@ -748,11 +748,11 @@ def account_transport(server: str | None) -> Iterator[Transport]:
     except BoxError:
         creds = load_credentials(server)
         token = creds.token
-    transport = Transport(creds.server, token)
+    api = Api(Transport(creds.server, token))
     try:
-        yield transport
+        yield api
     finally:
-        transport.close()
+        api.close()
 
 
 ServerOpt = Annotated[str | None, typer.Option("--server", help="Server URL (default: this folder's, or BOX_SERVER).")]
@@ -764,8 +764,8 @@ def devices(ctx: typer.Context, server: ServerOpt = None, json_out: JsonOpt = Fa
     STATE.quiet = STATE.quiet or quiet
     if ctx.invoked_subcommand is not None:
         return
-    with account_transport(server) as transport:
-        listed = transport.get_json("/devices")["devices"]
+    with account_api(server) as api:
+        listed = api.devices()
     if json_out:
         emit_json({"devices": listed})
         return
@@ -785,8 +785,8 @@ def devices_revoke(
 ) -> None:
     """Revoke one device's token at once: its next request is refused."""
     STATE.quiet = STATE.quiet or quiet
-    with account_transport(server) as transport:
-        answer = transport.post_json(f"/devices/{quote(name, safe='')}/revoke", {}, idempotent=False)
+    with account_api(server) as api:
+        answer = api.revoke_device(name)
     if json_out:
         emit_json(answer)
     else:

@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from box_common.paths import InvalidPath, normalize_prefix
+from boxctl.api import Api
 from boxctl.config import BoxConfig, find_root, load_credentials, normalize_url
 from boxctl.errors import AuthError, BoxError, ServerRefused, UsageError
 from boxctl.output import emit_json
@@ -67,11 +68,11 @@ class Folder:
 
     root: Path
     config: BoxConfig
-    transport: Transport
+    api: Api
 
     @property
-    def box(self) -> str:
-        return f"/boxes/{self.config.box_id}"
+    def box_id(self) -> int:
+        return self.config.box_id
 
     @property
     def label(self) -> str:
@@ -95,16 +96,16 @@ def open_folder() -> Iterator[Folder]:
     root = find_root(_here())
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
-    transport = Transport(config.server, creds.for_device(config.device_name))
+    api = Api(Transport(config.server, creds.for_device(config.device_name)))
     try:
-        yield Folder(root, config, transport)
+        yield Folder(root, config, api)
     finally:
-        transport.close()
+        api.close()
 
 
-def check_can_push(transport: Transport, config: BoxConfig) -> None:
+def check_can_push(api: Api, config: BoxConfig) -> None:
     """Refuse a push from a viewer before anything is uploaded (the server refuses the commit anyway)."""
-    info = transport.get_json(f"/boxes/{config.box_id}")
+    info = api.box(config.box_id)
     if info.get("role") not in ("owner", "editor"):
         where = f" (folder {info['prefix']!r})" if info.get("prefix") else ""
         raise AuthError(f"you have {info.get('role')} access to {config.owner}/{config.box_name}{where}: "
@@ -129,7 +130,7 @@ def share_add(
         raise UsageError("--role must be viewer or editor")
     with open_folder() as folder:
         rel = folder.box_path(path) if path else ""
-        answer = folder.transport.post_json(f"{folder.box}/members", {"user": user, "path": rel, "role": role})
+        answer = folder.api.share(folder.box_id, user, rel, role)
     if json_out:
         emit_json(answer)
         return
@@ -146,7 +147,7 @@ def share_add(
 def share_ls(json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List who has access to this box, with their role and folder."""
     with open_folder() as folder:
-        members = folder.transport.get_json(f"{folder.box}/members")["members"]
+        members = folder.api.members(folder.box_id)
     if json_out:
         emit_json({"box": folder.label, "members": members})
         return
@@ -166,7 +167,7 @@ def share_rm(
     """Stop sharing with USER: their next request is refused."""
     with open_folder() as folder:
         where = folder.box_path(path) if path is not None else None
-        answer = folder.transport.delete_json(f"{folder.box}/members/{quote(user, safe='')}", path=where)
+        answer = folder.api.unshare(folder.box_id, user, where)
     if json_out:
         emit_json(answer)
         return
@@ -207,8 +208,7 @@ def link_create(
     seconds = parse_duration(expires) if expires else None
     with open_folder() as folder:
         rel = folder.box_path(path)
-        answer = folder.transport.post_json(f"{folder.box}/links", {"path": rel, "expires_in": seconds},
-                                            idempotent=False)
+        answer = folder.api.create_link(folder.box_id, rel, seconds)
         url = folder.config.server + answer["url_path"]
     sys.stdout.write(url + "\n")
 
@@ -220,8 +220,8 @@ def link_ls(
     quiet: QuietOpt = False,
 ) -> None:
     """List your links (in a synced folder: those of its box), never their secret URLs."""
-    with _any_transport(server) as (transport, box_id):
-        links = transport.get_json("/links", box=box_id)["links"]
+    with _any_api(server) as (api, box_id):
+        links = api.links(box_id)
     if json_out:
         emit_json({"links": links})
         return
@@ -251,8 +251,8 @@ def link_rm(
         key = hashlib.sha256(match.group(1).encode()).hexdigest()  # the token itself never travels again
         if parts.scheme and parts.netloc and not server:
             server = f"{parts.scheme}://{parts.netloc}"
-    with _any_transport(server) as (transport, _):
-        answer = transport.delete_json(f"/links/{key}")
+    with _any_api(server) as (api, _):
+        answer = api.revoke_link(key)
     if json_out:
         emit_json(answer)
     else:
@@ -260,7 +260,7 @@ def link_rm(
 
 
 @contextmanager
-def _any_transport(server: str | None) -> Iterator[tuple[Transport, int | None]]:
+def _any_api(server: str | None) -> Iterator[tuple[Api, int | None]]:
     """Inside a synced folder (of `server`, if given): its device token and box; else the login token."""
     config: BoxConfig | None = None
     try:
@@ -271,14 +271,14 @@ def _any_transport(server: str | None) -> Iterator[tuple[Transport, int | None]]
         config = None
     if config is not None:
         creds = load_credentials(config.server)
-        transport, box_id = Transport(config.server, creds.for_device(config.device_name)), config.box_id
+        api, box_id = Api(Transport(config.server, creds.for_device(config.device_name))), config.box_id
     else:
         creds = load_credentials(server)
-        transport, box_id = Transport(creds.server, creds.token), None
+        api, box_id = Api(Transport(creds.server, creds.token)), None
     try:
-        yield transport, box_id
+        yield api, box_id
     finally:
-        transport.close()
+        api.close()
 
 
 # --- passwords --------------------------------------------------------------------------------
@@ -301,17 +301,15 @@ def read_password(prompt: str, confirm: bool) -> str:
 def password_login(server: str, user: str) -> str:
     """Ask for `user`'s password and exchange it for a new token of this machine."""
     password = read_password(f"password for {user} on {server}: ", confirm=False)
-    transport = Transport(server, "", retries=1)
-    transport.session.headers.pop("Authorization", None)
+    api = Api(Transport(server, None, retries=1))
     try:
-        answer = transport.post_json("/login", {"user": user, "password": password}, idempotent=False)
+        return api.login(user, password)
     except AuthError:
         raise AuthError(f"wrong user name or password for {user} on {server}") from None
     except ServerRefused as exc:
         raise AuthError(exc.message.replace("server error 429: ", "")) from None
     finally:
-        transport.close()
-    return str(answer["token"])
+        api.close()
 
 
 def admin_passwd(

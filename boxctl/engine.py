@@ -29,10 +29,12 @@ from box_common.paths import (
     normalize_prefix,
     parent_paths,
 )
+from box_common.schemas import ChangeIn, CommitAnswer, CommitIn, LogAnswer, TreeAnswer
 from box_common.units import format_size
 from boxctl import kinds, prescan
 from boxctl import pending as pending_commit
 from boxctl import temps as pull_temps
+from boxctl.api import Api
 from boxctl.chunking import Block, Chunker, content_hash, hash_piece, read_small
 from boxctl.config import BoxConfig
 from boxctl.conflicts import conflict_name, move_aside
@@ -177,13 +179,13 @@ class PullResult:
 
 
 class Engine:
-    """Sync rules for one synced folder, talking to the server through a Transport."""
+    """Sync rules for one synced folder, talking to the server through its API client."""
 
-    def __init__(self, root: Path, config: BoxConfig, transport: Transport, progress: Progress | None = None,
+    def __init__(self, root: Path, config: BoxConfig, api: Api | Transport, progress: Progress | None = None,
                  threads: int | None = None, delta: bool = True) -> None:
         self.root = root
         self.config = config
-        self.transport = transport
+        self.api = api if isinstance(api, Api) else Api(api)
         self.index = Index(root / ".box" / "index.db")
         self.workspace = Workspace(root)
         self.chunker = Chunker(config.min_size, config.avg_size, config.max_size)
@@ -199,8 +201,17 @@ class Engine:
         self.index.close()
 
     @property
-    def box(self) -> str:
-        return f"/boxes/{self.config.box_id}"
+    def transport(self) -> Transport:
+        """The transport under the API client (settable: a test swaps in a fake server this way)."""
+        return self.api.transport
+
+    @transport.setter
+    def transport(self, transport: Transport) -> None:
+        self.api = Api(transport)
+
+    @property
+    def box_id(self) -> int:
+        return self.config.box_id
 
     def selected(self, path: str) -> bool:
         """True if `path` is kept on this device (selective sync keeps only some folders or files)."""
@@ -309,8 +320,7 @@ class Engine:
         result.ignore_rules = self.workspace.ignore_rules()
         result.ignore_synced = bool(result.ignore_rules) and bool(self.index.get_many([IGNORE_FILE]))
         if remote:
-            pending = self.transport.get_json(f"{self.box}/pending", cursor=result.cursor,
-                                              device=self.config.device_id)
+            pending = self.api.pending(self.box_id, result.cursor, self.config.device_id)
             result.remote_waiting, result.head = pending["waiting"], pending["head"]
         return result
 
@@ -357,8 +367,8 @@ class Engine:
             self.progress("push", done, total)
 
         known = self.index.block_ids() if files else set()  # blocks of committed versions: on the server
-        uploader = BlockUploader(self.transport, self.uploads, on_progress=advance, known=known, delta=self.delta)
-        stager = CommitStager(self.transport, self.box, uploader, self._change_json)
+        uploader = BlockUploader(self.api, self.uploads, on_progress=advance, known=known, delta=self.delta)
+        stager = CommitStager(self.api, self.box_id, uploader, self._change_json)
         changes: list[LocalChange] = [c for c in sure if not (c.op == "put" and c.kind == "file")]
         same: list[LocalChange] = []
         maybe_ids = {id(c) for c in maybe}
@@ -403,10 +413,10 @@ class Engine:
                                 bytes_sent=stats.bytes_sent, bytes_plain=stats.bytes_plain, skipped=skipped,
                                 blocks_delta=stats.blocks_delta, staged=len(stager.staged),
                                 ignored=list(self.workspace.ignored))
-            answer: dict[str, Any] = {}
+            answer: CommitAnswer | None = None
             if changes:
                 key = secrets.token_urlsafe(16)  # lets the commit be retried safely after a lost answer
-                body = {
+                body: CommitIn = {
                     "message": message or _default_message(changes),
                     "device": self.config.device_id,
                     "key": key,
@@ -417,7 +427,7 @@ class Engine:
                 # Durable before it is sent: if this process dies once the commit lands, the next run
                 # learns so by the key (pending.finish) instead of pushing again from the old revisions.
                 pending_commit.save(self.root, key)
-                answer = self.transport.post_json(f"{self.box}/commits", body)
+                answer = self.api.commit(self.box_id, body)
             put_paths = written.result() if written is not None else []
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
@@ -429,14 +439,14 @@ class Engine:
             raise
         finally:
             side.shutdown(wait=True)
-        if not changes:
+        if not changes or answer is None:
             if same:
                 self.index.commit()  # only the new stats of files found unchanged
             return result
         result.seq = int(answer["seq"])
         self._record_push(result.changes, put_paths, result.seq, int(answer["previous_head"]))
         pending_commit.clear(self.root)
-        result.wire_sent, result.wire_received = self.transport.sent_bytes, self.transport.received_bytes
+        result.wire_sent, result.wire_received = self.api.sent_bytes, self.api.received_bytes
         return result
 
     def _chunk_and_queue(self, change: LocalChange, blocks: Iterable[Block] | OSError, uploader: BlockUploader,
@@ -482,7 +492,7 @@ class Engine:
         change.digests, change.size, change.sizes = b"".join(digests), size, sizes
         return True
 
-    def _change_json(self, c: LocalChange) -> dict[str, Any]:
+    def _change_json(self, c: LocalChange) -> ChangeIn:
         parent = c.base.rev if c.base is not None else 0
         if c.op == "delete":
             return {"path": c.path, "op": "delete", "kind": c.kind, "parent_rev": parent}
@@ -510,7 +520,7 @@ class Engine:
 
     def repair_blocks(self) -> RepairResult:
         """Offer the server every block of the indexed files again (see boxctl.repair)."""
-        return repair_blocks(self.root, self.index, self.chunker, self.transport, self.uploads)
+        return repair_blocks(self.root, self.index, self.chunker, self.api, self.uploads)
 
     def _record_push(self, changes: list[LocalChange], put_paths: list[str], seq: int, previous_head: int) -> None:
         """Commit the index transaction that _write_entries opened: the puts (`put_paths`) get revision `seq`."""
@@ -531,7 +541,7 @@ class Engine:
     def _ack(self, cursor: int) -> None:
         """Tell the server how far this device has applied the journal (shown by 'boxctl devices')."""
         with contextlib.suppress(BoxError):
-            self.transport.post_json(f"{self.box}/ack", {"device": self.config.device_id, "cursor": cursor})
+            self.api.ack(self.box_id, self.config.device_id, cursor)
 
     # --- pull -------------------------------------------------------------------------------
 
@@ -541,7 +551,7 @@ class Engine:
         stop_at: int | None = None  # the head when the pull began: later commits wait for the next pull
         entries = 0
         for _ in range(MAX_FEED_PAGES):
-            page = self.transport.get_json(f"{self.box}/changes", cursor=cursor)
+            page = self.api.changes(self.box_id, cursor)
             entries += len(page["entries"])
             if entries > MAX_FEED_ENTRIES:
                 raise ServerRefused(f"the server's change feed goes on past {MAX_FEED_ENTRIES:,} entries; "
@@ -657,7 +667,7 @@ class Engine:
             self.index.delete(index_dels, conn)
             if advance:
                 self.index.set_cursor(cursor, conn)
-        result.bytes_received = self.transport.received_bytes
+        result.bytes_received = self.api.received_bytes
         if advance:
             self._ack(cursor)
         return result
@@ -765,7 +775,7 @@ class Engine:
                     for r in files if r["size"] > SMALL_FILE}
         previous = pull_temps.resume(list(partials.values()), leftovers,
                                      lambda prev: source.add_partial(prev, self.chunker))
-        stream = download_blocks(self.transport, _block_sizes(files), self.threads, local=source.read)
+        stream = download_blocks(self.api, _block_sizes(files), self.threads, local=source.read)
         # Small files are written in batches: temps first, one syncfs for the batch, then the renames,
         # so 10,000 small files cost a few flushes instead of 10,000 fsyncs. Big files fsync alone.
         batch: list[tuple[dict[str, Any], str, list[int]]] = []
@@ -933,11 +943,11 @@ class Engine:
 
     # --- history ----------------------------------------------------------------------------
 
-    def log(self, path: str | None, limit: int, cwd: Path | None = None) -> dict[str, Any]:
+    def log(self, path: str | None, limit: int, cwd: Path | None = None) -> LogAnswer:
         """Commits newest first, or the revisions of one path."""
         if path:
             path = self.box_path(path, cwd)
-        return self.transport.get_json(f"{self.box}/log", path=path or None, limit=limit)
+        return self.api.log(self.box_id, path or None, limit)
 
     def box_path(self, path: str, cwd: Path | None = None) -> str:
         """A user-given path (relative to `cwd`, default the current folder) as a box path ('' for the root)."""
@@ -956,8 +966,9 @@ class Engine:
         except InvalidPath as exc:
             raise UsageError(str(exc)) from None
 
-    def tree(self, prefix: str, at: int | None = None, when: float | None = None) -> dict[str, Any]:
-        return self.transport.get_json(f"{self.box}/tree", path=prefix, at=at, time=when)
+    def tree(self, prefix: str, at: int | None = None, when: float | None = None) -> TreeAnswer:
+        """The box (or folder `prefix`) as of commit `at`, time `when`, or now."""
+        return self.api.tree(self.box_id, prefix, at, when)
 
     def restore(self, path: str, at: int | None, when: float | None, to: Path | None,
                 cwd: Path | None = None) -> dict[str, Any]:
@@ -973,7 +984,7 @@ class Engine:
             return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written,
                     "refused": [{"path": p, "reason": r} for p, r in refused]}
         now = {e["path"]: e for e in self.tree(prefix)["entries"]}
-        changes = []
+        changes: list[ChangeIn] = []
         for p, e in wanted.items():
             cur = now.get(p)
             if cur is not None and (cur["kind"], cur["content_hash"], cur["mode"]) == (
@@ -988,9 +999,9 @@ class Engine:
         seq = None
         if changes:
             label = prefix or "the box"
-            body = {"message": f"restore {label} to commit {then['seq']}", "device": self.config.device_id,
-                    "key": secrets.token_urlsafe(16), "changes": changes}
-            seq = self.transport.post_json(f"{self.box}/commits", body)["seq"]
+            body: CommitIn = {"message": f"restore {label} to commit {then['seq']}",
+                              "device": self.config.device_id, "key": secrets.token_urlsafe(16), "changes": changes}
+            seq = self.api.commit(self.box_id, body)["seq"]
         pulled = self.pull()
         return {"restored": prefix or ".", "from_seq": then["seq"], "seq": seq, "changes": len(changes),
                 "pull": pulled.as_json()}
@@ -1005,7 +1016,7 @@ class Engine:
         refused: list[tuple[str, str]] = []
         if single and not to.is_dir():  # a file name the user gave: written by that name
             entry = wanted[prefix]
-            stream = download_blocks(self.transport, _block_sizes([entry]), self.threads)
+            stream = download_blocks(self.api, _block_sizes([entry]), self.threads)
             to.parent.mkdir(parents=True, exist_ok=True)
             fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix), entry["mode"], entry["mtime_ns"])
             return 1, refused
@@ -1040,7 +1051,7 @@ class Engine:
                     refused.append((p, exc.message))
                     del targets[p]
             files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
-            stream = download_blocks(self.transport, _block_sizes(files), self.threads)
+            stream = download_blocks(self.api, _block_sizes(files), self.threads)
             for e in files:
                 rel = targets[e["path"]]
                 chunks = _take(stream, len(e["blocks"]), e["path"])

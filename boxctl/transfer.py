@@ -28,9 +28,9 @@ from box_common.frames import (
     decode_frames,
     frame_parts,
 )
+from boxctl.api import Api
 from boxctl.chunking import Block
 from boxctl.errors import BoxError, IntegrityError, NetworkError, NotFound
-from boxctl.transport import Transport
 
 # Fewer, larger requests: a batch costs a lookup, an upload, a pack and its fsyncs on the server,
 # whatever its size. 32 MiB batches cut a 1 GiB push's CPU by a fifth against 8 MiB ones. The first
@@ -140,10 +140,10 @@ class BlockUploader:
     `finish` to wait for all of them (it re-raises the first error).
     """
 
-    def __init__(self, transport: Transport, threads: int = IN_FLIGHT,
+    def __init__(self, api: Api, threads: int = IN_FLIGHT,
                  on_progress: Callable[[int], None] | None = None, known: set[bytes] | None = None,
                  delta: bool = True) -> None:
-        self.transport = transport
+        self.api = api
         self.known = known or set()  # blocks of committed versions: on the server already
         self.delta = delta
         self.delta_misses = 0
@@ -209,7 +209,7 @@ class BlockUploader:
         self.pending = still
 
     def _send(self, batch: list[tuple[Block, bytes | None]]) -> None:
-        missing = self.transport.missing([b.sha256 for b, _ in batch])
+        missing = self.api.missing([b.sha256 for b, _ in batch])
         bases = {base for b, base in batch if base is not None and b.sha256 in missing}
         signatures = self._signatures(bases) if bases and self.delta and self.delta_misses < MAX_DELTA_MISSES else {}
         body: list[Frame] = []
@@ -231,10 +231,10 @@ class BlockUploader:
                 self.stats.bytes_sent += wire
             self._progress(len(block.data))
             if size >= 32 << 20:
-                self.transport.upload_pack(frame_parts(body))
+                self.api.upload_pack(frame_parts(body))
                 body, size = [], 0
         if body:
-            self.transport.upload_pack(frame_parts(body))
+            self.api.upload_pack(frame_parts(body))
 
     def _signatures(self, bases: set[bytes]) -> dict[bytes, Any]:
         """The signatures of `bases`, fetched in one request (those the server does not give are left out)."""
@@ -246,8 +246,7 @@ class BlockUploader:
             # A batch can hold more bases than one request may ask for: when its first blocks were already
             # on the server (a push resumed after a crash), no failed delta has turned deltas off yet.
             for at in range(0, len(hashes), SIGNATURES_PER_REQUEST):
-                body = self.transport.post_bytes(f"/blocks/signatures?window={WINDOW}",
-                                                 {"hashes": hashes[at : at + SIGNATURES_PER_REQUEST]})
+                body = self.api.signatures(hashes[at : at + SIGNATURES_PER_REQUEST], WINDOW)
                 found.update((bytes.fromhex(f.sha256), Signature.decode(bytes(f.payload)))
                              for f in decode_frames(body))
         except (NotFound, FrameError, ValueError):
@@ -283,7 +282,7 @@ class BlockUploader:
         return self.stats
 
 
-def download_blocks(transport: Transport, hashes: Iterable[tuple[str, int]], threads: int = IN_FLIGHT,
+def download_blocks(api: Api, hashes: Iterable[tuple[str, int]], threads: int = IN_FLIGHT,
                     local: Callable[[str], bytes | None] | None = None) -> Iterator[bytes | DamagedBlock]:
     """Yield the plain bytes of each (hash, size) in order, fetching batches ahead on a thread pool.
 
@@ -295,7 +294,7 @@ def download_blocks(transport: Transport, hashes: Iterable[tuple[str, int]], thr
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="download") as pool:
         ahead: deque[tuple[list[str], Future[dict[str, bytes | DamagedBlock]]]] = deque()
         for group in groups:
-            ahead.append((group, pool.submit(_fetch_group, transport, group, local)))
+            ahead.append((group, pool.submit(_fetch_group, api, group, local)))
             if len(ahead) > threads:
                 yield from _drain(ahead.popleft())
         while ahead:
@@ -323,11 +322,11 @@ def _groups(hashes: Iterable[tuple[str, int]]) -> Iterator[list[str]]:
         yield group
 
 
-def _fetch_checked(transport: Transport, sha: str) -> bytes | DamagedBlock:
+def _fetch_checked(api: Api, sha: str) -> bytes | DamagedBlock:
     """A block that arrived damaged, asked for again alone: the server checks it before it answers, so a
     block damaged in its store comes back as an integrity error (and is remembered there as damaged)."""
     try:
-        data = transport.get_bytes(f"/blocks/{sha}")
+        data = api.block(sha)
     except IntegrityError as exc:
         return DamagedBlock(sha, exc.message.removeprefix("data damaged on the server: "))
     if hashlib.sha256(data).hexdigest() != sha:
@@ -335,7 +334,7 @@ def _fetch_checked(transport: Transport, sha: str) -> bytes | DamagedBlock:
     return data
 
 
-def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], bytes | None] | None
+def _fetch_group(api: Api, group: list[str], local: Callable[[str], bytes | None] | None
                  ) -> dict[str, bytes | DamagedBlock]:
     found: dict[str, bytes | DamagedBlock] = {}
     wanted = []
@@ -348,17 +347,17 @@ def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], 
     attempt = 0
     while wanted:
         try:
-            for frame, sha in zip(transport.fetch(wanted), wanted, strict=False):
+            for frame, sha in zip(api.fetch(wanted), wanted, strict=False):
                 try:
                     found[sha] = decode_block(frame, sha)
                 except IntegrityError as exc:
-                    found[sha] = _fetch_checked(transport, sha) if frame.codec != CODEC_DAMAGED else DamagedBlock(
+                    found[sha] = _fetch_checked(api, sha) if frame.codec != CODEC_DAMAGED else DamagedBlock(
                         sha, exc.message)
         except NetworkError:
             # A download cut off mid-stream: keep what arrived and ask again for the rest.
             attempt += 1
-            if attempt > transport.retries:
+            if attempt > api.retries:
                 raise
-            transport.pause(attempt)
+            api.pause(attempt)
         wanted = [sha for sha in wanted if sha not in found]
     return found
