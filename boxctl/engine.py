@@ -40,7 +40,7 @@ from boxctl.config import BoxConfig
 from boxctl.conflicts import conflict_name, move_aside
 from boxctl.dirfd import SafeRoot
 from boxctl.durable import fsync_write, rename_noreplace, sync_filesystem, write_temp
-from boxctl.errors import BoxError, IntegrityError, NotFound, ServerRefused, UsageError
+from boxctl.errors import AuthError, BoxError, IntegrityError, NotFound, ServerRefused, UsageError
 from boxctl.index import PENDING_REV, Index, IndexEntry, pack_sizes
 from boxctl.linkcheck import check_link_target
 from boxctl.pipeline import ordered_map
@@ -212,6 +212,14 @@ class Engine:
     @property
     def box_id(self) -> int:
         return self.config.box_id
+
+    def check_can_push(self) -> None:
+        """Refuse a push from a viewer before anything is uploaded (the server refuses the commit anyway)."""
+        info = self.api.box(self.box_id)
+        if info.get("role") not in ("owner", "editor"):
+            where = f" (folder {info['prefix']!r})" if info.get("prefix") else ""
+            raise AuthError(f"you have {info.get('role')} access to {self.config.owner}/{self.config.box_name}"
+                            f"{where}: you can pull, but pushing needs editor access; nothing was sent")
 
     def selected(self, path: str) -> bool:
         """True if `path` is kept on this device (selective sync keeps only some folders or files)."""

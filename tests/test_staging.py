@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from boxctl.api import Api
 from boxctl.chunking import Block
 from boxctl.staging import CommitStager
 from boxctl.transfer import BlockUploader
-from boxctl.api import Api
 from boxctl.transport import Transport
 from tests.conftest import ServerProc
 
