@@ -17,7 +17,7 @@ GC_THRESHOLDS = (50_000, 20, 20)
 def main() -> None:
     """Run `boxctl` with the collector tuned."""
     gc.set_threshold(*GC_THRESHOLDS)
-    from boxctl import prescan
+    from boxctl.local import prescan
 
     prescan.start(sys.argv[1:])  # a big folder's walk runs in other processes while the rest loads
     from boxctl.cli import main as cli_main  # after the thresholds: importing is most of a short command

@@ -34,7 +34,7 @@ from boxctl.api import Api
 from boxctl.config import BOX_DIR
 from boxctl.engine import Engine
 from boxctl.errors import AuthError, BoxError, NetworkError
-from boxctl.workspace import TEMP_PREFIX
+from boxctl.local.workspace import TEMP_PREFIX
 
 DEBOUNCE = 0.25  # quiet time after the last event before a round starts
 MAX_DEBOUNCE = 3.0  # a steady stream of events still syncs at least this often

@@ -1,4 +1,4 @@
-"""boxctl.index: the local SQLite index of a synced folder."""
+"""boxctl.local.index: the local SQLite index of a synced folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from boxctl.index import (
+from boxctl.local.index import (
     PENDING_REV,
     RACY_NS,
     REBUILDING,

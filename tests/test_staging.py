@@ -1,4 +1,4 @@
-"""boxctl.staging: parts of a commit go to the server only once their blocks have landed (real server)."""
+"""boxctl.transfer.staging: parts of a commit go to the server only once their blocks have landed (real server)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 from boxctl.api import Api
 from boxctl.chunking import Block
-from boxctl.staging import CommitStager
-from boxctl.transfer import BlockUploader
+from boxctl.transfer.staging import CommitStager
+from boxctl.transfer.upload import BlockUploader
 from boxctl.transport import Transport
 from tests.conftest import ServerProc
 

@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from box_common.units import format_size
-from boxctl import check as checker
 from boxctl.cli.options import JobsOpt, JsonOpt, Options, QuietOpt, current
 from boxctl.cli.report import print_pull
 from boxctl.cli.session import make_api, open_engine
 from boxctl.config import BoxConfig, find_root, load_credentials
-from boxctl.index import IndexDamaged
+from boxctl.engine import check as checker
+from boxctl.local.index import IndexDamaged
 from boxctl.output import Printer
 
 

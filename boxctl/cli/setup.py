@@ -28,7 +28,7 @@ from boxctl.config import (
 )
 from boxctl.engine import Engine
 from boxctl.errors import AuthError, ServerRefused, UsageError
-from boxctl.index import Index
+from boxctl.local.index import Index
 
 
 def login(

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from boxctl.workspace import UnsafePath
+from boxctl.local.workspace import UnsafePath
 
 MAX_HOPS = 40  # the kernel's own limit on links followed in one lookup
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from boxctl.api import Api
 from boxctl.chunking import Chunker
-from boxctl.index import Index
-from boxctl.transfer import BlockUploader
+from boxctl.local.index import Index
+from boxctl.transfer.upload import BlockUploader
 
 
 @dataclass

@@ -28,14 +28,14 @@ from typing import Any
 from box_common.content import content_hash
 from boxctl.api import Api
 from boxctl.config import BOX_DIR, BoxConfig
-from boxctl.durable import write_temp
 from boxctl.engine import Engine, Progress, PullResult
+from boxctl.engine.linkcheck import check_link_target
 from boxctl.errors import BoxError
-from boxctl.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
-from boxctl.linkcheck import check_link_target
-from boxctl.pipeline import ordered_map
-from boxctl.transfer import download_blocks
-from boxctl.workspace import LocalEntry, UnsafePath
+from boxctl.local.durable import write_temp
+from boxctl.local.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
+from boxctl.local.workspace import LocalEntry, UnsafePath
+from boxctl.transfer.download import download_blocks
+from boxctl.transfer.pipeline import ordered_map
 
 # Exit codes of `boxctl check` (README): damage is what only `check --repair` fixes; differences are what
 # a pull or a push settles.

@@ -15,7 +15,7 @@ from typing import Any
 from box_common.schemas import ChangeIn
 from boxctl.api import Api
 from boxctl.errors import NotFound
-from boxctl.transfer import BlockUploader
+from boxctl.transfer.upload import BlockUploader
 
 STAGE_PART = 5_000  # changes per request: small enough that little is left for the final commit
 

@@ -24,7 +24,7 @@ from box_common.paths import (
 )
 from boxctl.config import BOX_DIR
 from boxctl.errors import UsageError
-from boxctl.forked import Forked, ForkFailed, can_fork
+from boxctl.local.forked import Forked, ForkFailed, can_fork
 
 if TYPE_CHECKING:
     import pathspec
@@ -394,7 +394,7 @@ def remove_path(full: Path | str, kind: str, dir_fd: int | None = None) -> bool:
     """Remove a file, link or empty folder of that `kind`; False if a folder still holds something, or
     the path is no longer of that kind (a folder that became a file here is a change to keep, not remove).
 
-    With `dir_fd`, `full` is a name inside that open folder (see boxctl.dirfd).
+    With `dir_fd`, `full` is a name inside that open folder (see boxctl.local.dirfd).
     """
     try:
         is_dir = stat.S_ISDIR(os.stat(full, dir_fd=dir_fd, follow_symlinks=False).st_mode)

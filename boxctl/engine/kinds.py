@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from box_common.paths import parent_paths
-from boxctl.index import IndexEntry
-from boxctl.workspace import Workspace
+from boxctl.local.index import IndexEntry
+from boxctl.local.workspace import Workspace
 
 Aside = Callable[[str], None]  # moves a path aside as a conflicted copy, and notes it in the pull's result
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from boxctl.errors import BoxError, NotFound
-from boxctl.index import IndexEntry
-from boxctl.workspace import LocalEntry
+from boxctl.local.index import IndexEntry
+from boxctl.local.workspace import LocalEntry
 
 if TYPE_CHECKING:
     from boxctl.engine import Engine
