@@ -26,6 +26,7 @@ from box_common.schemas import (
 from boxctl.transport import Transport
 
 MISSING_PER_REQUEST = 10_000  # hashes per `POST /blocks/missing`
+MAX_TREE_ANSWER = 512 << 20  # a tree is one answer: a box of 1,000,000 files is about 350 MiB of JSON
 
 
 class Me(TypedDict):
@@ -239,7 +240,8 @@ class Api:
     def tree(self, box_id: int, path: str = "", at: int | None = None, when: float | None = None) -> TreeAnswer:
         """The box (or folder `path`) as of commit `at`, time `when`, or now."""
         route = f"{_box(box_id)}/tree"
-        return cast(TreeAnswer, self.transport.get_json(route, path=path, at=at, time=when))
+        return cast(TreeAnswer, self.transport.get_json(route, path=path, at=at, time=when,
+                                                        max_bytes=MAX_TREE_ANSWER))
 
     def log(self, box_id: int, path: str | None, limit: int) -> LogAnswer:
         """Commits newest first, or the revisions of one path."""

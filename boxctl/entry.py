@@ -9,13 +9,18 @@ line's modules are imported, the same pace also spares the collections that load
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 GC_THRESHOLDS = (50_000, 20, 20)
+SERVER_COMMANDS = ("serve", "admin")  # aliases of `box-server serve` and `box-server admin`
 
 
 def main() -> None:
-    """Run `boxctl` with the collector tuned."""
+    """Run `boxctl` with the collector tuned; `boxctl serve|admin ...` becomes `box-server serve|admin ...`."""
+    if sys.argv[1:2] and sys.argv[1] in SERVER_COMMANDS:
+        # The same process (same pid, signals and exit code) turns into the server's own command.
+        os.execv(sys.executable, [sys.executable, "-m", "server_min.cli", *sys.argv[1:]])
     gc.set_threshold(*GC_THRESHOLDS)
     from boxctl.local import prescan
 

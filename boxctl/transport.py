@@ -33,6 +33,10 @@ from boxctl.errors import (
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 PIECE = 64 << 10
+# The most one answer read whole may hold (a JSON page, a tree, an error, a block): a hostile server could
+# otherwise send an endless body into memory. A change page of 20,000 entries is a few MiB; a tree of a box
+# of 1,000,000 files about 350 MiB, so `tree` may ask for more (see Api.tree).
+MAX_ANSWER = 64 << 20
 
 
 class RateLimiter:
@@ -105,8 +109,11 @@ class Transport:
 
     def request(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
                 params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                stream: bool = False, idempotent: bool = True, timeout: float | None = None) -> requests.Response:
-        """Send a request, retrying connection errors, 429 and 5xx with exponential backoff and jitter."""
+                stream: bool = False, idempotent: bool = True, timeout: float | None = None,
+                max_bytes: int = MAX_ANSWER) -> requests.Response:
+        """Send a request, retrying connection errors, 429 and 5xx with exponential backoff and jitter.
+
+        Unless `stream`, the answer's body is read here, at most `max_bytes` of it (else ServerRefused)."""
         url = f"{self.server}/v1{path}"
         if json is not None:
             # orjson: a push's staged parts (100,000 changes) encode in a tenth of json.dumps's time.
@@ -116,9 +123,11 @@ class Transport:
             try:
                 # No redirects: one to plain HTTP (or another host) would carry the token or the body there.
                 response = self.session.request(
-                    method, url, data=data, params=params, headers=headers, stream=stream,
+                    method, url, data=data, params=params, headers=headers, stream=True,
                     timeout=(10.0, timeout or self.timeout), allow_redirects=False, verify=self.verify,
                 )
+                if not stream:
+                    _read_capped(response, max_bytes)
             except requests.exceptions.SSLError as exc:
                 raise NetworkError(f"cannot verify {self.server}'s certificate ({_reason(exc)}); for a private "
                                    "CA, pass --ca-cert FILE (or set BOX_CA_CERT)") from None
@@ -168,9 +177,10 @@ class Transport:
         elif self.stop.wait(delay):
             raise NetworkError("stopped while waiting to retry")
 
-    def get_json(self, route: str, **params: Any) -> Any:
-        """GET `route` with the params that are not None; its JSON answer."""
-        response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None})
+    def get_json(self, route: str, *, max_bytes: int = MAX_ANSWER, **params: Any) -> Any:
+        """GET `route` with the params that are not None; its JSON answer (at most `max_bytes` of it)."""
+        response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None},
+                                max_bytes=max_bytes)
         self._count(0, len(response.content))
         return _parsed(response)
 
@@ -280,6 +290,25 @@ def _reason(exc: Exception) -> str:
         if marker in text:
             return marker.lower()
     return text.split("(Caused by", 1)[0].strip()[:200] or type(exc).__name__
+
+
+def _read_capped(response: requests.Response, limit: int) -> None:
+    """Read the body of `response` (kept as its `content`), refusing one over `limit` bytes before more of
+    it is held: whatever its Content-Length says, no more than `limit` + one piece is ever read."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise ServerRefused(f"the server's answer of {int(declared):,} bytes is over the {limit:,} bytes "
+                            f"boxctl accepts; stopped (is {response.url.split('?')[0]} a Box server?)")
+    body = bytearray()
+    for piece in response.iter_content(PIECE):  # a broken answer raises here, retried like a failed request
+        body += piece
+        if len(body) > limit:
+            response.close()
+            raise ServerRefused(f"the server's answer goes on past the {limit:,} bytes boxctl accepts; "
+                                f"stopped (is {response.url.split('?')[0]} a Box server?)")
+    response._content = bytes(body)  # what `.content` and `.json()` then return
+    response._content_consumed = True
 
 
 def _parsed(response: requests.Response) -> Any:

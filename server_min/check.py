@@ -1,18 +1,29 @@
-"""`boxctl admin check`: prove a server's data folder whole, or say exactly what is damaged.
+"""`box-server check` (also `box-server admin check`, `boxctl admin check`): prove a data folder whole.
 
 Like restic's checker: the metadata database's own integrity check, every journal entry's checksum,
 every block an entry names present in the block table and inside its pack at the recorded place, and
 with `read_data` every stored block read, decompressed and hashed. Orphan packs and bytes (uploads whose
 commit never came, or copies replaced by a fresh upload) are counted, not errors.
 
-Safe while the server runs: the database is opened read-only and the upload temp folder is never
-touched. With `repair`, damaged packs are salvaged (their good blocks copied to a new pack) and moved
-aside to `blocks/damaged/`, and their lost blocks are marked damaged, so that any device that still
-holds them heals the store with a push (`boxctl push --repair-blocks`).
+Safe while the server runs: the database is opened read-only unless repairing, the upload temp folder
+is never touched, and the whole scan reads one snapshot of the database (one read transaction), so a
+commit landing mid-check is either wholly seen or not at all, never reported as blocks missing.
+
+With `repair`, each fault found in the snapshot is checked again inside the write transaction that
+mends it (a push may have healed it meanwhile):
+- damaged packs are salvaged (their good blocks copied to a new pack) and moved aside to
+  `blocks/damaged/`, and their lost blocks are marked damaged, so that any device that still holds
+  them heals the store with a push (`boxctl push --repair-blocks`);
+- journal entries whose checksum fails are moved to the `damaged_entries` table (kept, never served),
+  and the head of each path they wrote goes back to its last good revision (or to none), so pulls, `ls`
+  and `log` go on; the report names each path and revision lost. A device that still holds such a file
+  finds it out of step (`boxctl check`) and pushes it again as a new file (`boxctl check --repair`);
+- a database whose indexes fail SQLite's integrity check gets them rebuilt (REINDEX).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -23,14 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from box_common.codec import decompressor
-from box_common.frames import CODEC_RAW, CODEC_ZSTD
+from box_common.codec import InflateError, inflate
+from box_common.frames import CODEC_RAW, CODEC_ZSTD, MAX_BLOCK
 from server_min.blocks.local import pack_file
 from server_min.integrity import register, row_checksum
 
 MAX_LISTED = 1000  # entries listed per kind of damage in a report; the counts are always whole
+MARKED_EARLIER = "marked damaged earlier"
 
 
 @dataclass
@@ -47,6 +57,7 @@ class CheckReport:
     lost: list[dict[str, Any]] = field(default_factory=list)  # file versions that lost blocks
     orphan_packs: int = 0
     orphan_bytes: int = 0
+    set_aside: int = 0  # journal entries set aside by an earlier repair (lost versions, not damage any more)
     repaired: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -60,7 +71,8 @@ class CheckReport:
             "bad_entries": self.bad_entries[:MAX_LISTED],
             "damaged_blocks": [{"sha256": s, "reason": r} for s, r in sorted(self.damaged_blocks.items())][:MAX_LISTED],
             "damaged_block_count": len(self.damaged_blocks), "lost": self.lost[:MAX_LISTED],
-            "orphan_packs": self.orphan_packs, "orphan_bytes": self.orphan_bytes, "repaired": self.repaired,
+            "orphan_packs": self.orphan_packs, "orphan_bytes": self.orphan_bytes,
+            "entries_set_aside": self.set_aside, "repaired": self.repaired,
         }
 
 
@@ -72,18 +84,32 @@ def check(data: Path, read_data: bool = False, repair: bool = False) -> CheckRep
     conn = _open(db, writable=repair)
     report = CheckReport()
     try:
-        report.database = _integrity(conn)
-        blocks = _block_table(conn, report)
-        packs = _pack_sizes(data / "blocks" / "packs")
-        report.packs = len(packs)
-        damaged_packs = _check_places(data, blocks, packs, read_data, report)
-        _count_orphans(blocks, packs, report)
-        _check_journal(conn, report)
-        if repair and (damaged_packs or report.damaged_blocks):
-            report.repaired = _repair(conn, data, blocks, damaged_packs, report)
+        # One snapshot for every query of the scan: the packs are listed inside it, after the block table
+        # is read, so every block of the snapshot was in its pack before the listing (packs are written
+        # before their rows commit); blocks committed later are not in the snapshot, their packs orphans.
+        conn.execute("BEGIN")
+        try:
+            report.database = _integrity(conn)
+            blocks = _block_table(conn, report)
+            packs = _pack_sizes(data / "blocks" / "packs")
+            report.packs = len(packs)
+            damaged_packs = _check_places(data, blocks, packs, read_data, report)
+            _count_orphans(blocks, packs, report)
+            _check_journal(conn, report)
+        finally:
+            _end_read(conn)  # a repair writes in transactions of its own
+        if repair:
+            report.repaired = _repair_all(conn, data, blocks, damaged_packs, report)
     finally:
         conn.close()
     return report
+
+
+def _end_read(conn: sqlite3.Connection) -> None:
+    """End the scan's read transaction (SQLite may have ended it already, on damage it met)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.DatabaseError):
+            conn.execute("ROLLBACK")  # nothing was written: ending a read either way is the same
 
 
 def _open(db: Path, writable: bool) -> sqlite3.Connection:
@@ -111,7 +137,7 @@ def _block_table(conn: sqlite3.Connection, report: CheckReport) -> dict[bytes, t
             blocks[bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5])
         if _has_table(conn, "damaged"):  # a database the current server has not opened yet has none
             for r in conn.execute("SELECT sha256, reason FROM damaged"):
-                report.damaged_blocks[bytes(r[0]).hex()] = f"marked damaged earlier: {r[1]}"
+                report.damaged_blocks[bytes(r[0]).hex()] = f"{MARKED_EARLIER}: {r[1]}"
     except sqlite3.DatabaseError as exc:
         report.database.append(f"cannot read the block table: {exc}")
     report.blocks = len(blocks)
@@ -182,8 +208,9 @@ def _block_fault(sha: bytes, payload: bytes, codec: int) -> str:
     """Why a stored payload is not block `sha`, or '' when it is."""
     if codec == CODEC_ZSTD:
         try:
-            payload = decompressor().decompress(payload, max_output_size=64 << 20)
-        except zstandard.ZstdError as exc:
+            # Bounded: a block stored before uploads were bounded may declare gigabytes in its header.
+            payload = inflate(payload, MAX_BLOCK)
+        except InflateError as exc:
             return f"not valid zstd ({exc})"
     elif codec != CODEC_RAW:
         return f"unknown codec {codec}"
@@ -210,7 +237,9 @@ def _check_journal(conn: sqlite3.Connection, report: CheckReport) -> None:
         if "checksum" not in {r["name"] for r in conn.execute("PRAGMA table_info(journal)")}:
             report.database.append("the journal has no checksums yet: start the server once to add them")
             return
-        present = {bytes(r[0]) for r in conn.execute("SELECT sha256 FROM blocks")}
+        present = _present_blocks(conn)
+        if _has_table(conn, "damaged_entries"):
+            report.set_aside = int(conn.execute("SELECT count(*) FROM damaged_entries").fetchone()[0])
         for row in conn.execute("SELECT * FROM journal ORDER BY box_id, seq, path"):
             report.entries += 1
             where = {"box_id": row["box_id"], "seq": row["seq"], "path": row["path"]}
@@ -227,6 +256,82 @@ def _check_journal(conn: sqlite3.Connection, report: CheckReport) -> None:
                 report.lost.append(where | {"blocks": lost})
     except sqlite3.DatabaseError as exc:
         report.database.append(f"cannot read the journal: {exc}")
+
+
+def _present_blocks(conn: sqlite3.Connection) -> set[bytes]:
+    return {bytes(r[0]) for r in conn.execute("SELECT sha256 FROM blocks")}
+
+
+def _repair_all(conn: sqlite3.Connection, data: Path, blocks: dict[bytes, tuple[int, int, int, str, int]],
+                damaged_packs: set[str], report: CheckReport) -> dict[str, Any]:
+    """Mend what the scan found (see the module doc); what was mended, by kind."""
+    repaired: dict[str, Any] = {}
+    if report.database:
+        repaired["database"] = _reindex(conn)
+    if report.bad_entries:
+        repaired.update(_set_aside_entries(conn, report.bad_entries))
+    if damaged_packs or report.damaged_blocks:
+        repaired.update(_repair(conn, data, blocks, damaged_packs, report))
+    return repaired
+
+
+def _reindex(conn: sqlite3.Connection) -> list[str]:
+    """Rebuild every index (damage in an index is the one kind SQLite can mend in place); the integrity
+    check's messages after it (['ok'] when that was all)."""
+    try:
+        with _transaction(conn):
+            conn.execute("REINDEX")
+    except sqlite3.DatabaseError as exc:
+        return [f"REINDEX failed: {exc}"]
+    return _integrity(conn) or ["ok"]
+
+
+DAMAGED_ENTRIES = """CREATE TABLE IF NOT EXISTS damaged_entries (
+    box_id INTEGER NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL,
+    kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
+    blocks BLOB NOT NULL, content_hash TEXT NOT NULL, target TEXT, checksum BLOB,
+    found REAL NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (box_id, seq, path)) WITHOUT ROWID"""
+_ENTRY_COLUMNS = "box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target, checksum"
+
+
+def _set_aside_entries(conn: sqlite3.Connection, bad: list[dict[str, Any]]) -> dict[str, Any]:
+    """Move the journal entries whose checksum fails to `damaged_entries`, and put the head of every path
+    they wrote back to its last good revision. Each entry is checked again inside the transaction."""
+    moved: list[dict[str, Any]] = []
+    heads: list[dict[str, Any]] = []
+    with _transaction(conn):
+        conn.execute(DAMAGED_ENTRIES)
+        for e in bad:
+            row = conn.execute("SELECT * FROM journal WHERE box_id = ? AND seq = ? AND path = ?",
+                               (e["box_id"], e["seq"], e["path"])).fetchone()
+            if row is None or (row["checksum"] is not None and bytes(row["checksum"]) == row_checksum(row)):
+                continue
+            conn.execute(f"INSERT OR REPLACE INTO damaged_entries ({_ENTRY_COLUMNS}, found, reason) "
+                         f"SELECT {_ENTRY_COLUMNS}, ?, ? FROM journal WHERE box_id = ? AND seq = ? AND path = ?",
+                         (time.time(), e["reason"], e["box_id"], e["seq"], e["path"]))
+            conn.execute("DELETE FROM journal WHERE box_id = ? AND seq = ? AND path = ?",
+                         (e["box_id"], e["seq"], e["path"]))
+            moved.append(e)
+        # The head rows left pointing at an entry that is gone: the true path of a garbled name, or the
+        # path of an entry whose block list was garbled. Each goes back to its latest good revision.
+        for box_id, seq in sorted({(e["box_id"], e["seq"]) for e in moved}):
+            for f in conn.execute(
+                    "SELECT path FROM files f WHERE box_id = ? AND rev = ? AND NOT EXISTS (SELECT 1 FROM journal j "
+                    "WHERE j.box_id = f.box_id AND j.seq = f.rev AND j.path = f.path)", (box_id, seq)).fetchall():
+                heads.append(_head_back(conn, box_id, seq, f["path"]))
+    return {"entries_set_aside": moved, "heads_restored": heads}
+
+
+def _head_back(conn: sqlite3.Connection, box_id: int, seq: int, path: str) -> dict[str, Any]:
+    """Point the head of `path` at its latest good revision (none: the path leaves the head)."""
+    last = conn.execute("SELECT seq, op FROM journal WHERE box_id = ? AND path = ? ORDER BY seq DESC LIMIT 1",
+                        (box_id, path)).fetchone()
+    if last is None:
+        conn.execute("DELETE FROM files WHERE box_id = ? AND path = ?", (box_id, path))
+        return {"box_id": box_id, "path": path, "lost_rev": seq, "head_rev": None, "present": False}
+    conn.execute("UPDATE files SET rev = ?, present = ? WHERE box_id = ? AND path = ?",
+                 (last["seq"], int(last["op"] == "put"), box_id, path))
+    return {"box_id": box_id, "path": path, "lost_rev": seq, "head_rev": last["seq"], "present": last["op"] == "put"}
 
 
 def _repair(conn: sqlite3.Connection, data: Path, blocks: dict[bytes, tuple[int, int, int, str, int]],
@@ -250,21 +355,44 @@ def _repair(conn: sqlite3.Connection, data: Path, blocks: dict[bytes, tuple[int,
     new_pack = _write_salvage(packs_dir, aside, salvage) if salvage else None
     with _transaction(conn):
         at = 0
-        for sha, payload in salvage:
-            conn.execute("UPDATE blocks SET pack = ?, offset = ? WHERE sha256 = ?", (new_pack, at, sha))
+        for sha, payload in salvage:  # only a row still where the snapshot saw it (not replaced since)
+            conn.execute("UPDATE blocks SET pack = ?, offset = ? WHERE sha256 = ? AND pack = ? AND offset = ?",
+                         (new_pack, at, sha, blocks[sha][3], blocks[sha][4]))
             at += len(payload)
         conn.execute("CREATE TABLE IF NOT EXISTS damaged (sha256 BLOB PRIMARY KEY, found REAL NOT NULL, "
                      "reason TEXT NOT NULL) WITHOUT ROWID")
-        conn.executemany("INSERT OR IGNORE INTO damaged (sha256, found, reason) VALUES (?, ?, ?)",
-                         [(bytes.fromhex(s), time.time(), r) for s, r in report.damaged_blocks.items()])
+        marks = _still_damaged(conn, blocks, report.damaged_blocks)
+        conn.executemany("INSERT OR IGNORE INTO damaged (sha256, found, reason) VALUES (?, ?, ?)", marks)
+        # A pack is moved aside only once no good block points to it (a fresh upload may have landed there).
+        kept = {pack for pack in damaged_packs if conn.execute(
+            "SELECT 1 FROM blocks b WHERE b.pack = ? AND NOT EXISTS (SELECT 1 FROM damaged d "
+            "WHERE d.sha256 = b.sha256) LIMIT 1", (pack,)).fetchone() is not None}
     moved = []
-    for pack in sorted(damaged_packs):  # only once no row points to them any more
+    for pack in sorted(damaged_packs - kept):
         path = pack_file(packs_dir, pack)
         if path.exists():
             os.replace(path, aside / path.name)
             moved.append(pack)
     return {"packs_moved": moved, "blocks_salvaged": len(salvage), "salvage_pack": new_pack,
-            "blocks_marked_damaged": len(report.damaged_blocks), "moved_to": str(aside)}
+            "blocks_marked_damaged": len(marks), "moved_to": str(aside)}
+
+
+def _still_damaged(conn: sqlite3.Connection, blocks: dict[bytes, tuple[int, int, int, str, int]],
+                   damaged: dict[str, str]) -> list[tuple[bytes, float, str]]:
+    """(sha, time, reason) of the blocks damaged in the snapshot that still are: a block that a fresh upload
+    replaced (or brought) since the snapshot is whole and never marked."""
+    now = time.time()
+    marks = []
+    for hexsha, reason in sorted(damaged.items()):
+        if reason.startswith(MARKED_EARLIER):
+            continue  # marked already; or healed since, and then whole
+        sha = bytes.fromhex(hexsha)
+        row = conn.execute("SELECT pack, offset FROM blocks WHERE sha256 = ?", (sha,)).fetchone()
+        seen = blocks.get(sha)
+        now_at = None if row is None else (row[0], row[1])
+        if now_at == (None if seen is None else (seen[3], seen[4])):
+            marks.append((sha, now, reason))
+    return marks
 
 
 def _write_salvage(packs_dir: Path, scratch: Path, salvage: list[tuple[bytes, bytes]]) -> str:

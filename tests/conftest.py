@@ -178,3 +178,18 @@ def two_devices(make_device: Any) -> tuple[Device, Device]:
     b = make_device("desk")
     b.run("clone", b.server.url, "docs", str(b.root), "--device", "desk", cwd=b.config)
     return a, b
+
+
+SUMMARY_PROPERTIES = ("crash_summary", "model_summary")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The one-line summaries that crash and model tests record (record_property), after the run, so that
+    a note can quote them without -s; junit XML carries them as properties too."""
+    lines = [str(value) for kind in ("passed", "failed") for report in terminalreporter.stats.get(kind, [])
+             if getattr(report, "when", "") == "call"
+             for name, value in getattr(report, "user_properties", []) if name in SUMMARY_PROPERTIES]
+    if lines:
+        terminalreporter.write_sep("-", "run summaries")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from server_min.blocks import local
+from server_min.blocks.base import BlockUnreadable, Location
 from server_min.blocks.local import LocalBlocks
 
 
@@ -20,16 +21,16 @@ def packs_in(root: Path) -> list[Path]:
 def test_write_then_read_each_payload(tmp_path: Path) -> None:
     store = LocalBlocks(tmp_path / "blocks")
     payloads = [b"first", b"", b"x" * 10_000, memoryview(b"0123456789")[3:7]]
-    pack, offsets = store.write_pack(payloads)
-    assert offsets == [0, 5, 5, 10_005]
-    for payload, offset in zip(payloads, offsets, strict=True):
-        assert store.read(pack, offset, len(payload)) == bytes(payload)
-    assert store.read(pack, 2, 6) == b"rstxxx"  # a pack is a plain concatenation
+    locations = store.put(payloads)
+    assert [loc.offset for loc in locations] == [0, 5, 5, 10_005]
+    for payload, loc in zip(payloads, locations, strict=True):
+        assert store.get(loc) == bytes(payload)
+    assert store.get(Location(locations[0].pack, 2, 6)) == b"rstxxx"  # a pack is a plain concatenation
 
 
 def test_pack_lives_under_its_two_hex_prefix(tmp_path: Path) -> None:
     store = LocalBlocks(tmp_path / "blocks")
-    pack, _ = store.write_pack([b"abc"])
+    pack = store.put([b"abc"])[0].pack
     assert len(pack) == 32 and int(pack, 16) >= 0
     assert packs_in(tmp_path / "blocks") == [tmp_path / "blocks" / "packs" / pack[:2] / f"{pack}.pack"]
     assert list((tmp_path / "blocks" / "tmp").iterdir()) == []  # the temp name was renamed away
@@ -37,47 +38,56 @@ def test_pack_lives_under_its_two_hex_prefix(tmp_path: Path) -> None:
 
 def test_every_pack_is_new(tmp_path: Path) -> None:
     store = LocalBlocks(tmp_path / "blocks")
-    ids = {store.write_pack([b"same"])[0] for _ in range(20)}
+    ids = {store.put([b"same"])[0].pack for _ in range(20)}
     assert len(ids) == 20
     assert len(packs_in(tmp_path / "blocks")) == 20
 
 
 def test_empty_pack(tmp_path: Path) -> None:
     store = LocalBlocks(tmp_path / "blocks")
-    pack, offsets = store.write_pack([])
-    assert offsets == []
-    assert store.read(pack, 0, 0) == b""
+    assert store.put([]) == []
 
 
 def test_short_read_is_an_error(tmp_path: Path) -> None:
     store = LocalBlocks(tmp_path / "blocks")
-    pack, _ = store.write_pack([b"12345"])
-    with pytest.raises(OSError, match="shorter"):
-        store.read(pack, 3, 10)
-    with pytest.raises(OSError, match="shorter"):
-        store.read(pack, 100, 1)
+    pack = store.put([b"12345"])[0].pack
+    with pytest.raises(BlockUnreadable, match="shorter"):
+        store.get(Location(pack, 3, 10))
+    with pytest.raises(BlockUnreadable, match="shorter"):
+        store.get(Location(pack, 100, 1))
 
 
 def test_unknown_pack_is_an_error(tmp_path: Path) -> None:
     store = LocalBlocks(tmp_path / "blocks")
-    with pytest.raises(FileNotFoundError):
-        store.read("ab" * 16, 0, 1)
+    with pytest.raises(BlockUnreadable, match="missing"):
+        store.get(Location("ab" * 16, 0, 1))
 
 
-def test_leftover_temp_files_are_dropped_at_start_and_packs_kept(tmp_path: Path) -> None:
+def test_leftover_temp_files_are_dropped_only_when_asked_and_packs_kept(tmp_path: Path) -> None:
     root = tmp_path / "blocks"
     store = LocalBlocks(root)
-    pack, offsets = store.write_pack([b"durable"])
+    (where,) = store.put([b"durable"])
     (root / "tmp" / "deadbeef.part").write_bytes(b"half an upload cut off by a crash")
-    again = LocalBlocks(root)
+    again = LocalBlocks(root)  # an admin command beside a live server: its uploads in flight stay
+    assert [p.name for p in (root / "tmp").iterdir()] == ["deadbeef.part"]
+    again.drop_unfinished()  # a server starting up
     assert list((root / "tmp").iterdir()) == []
-    assert again.read(pack, offsets[0], 7) == b"durable"
+    assert again.get(where) == b"durable"
+
+
+def test_discard_frees_the_pack(tmp_path: Path) -> None:
+    store = LocalBlocks(tmp_path / "blocks")
+    locations = store.put([b"a", b"b"])
+    store.discard(locations)
+    assert packs_in(tmp_path / "blocks") == []
+    with pytest.raises(BlockUnreadable):
+        store.get(locations[0])
 
 
 def test_written_pack_survives_reopen_and_is_read_only_by_offset(tmp_path: Path) -> None:
     root = tmp_path / "blocks"
-    pack, offsets = LocalBlocks(root).write_pack([os.urandom(100), b"needle", os.urandom(100)])
-    assert LocalBlocks(root).read(pack, offsets[1], 6) == b"needle"
+    locations = LocalBlocks(root).put([os.urandom(100), b"needle", os.urandom(100)])
+    assert LocalBlocks(root).get(locations[1]) == b"needle"
 
 
 def test_a_failed_write_leaves_no_pack(tmp_path: Path) -> None:
@@ -89,7 +99,7 @@ def test_a_failed_write_leaves_no_pack(tmp_path: Path) -> None:
             raise RuntimeError("disk gone")
 
     with pytest.raises((RuntimeError, TypeError)):
-        store.write_pack([b"ok", Broken()])  # type: ignore[list-item]
+        store.put([b"ok", Broken()])  # type: ignore[list-item]
     assert packs_in(root) == []
 
 
@@ -103,10 +113,10 @@ def test_page_aligned_memory_is_written_whole(tmp_path: Path, size: int, monkeyp
     buffer = mmap.mmap(-1, size + 8192)
     data = os.urandom(size)
     buffer[:size] = data
-    pack, offsets = store.write_pack([memoryview(buffer)[:size]])
-    assert offsets == [0]
-    assert store.read(pack, 0, size) == data
-    assert (tmp_path / "blocks" / "packs" / pack[:2] / f"{pack}.pack").stat().st_size == size
+    (where,) = store.put([memoryview(buffer)[:size]])
+    assert (where.offset, where.length) == (0, size)
+    assert store.get(where) == data
+    assert (tmp_path / "blocks" / "packs" / where.pack[:2] / f"{where.pack}.pack").stat().st_size == size
     assert (True in direct) == (size >= 4096 and bool(local.DIRECT))  # whole pages were sent direct
 
 
@@ -115,9 +125,26 @@ def test_unaligned_and_mixed_payloads_after_an_aligned_one(tmp_path: Path) -> No
     buffer = mmap.mmap(-1, 3 << 20)
     buffer[:] = os.urandom(3 << 20)
     parts = [memoryview(buffer)[: 5000], memoryview(buffer)[7 : 9000 + 7], b"bytes", memoryview(buffer)[4096:]]
-    pack, offsets = store.write_pack(parts)
-    for part, offset in zip(parts, offsets, strict=True):
-        assert store.read(pack, offset, len(part)) == bytes(part)
+    locations = store.put(parts)
+    for part, loc in zip(parts, locations, strict=True):
+        assert store.get(loc) == bytes(part)
+
+
+def test_neighbouring_views_of_one_buffer_go_to_disk_as_one_write(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upload buffer packed tight in place: its blocks are views side by side, written as one."""
+    writes = []
+    write = local._write
+    monkeypatch.setattr(local, "_write", lambda fd, data, at: writes.append(data.nbytes) or write(fd, data, at))
+    store = LocalBlocks(tmp_path / "blocks")
+    buffer = mmap.mmap(-1, 3 * 4096)
+    buffer[:] = os.urandom(3 * 4096)
+    view = memoryview(buffer)
+    parts = [view[:100], view[100:5000], view[5000:], b"apart"]
+    locations = store.put(parts)
+    assert writes == [3 * 4096, 5]
+    for part, loc in zip(parts, locations, strict=True):
+        assert store.get(loc) == bytes(part)
 
 
 def test_without_o_direct_the_page_cache_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,8 +153,8 @@ def test_without_o_direct_the_page_cache_is_used(tmp_path: Path, monkeypatch: py
     store = LocalBlocks(tmp_path / "blocks")
     buffer = mmap.mmap(-1, 3 * 4096)
     buffer[:] = os.urandom(3 * 4096)
-    pack, _ = store.write_pack([memoryview(buffer)])
-    assert store.read(pack, 0, 3 * 4096) == bytes(buffer)
+    (where,) = store.put([memoryview(buffer)])
+    assert store.get(where) == bytes(buffer)
 
 
 def test_a_failed_write_removes_its_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,5 +166,5 @@ def test_a_failed_write_removes_its_temp_file(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(local, "_write", full)
     with pytest.raises(OSError, match="No space"):
-        store.write_pack([b"x" * 10])
+        store.put([b"x" * 10])
     assert packs_in(root) == [] and list((root / "tmp").iterdir()) == []

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server_min.bodies import BODY_HIGH_WATER, Body, BodyBuffers, raise_flow_limit, tune_malloc
+from server_min.api.bodies import BODY_HIGH_WATER, Body, BodyBuffers, raise_flow_limit, tune_malloc
 from server_min.errors import TooLarge
 
 

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from server_min import link_pages
-from server_min.app import create_app
-from server_min.links import ZIP_PART
+from server_min.api import create_app, link_pages
+from server_min.service.links import ZIP_PART
+from server_min.wiring import service_for_data
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], int, dict[str, bytes]]]:
-    app = create_app(tmp_path / "data")
+    app = create_app(service_for_data(tmp_path / "data"))
     token = app.state.service.add_user("alice")
     auth = {"Authorization": f"Bearer {token}"}
     files = {"docs/a.txt": b"alpha\n", "docs/sub/b.bin": os.urandom(3 * ZIP_PART // 2),

@@ -1,4 +1,4 @@
-"""server_min/passwords.py: argon2 hashes, the rate limiter's lock-outs, and login answers."""
+"""server_min/service/passwords.py: argon2 hashes, the rate limiter's lock-outs, and login answers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from server_min.errors import BadRequest, Unauthorized
-from server_min.passwords import Accounts, RateLimiter, TooManyAttempts, hash_password, verify_password
-from server_min.service import Service
+from server_min.service.passwords import Passwords, RateLimiter, TooManyAttempts, hash_password, verify_password
+from server_min.wiring import service_for_data
 
 
 class Clock:
@@ -73,16 +73,16 @@ def test_rate_limiter_memory_is_bounded() -> None:
 
 
 def test_login_answers(tmp_path: Path) -> None:
-    service = Service(tmp_path / "data")
+    service = service_for_data(tmp_path / "data")
     service.add_user("alice")
     clock = Clock()
-    accounts = Accounts(service.sharing.store, per_user=2, per_addr=3, clock=clock)
+    accounts = Passwords(service.meta, per_user=2, per_addr=3, clock=clock)
     accounts.set_password("alice", "alice's password")
     with pytest.raises(BadRequest):
         accounts.set_password("nobody", "some password")
     made = accounts.login("alice", "alice's password", "10.0.0.1", lambda: ("tok", "hash-of-tok"))
     assert made == {"user": "alice", "token": "tok"}
-    assert service.meta.token("hash-of-tok")["name"] == "alice"  # a real, stored token (only its hash)
+    assert service.meta.token("hash-of-tok").name == "alice"  # a real, stored token (only its hash)
     with pytest.raises(Unauthorized) as wrong:
         accounts.login("alice", "nope nope", "10.0.0.1", lambda: ("x", "y"))
     with pytest.raises(Unauthorized) as ghost:
@@ -100,10 +100,10 @@ def test_login_answers(tmp_path: Path) -> None:
 
 
 def test_a_user_under_attack_slows_down_the_addresses_that_failed(tmp_path: Path) -> None:
-    service = Service(tmp_path / "data")
+    service = service_for_data(tmp_path / "data")
     service.add_user("alice")
     clock = Clock()
-    accounts = Accounts(service.sharing.store, per_user=3, per_addr=10, per_pair=5, clock=clock)
+    accounts = Passwords(service.meta, per_user=3, per_addr=10, per_pair=5, clock=clock)
     accounts.set_password("alice", "alice's password")
     for i in range(3):  # three addresses, one wrong guess each: none reaches its own limit
         with pytest.raises(Unauthorized):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from server_min.proved import ProvedBlocks
+from server_min.service.proved import ProvedBlocks
 
 
 def digest(n: int) -> bytes:

@@ -68,3 +68,70 @@ def test_a_delete_sends_only_the_params_given_and_parses_the_answer(server: str)
     assert transport.delete_json("/links/abc") == {"deleted": "/v1/links/abc"}
     assert transport.delete_json("/boxes/1/members/bob", path="docs", other=None) == {
         "deleted": "/v1/boxes/1/members/bob?path=docs"}
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Answers every request with the server's `answer` (status, content type, body) and counts them."""
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer()
+
+    def _answer(self) -> None:
+        server = self.server
+        server.count += 1  # type: ignore[attr-defined]
+        status, kind, body = server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    httpd.count = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _error(status: int, error: str, message: str, **extra: object) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps({"error": error, "message": message, **extra}).encode()
+
+
+@pytest.mark.parametrize(("answer", "exit_code", "said"), [
+    (_error(500, "damaged", "block ab is damaged on the server", blocks=["ab" * 32]), 9, "data damaged on the server"),
+    (_error(507, "out_of_space", "its disk is full"), 8, "the server is out of space"),
+    (_error(503, "out_of_space", "its disk is full"), 8, "the server is out of space"),
+], ids=["damaged-500", "out-of-space-507", "out-of-space-503"])
+def test_a_damaged_or_full_server_is_asked_once_never_retried(scripted: ThreadingHTTPServer, answer: tuple,
+                                                              exit_code: int, said: str) -> None:
+    scripted.answer = answer  # type: ignore[attr-defined]
+    transport = Transport(f"http://127.0.0.1:{scripted.server_address[1]}", "token", retries=4, backoff=0.001)
+    for call in (lambda: transport.get_json("/blocks/x"), lambda: transport.post_json("/blocks/missing", {})):
+        before = scripted.count  # type: ignore[attr-defined]
+        with pytest.raises(BoxError) as caught:
+            call()
+        assert scripted.count - before == 1  # type: ignore[attr-defined]
+        assert caught.value.exit_code == exit_code and said in caught.value.message, caught.value.message
+    if answer[0] == 500:
+        assert caught.value.details["blocks"] == ["ab" * 32]  # type: ignore[attr-defined]
+
+
+def test_a_plain_500_is_transient_and_retried(scripted: ThreadingHTTPServer) -> None:
+    """The control: the same status without a typed error is retried, every attempt reaching the server."""
+    scripted.answer = (500, "text/plain", b"Internal Server Error")  # type: ignore[attr-defined]
+    transport = Transport(f"http://127.0.0.1:{scripted.server_address[1]}", "token", retries=3, backoff=0.001)
+    with pytest.raises(BoxError, match="server error 500"):
+        transport.get_json("/anything")
+    assert scripted.count == 4  # type: ignore[attr-defined]

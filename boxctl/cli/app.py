@@ -11,14 +11,16 @@ from typing import Annotated
 import typer
 
 from boxctl import __version__
-from boxctl.cli import admin, check, devices, history, link, setup, share, sync, watch
+from boxctl.cli import check, devices, history, link, setup, share, sync, watch
 from boxctl.cli.options import Options, QuietOpt
 from boxctl.config import check_ca_cert
 from boxctl.errors import BoxError, UsageError
 from boxctl.output import Printer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Box: keep a folder in sync, with every version.")
+                  help="Box: keep a folder in sync, with every version.",
+                  epilog="The server's commands: 'boxctl serve' and 'boxctl admin' run 'box-server serve' and "
+                  "'box-server admin'.")
 
 
 def _show_version(value: bool) -> None:
@@ -49,10 +51,9 @@ def main_options(
     ctx.obj = Options(quiet=quiet, directory=directory, timeout=timeout, retries=retries)
 
 
-for command in (admin.serve, setup.login, setup.init, setup.clone, sync.status, sync.push, sync.pull, sync.sync,
+for command in (setup.login, setup.init, setup.clone, sync.status, sync.push, sync.pull, sync.sync,
                 history.log, history.restore, history.ls, check.check, watch.watch):
     app.command()(command)
-app.add_typer(admin.admin_app, name="admin")
 app.add_typer(devices.devices_app, name="devices")
 app.add_typer(share.share_app, name="share")
 app.add_typer(link.link_app, name="link")

@@ -65,4 +65,3 @@ JobsOpt = Annotated[int | None, typer.Option(
     "--jobs", "-j", help="Batches of blocks in flight and hashing threads (default: 4 uploads in flight, "
     "other work one thread per core, 2 to 4).")]
 ServerOpt = Annotated[str | None, typer.Option("--server", help="Server URL (default: this folder's, or BOX_SERVER).")]
-DataOpt = Annotated[Path, typer.Option("--data", help="The server's data folder.")]

@@ -9,7 +9,7 @@ from boxctl.engine import PullResult
 from boxctl.errors import IntegrityError
 from boxctl.output import Printer
 
-HEAL = ("run 'boxctl admin check --data DIR' on the server, or 'boxctl push --repair-blocks' from a device "
+HEAL = ("run 'box-server check --data DIR' on the server, or 'boxctl push --repair-blocks' from a device "
         "that has these files, then pull again")
 
 

@@ -4,6 +4,7 @@ files streamed to temps, flushed in batches and renamed into place; a local edit
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ from boxctl.transfer.download import DamagedBlock, download_blocks
 SMALL_FILE = 1 << 20  # pulled files up to this size are flushed in batches
 FREE_SPACE_MARGIN = 64 << 20  # a pull leaves at least this much of the disk free
 PLACE_TRIES = 5  # a path edited again and again while a pull places its remote version: give up after this
+# Errors that stop a whole pull: the disk, not one path (any other OSError refuses that path only).
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 class Apply(EngineBase):
@@ -40,7 +43,11 @@ class Apply(EngineBase):
 
     def _move_aside(self, path: str, result: PullResult) -> None:
         """Keep a local path that loses its place to a remote one of another kind, as a conflicted copy."""
-        copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        try:
+            copy = move_aside(self.root, path, self.config.device_name)  # never onto an existing name
+        except OSError as exc:
+            _swapped(path, exc)  # a full disk stops the pull; else the write that wanted the path is refused
+            return
         result.conflicts.append({"path": path, "copy": copy})
 
     def _apply_writes(self, folders: SafeRoot, writes: list[dict[str, Any]], result: PullResult,
@@ -61,6 +68,10 @@ class Apply(EngineBase):
             except UnsafePath as exc:
                 links.pop(remote["path"], None)
                 self._refuse(remote, result, exc)  # the rest of the pull goes on
+                continue
+            except OSError as exc:  # a folder it may not write in, a name this file system refuses (EINVAL)
+                links.pop(remote["path"], None)
+                self._refuse(remote, result, _swapped(remote["path"], exc), held=True)  # asked for again next pull
                 continue
             if remote["kind"] == "dir":
                 self._done(folders, remote, result, index_puts)
@@ -88,7 +99,7 @@ class Apply(EngineBase):
                 try:
                     fd, name = folders.parent(remote["path"])
                     temp = link_temp(name, remote["target"], dir_fd=fd)
-                except (UnsafePath, FileNotFoundError) as exc:
+                except (UnsafePath, OSError) as exc:
                     self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
                     continue
                 self._place(folders, remote, temp.name, result, index_puts)
@@ -109,7 +120,7 @@ class Apply(EngineBase):
         batch_bytes = 0
         try:
             for remote in files:
-                chunks = _take(stream, len(remote["blocks"]), remote["path"])
+                chunks = _take(stream, len(remote["blocks"]), remote["path"], int(remote["size"]))
                 sizes: list[int] = []
                 small = remote["size"] <= SMALL_FILE
                 partial = partials.get(remote["path"])
@@ -122,7 +133,7 @@ class Apply(EngineBase):
                                            "blocks": exc.details.get("blocks", []),
                                            "reason": exc.details.get("reason", exc.message)})
                     continue
-                except (UnsafePath, FileNotFoundError) as exc:  # its folder swapped or removed meanwhile
+                except (UnsafePath, OSError) as exc:  # its folder swapped, removed or not writable
                     for _ in chunks:
                         pass  # the stream stays in step with the files
                     self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
@@ -150,19 +161,24 @@ class Apply(EngineBase):
                 prev.unlink()
         result.blocks_reused = source.reused
 
-    def _check_free_space(self, writes: list[dict[str, Any]]) -> None:
-        """Refuse a pull whose files would not fit on this disk, before writing any of them.
+    def _check_free_space(self, writes: list[dict[str, Any]], where: Path | None = None,
+                          what: str = "pull") -> None:
+        """Refuse a pull (or a restore --to into `where`) whose files would not fit on that disk, before
+        writing any of them.
 
         Dedup lets a few bytes on the server stand for a huge file (one block repeated), so what counts is
-        the logical size the pull would write, with a margin left for the rest of the system.
+        the logical size the pull would write, with a margin left for the rest of the system; and no file
+        is written past the size it declares (`_take`), so the sizes counted here are the most it writes.
         """
         needed = sum(int(r["size"]) for r in writes if r["kind"] == "file")
         if not needed:
             return
-        free = shutil.disk_usage(self.root).free
+        where = where or self.root
+        free = shutil.disk_usage(where).free
         if needed + FREE_SPACE_MARGIN > free:
-            raise BoxError(f"not enough free space in {self.root}: this pull writes {format_size(needed)} and "
-                           f"{format_size(free)} is free; free some space, or pull less ('boxctl pull PATH')")
+            hint = "pull less ('boxctl pull PATH')" if what == "pull" else "restore less, or elsewhere"
+            raise BoxError(f"not enough free space in {where}: this {what} writes {format_size(needed)} and "
+                           f"{format_size(free)} is free; free some space, or {hint}")
 
     def _finish_batch(self, folders: SafeRoot, batch: list[tuple[dict[str, Any], str, list[int]]],
                       result: PullResult, index_puts: list[IndexEntry], sync: bool) -> int:
@@ -216,7 +232,7 @@ class Apply(EngineBase):
                         copy = move_aside(folders, remote["path"], self.config.device_name)
                         result.conflicts.append({"path": remote["path"], "copy": copy})
                 remote["expect"] = None  # moved aside, or deleted meanwhile: the remote version comes (back)
-        except (UnsafePath, FileNotFoundError) as exc:
+        except (UnsafePath, OSError) as exc:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=fd)  # ours, in the folder it was made in, wherever that is now
@@ -264,16 +280,25 @@ class Apply(EngineBase):
             except UnsafePath as exc:
                 self._refuse(remote, result, exc, held=True)  # the index keeps it: the next pull deletes it
                 continue
+            except OSError as exc:  # in a folder it may not write in: kept, and asked for again next pull
+                self._refuse(remote, result, _swapped(path, exc), held=True)
+                continue
             index_dels.append(path)
         if deletes:
             sync_filesystem(self.root, folders.folder(""))  # else a power cut could bring back a file the index forgot
 
 
 def _swapped(path: str, exc: OSError | UnsafePath) -> UnsafePath:
-    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed."""
+    """The refusal of `path` whose folder was swapped for a link (`exc` is UnsafePath) or removed, or that
+    this device cannot write (permission, a name its file system refuses). A full or broken disk is no
+    refusal of one path: that error is raised again, and the pull stops."""
     if isinstance(exc, UnsafePath):
         return exc
-    return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
+    if isinstance(exc, FileNotFoundError):
+        return UnsafePath(f"refusing to write {path!r}: its folder was removed during the pull")
+    if exc.errno in FATAL_ERRNOS:
+        raise exc
+    return UnsafePath(f"cannot write {path!r} here ({exc.strerror or exc}); the next pull tries again")
 
 
 def _block_sizes(files: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
@@ -290,15 +315,36 @@ def _counted(chunks: Iterator[bytes], sizes: list[int]) -> Iterator[bytes]:
         yield chunk
 
 
-def _take(stream: Iterator[bytes | DamagedBlock], count: int, path: str) -> Iterator[bytes]:
+def _take(stream: Iterator[bytes | DamagedBlock], count: int, path: str,
+          declared: int | None = None) -> Iterator[bytes]:
     """The next `count` blocks of `stream`, those of file `path`. A damaged one stops the file: the rest of
-    its blocks are still taken (the stream stays in step), then IntegrityError names the file."""
-    damaged = None
+    its blocks are still taken (the stream stays in step), then IntegrityError names the file.
+
+    With `declared` (the entry's size, which the free-space check counted), bytes past it stop the file the
+    same way: a hostile server could otherwise list one small size and fill the disk with repeated blocks.
+    """
+    damaged: DamagedBlock | _Oversized | None = None
+    total = 0
     for _ in range(count):
         chunk = next(stream)
         if isinstance(chunk, DamagedBlock):
             damaged = damaged or chunk
-        elif damaged is None:
+            continue
+        total += len(chunk)
+        if declared is not None and total > declared and damaged is None:
+            damaged = _Oversized(declared)
+        if damaged is None:
             yield chunk
     if damaged is not None:
         raise damaged.error(path)
+
+
+class _Oversized:
+    """A file whose blocks run past the size its entry declares: refused like a damaged block."""
+
+    def __init__(self, declared: int) -> None:
+        self.declared = declared
+
+    def error(self, path: str) -> IntegrityError:
+        reason = f"its blocks hold more than the {self.declared:,} bytes its entry declares"
+        return IntegrityError(f"refusing {path!r}: {reason}", blocks=[], reason=reason)

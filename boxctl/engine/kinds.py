@@ -9,20 +9,25 @@ A pull writes nothing until the way is clear, in this order:
    synced (new files, edits), moved aside whole as a conflicted copy; any other file or link where a
    folder is needed is a local change (never synced, or edited), and is moved aside as a conflicted copy.
 So the remote kind takes the name and nothing of this device's is lost: the copies are new paths that
-the next push sends. The server never holds a file with paths under it (server_min/kinds.py), so a
+the next push sends. Every look and every removal goes through the pull's open folders (boxctl/local/dirfd.py):
+a folder above swapped for a link is never followed, and a path that cannot be cleared (swapped, or not
+writable) is left as it is, so the write that wanted it is refused and asked for again by the next pull.
+The server never holds a file with paths under it (server_min/service/kinds.py), so a
 synced file in the way of a folder always comes with a remote change of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from box_common.paths import parent_paths
+from boxctl.local.dirfd import SafeRoot
 from boxctl.local.index import IndexEntry
-from boxctl.local.workspace import Workspace
+from boxctl.local.workspace import LocalEntry, UnsafePath
 
 Aside = Callable[[str], None]  # moves a path aside as a conflicted copy, and notes it in the pull's result
 
@@ -60,7 +65,7 @@ def _retyped(remote: dict[str, Any]) -> bool:
     return expect is not None and (expect.kind == "dir") != (remote["kind"] == "dir")
 
 
-def make_room(workspace: Workspace, writes: list[dict[str, Any]], folders: set[str], base: dict[str, IndexEntry],
+def make_room(safe: SafeRoot, writes: list[dict[str, Any]], folders: set[str], base: dict[str, IndexEntry],
               index_dels: list[str], kept: list[str], aside: Aside) -> None:
     """Clear the way for `writes` (see the module's docstring); `folders` is folders_of(writes).
 
@@ -77,10 +82,10 @@ def make_room(workspace: Workspace, writes: list[dict[str, Any]], folders: set[s
                 remote["expect"] = None
             continue
         if remote is not None:
-            _retype(workspace, remote, base, index_dels, aside)
+            _retype(safe, remote, base, index_dels, aside)
             gone.add(path)
             continue
-        now = workspace.stat(path)
+        now = _look(safe, path)
         if now is None:
             gone.add(path)
         elif now.kind != "dir":
@@ -90,24 +95,46 @@ def make_room(workspace: Workspace, writes: list[dict[str, Any]], folders: set[s
                 kept.remove(path)
 
 
-def _retype(workspace: Workspace, remote: dict[str, Any], base: dict[str, IndexEntry], index_dels: list[str],
+def _look(folders: SafeRoot, path: str) -> LocalEntry | None:
+    """What is at `path`, through open folders; None if nothing, or if a folder above is not a plain folder
+    (then nothing is cleared there, and the write is refused when it gets there)."""
+    try:
+        return folders.entry(path)
+    except UnsafePath:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENAMETOOLONG):
+            return None
+        raise
+
+
+def _retype(folders: SafeRoot, remote: dict[str, Any], base: dict[str, IndexEntry], index_dels: list[str],
             aside: Aside) -> None:
     """Free the path of a write that changes its kind; the write then expects nothing there."""
     path, expect = remote["path"], remote["expect"]
     remote["expect"] = None
-    full = workspace.root / path
-    now = workspace.stat(path)
+    now = _look(folders, path)
     if now is None:
+        return
+    try:
+        fd, name = folders.parent(path)
+        folders.verify(path.rpartition("/")[0])
+    except (UnsafePath, FileNotFoundError):
         return
     if expect.kind != "dir":  # an unchanged file or link that becomes a folder
         if (now.kind, now.size, now.mtime_ns, now.inode) == (expect.kind, expect.size, expect.mtime_ns, expect.inode):
-            os.unlink(full)
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # not writable: the write is refused
+                os.unlink(name, dir_fd=fd)
         else:
             aside(path)  # edited since the pull looked at it: keep the edit
         return
     try:
-        os.rmdir(full)  # the remote deleted what the folder held (step 1): empty unless this device added to it
+        os.rmdir(name, dir_fd=fd)  # the remote deleted what it held (step 1): empty unless this device added to it
+        folders.forget(path)
+    except FileNotFoundError:
+        folders.forget(path)
     except OSError:
         aside(path)
+        folders.forget(path)
         inside = path + "/"
         index_dels.extend(p for p in base if p.startswith(inside))

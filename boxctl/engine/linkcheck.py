@@ -1,8 +1,16 @@
 """Symlink targets from the network: a link may point anywhere inside the synced folder, never out of it.
 
-A target is resolved the way the kernel would, one name at a time, through the links already in the
-folder and the links the same pull is about to make, so a chain (`d/up -> ..`, then
-`esc -> d/up/../../.bashrc`) is seen for what it is.
+Two rules, both needed:
+1. `..` may only lead a target (`../../a/b`), never follow a name (`d/up/../../x`). A `..` after a name
+   steps out of whatever that name is *when the link is followed*, and a later pull may turn a folder
+   `d/up` into a link (`d/up -> ..`): a target accepted while `d/up` was a folder would then escape. A
+   leading `..` steps out of the link's own folder, which is a plain folder (every write goes through
+   folders opened without following links, boxctl/local/dirfd.py), so its depth is known when it is checked.
+2. The target is resolved the way the kernel would, one name at a time, through the links already in
+   the folder and the links the same pull is about to make, and must stay inside.
+By induction every link then resolves inside the folder whatever later pulls change: a target climbs at
+most to the root from a folder whose depth is fixed, then only descends through names, each a folder
+or a link that itself resolves inside.
 """
 
 from __future__ import annotations
@@ -23,6 +31,12 @@ def check_link_target(path: str, target: str, root: Path | None = None,
     `..` past the root, or through another link that does). `links` are links about to be made."""
     if not target or target.startswith("/") or "\x00" in target:
         raise UnsafePath(f"refusing link {path!r}: its target {target!r} is outside the synced folder")
+    named = False
+    for part in target.split("/"):
+        if part == ".." and named:
+            raise UnsafePath(f"refusing link {path!r}: its target {target!r} has '..' after a name, which a later "
+                             "change of that name could turn into a way out of the synced folder")
+        named = named or part not in ("", ".", "..")
     folder = path.split("/")[:-1]
     pending = target.split("/")
     hops = 0

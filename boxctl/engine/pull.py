@@ -12,7 +12,7 @@ from box_common.paths import (
 )
 from boxctl.engine import kinds
 from boxctl.engine import pending as pending_commit
-from boxctl.engine.apply import Apply
+from boxctl.engine.apply import Apply, _swapped
 from boxctl.engine.conflicts import move_aside
 from boxctl.engine.results import PullResult
 from boxctl.errors import ServerRefused
@@ -25,7 +25,10 @@ from boxctl.local.workspace import (
 
 # What one pull accepts from the change feed, so a hostile server cannot keep it looping forever.
 MAX_FEED_PAGES = 100_000
-MAX_FEED_ENTRIES = 10_000_000
+MAX_FEED_ENTRIES = 10_000_000  # entries read in one pull (each page is read and dropped: this bounds time)
+# Paths one pull holds at once (the latest entry of each, about 1.3 KB of memory apiece, so ~1.3 GB):
+# a hostile feed of new names could otherwise fill memory (docs/security.md: a box past it cannot be pulled).
+MAX_FEED_PATHS = 1_000_000
 
 
 class Pull(Apply):
@@ -44,6 +47,9 @@ class Pull(Apply):
                                     "stopped (is it a Box server?)")
             for entry in page["entries"]:
                 latest[entry["path"]] = entry
+            if len(latest) > MAX_FEED_PATHS:
+                raise ServerRefused(f"the server's change feed names more than {MAX_FEED_PATHS:,} paths; "
+                                    "stopped (is it a Box server?)")
             new_cursor = int(page["cursor"])
             if page["more"] and new_cursor <= cursor:
                 raise ServerRefused("the server's change feed does not move on; stopped (is it a Box server?)")
@@ -126,20 +132,25 @@ class Pull(Apply):
                 if local.kind == "dir" and remote["kind"] == "dir":
                     index_puts.append(self._entry_from_remote(remote, local))
                     continue
-                copy = move_aside(self.root, path, self.config.device_name)
+                try:
+                    copy = move_aside(self.root, path, self.config.device_name)
+                except (UnsafePath, OSError) as exc:  # cannot be moved aside here: left alone, asked again
+                    self._refuse(remote, result, _swapped(path, exc), held=True)
+                    continue
                 result.conflicts.append({"path": path, "copy": copy})
                 local = None
             elif local is not None and same:
                 index_puts.append(self._entry_from_remote(remote, local))
                 continue
             writes.append(remote | {"expect": local})
-        # Paths that change kind: what is in the way goes first (see boxctl/kinds.py), other deletes last.
+        # Paths that change kind: what is in the way goes first (see boxctl/engine/kinds.py), other deletes last.
         kind_folders = kinds.folders_of(writes)
         first, deletes = kinds.split_deletes(deletes, writes, kind_folders)
         with SafeRoot(self.root) as folders:
             self._apply_deletes(folders, first, result, index_dels)
-        kinds.make_room(self.workspace, writes, kind_folders, base, index_dels, result.kept,
-                        lambda path: self._move_aside(path, result))
+        with SafeRoot(self.root) as folders:
+            kinds.make_room(folders, writes, kind_folders, base, index_dels, result.kept,
+                            lambda path: self._move_aside(path, result))
         with SafeRoot(self.root) as folders:  # every write below goes through its open folders (rule 6)
             self._apply_writes(folders, writes, result, index_puts)
             self._apply_deletes(folders, deletes, result, index_dels)

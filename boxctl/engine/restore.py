@@ -3,6 +3,8 @@ with the same checks a pull makes."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,9 @@ from box_common.schemas import ChangeIn, CommitIn
 from boxctl.engine.apply import _block_sizes, _swapped, _take
 from boxctl.engine.linkcheck import check_link_target
 from boxctl.engine.pull import Pull
-from boxctl.errors import NotFound
+from boxctl.errors import IntegrityError, NotFound
 from boxctl.local.dirfd import SafeRoot
-from boxctl.local.durable import fsync_write
+from boxctl.local.durable import fsync_write, write_temp
 from boxctl.local.workspace import (
     UnsafePath,
     Workspace,
@@ -76,9 +78,11 @@ class Restore(Pull):
         refused: list[tuple[str, str]] = []
         if single and not to.is_dir():  # a file name the user gave: written by that name
             entry = wanted[prefix]
-            stream = download_blocks(self.api, _block_sizes([entry]), self.threads)
             to.parent.mkdir(parents=True, exist_ok=True)
-            fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix), entry["mode"], entry["mtime_ns"])
+            self._check_free_space([entry], to.parent, "restore")
+            stream = download_blocks(self.api, _block_sizes([entry]), self.threads)
+            fsync_write(to.parent, to, _take(stream, len(entry["blocks"]), prefix, int(entry["size"])), entry["mode"],
+                        entry["mtime_ns"])
             return 1, refused
         base = prefix.rsplit("/", 1)[-1] if prefix else ""
         to.mkdir(parents=True, exist_ok=True)
@@ -98,6 +102,7 @@ class Restore(Pull):
                 targets[p] = rel
             except (UnsafePath, InvalidPath) as exc:
                 refused.append((p, str(exc)))
+        self._check_free_space([wanted[p] for p in targets], to, "restore")  # before any folder is made
         written = 0
         # Every write goes through folders of `to` opened without following links (see boxctl.local.dirfd).
         with SafeRoot(to) as folders:
@@ -107,30 +112,42 @@ class Restore(Pull):
                         folders.folder(rel, create=True)
                     else:
                         folders.parent(rel, create=True)
-                except UnsafePath as exc:
-                    refused.append((p, exc.message))
+                except (UnsafePath, OSError) as exc:
+                    refused.append((p, _swapped(rel, exc).message))
                     del targets[p]
             files = [e for p, e in sorted(wanted.items()) if e["kind"] == "file" and p in targets]
             stream = download_blocks(self.api, _block_sizes(files), self.threads)
             for e in files:
                 rel = targets[e["path"]]
-                chunks = _take(stream, len(e["blocks"]), e["path"])
+                chunks = _take(stream, len(e["blocks"]), e["path"], int(e["size"]))
                 try:
                     fd, name = folders.parent(rel)
                     folders.verify(rel.rpartition("/")[0])
-                except (UnsafePath, FileNotFoundError) as exc:
+                except (UnsafePath, OSError) as exc:
                     for _ in chunks:
                         pass  # the stream stays in step with the files
                     refused.append((e["path"], _swapped(rel, exc).message))
                     continue
-                fsync_write(to, name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                temp = None
+                try:
+                    temp = write_temp(name, chunks, e["mode"], e["mtime_ns"], dir_fd=fd)
+                    folders.verify(rel.rpartition("/")[0])  # not moved or swapped while it downloaded
+                    os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                except (IntegrityError, UnsafePath, OSError) as exc:  # this file only: the others go on
+                    for _ in chunks:
+                        pass
+                    if temp is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(temp, dir_fd=fd)
+                    refused.append((e["path"], exc.message if isinstance(exc, IntegrityError)
+                                    else _swapped(rel, exc).message))
+                    continue
                 written += 1
             for p, e in wanted.items():
                 if e["kind"] == "link" and p in targets:
                     try:
                         fd, name = folders.parent(targets[p])
-                    except (UnsafePath, FileNotFoundError) as exc:
+                        make_link(name, e["target"], dir_fd=fd)
+                    except (UnsafePath, OSError) as exc:
                         refused.append((p, _swapped(targets[p], exc).message))
-                        continue
-                    make_link(name, e["target"], dir_fd=fd)
         return written, refused

@@ -393,6 +393,8 @@ def make_link(final: Path | str, target: str, dir_fd: int | None = None) -> None
 def remove_path(full: Path | str, kind: str, dir_fd: int | None = None) -> bool:
     """Remove a file, link or empty folder of that `kind`; False if a folder still holds something, or
     the path is no longer of that kind (a folder that became a file here is a change to keep, not remove).
+    Any other failure (a folder it may not write in) raises OSError: the path is not removed, and is not a
+    local change either.
 
     With `dir_fd`, `full` is a name inside that open folder (see boxctl.local.dirfd).
     """
@@ -406,6 +408,8 @@ def remove_path(full: Path | str, kind: str, dir_fd: int | None = None) -> bool:
             os.unlink(full, dir_fd=dir_fd)
     except (FileNotFoundError, NotADirectoryError):
         return True
-    except OSError:
-        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
     return True

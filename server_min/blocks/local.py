@@ -18,47 +18,54 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from server_min.blocks.base import BlockUnreadable, Location
+
 DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere every write goes through the page cache
 ALIGN = 4096  # O_DIRECT wants memory, file position and length in whole (logical) blocks: pages are safe
 
 
 class LocalBlocks:
-    """Pack files under `root/packs/<2 hex>/<id>.pack`; temp files under `root/tmp` are dropped at start."""
+    """Pack files under `root/packs/<2 hex>/<id>.pack`, written through temp files under `root/tmp`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.packs = root / "packs"
         self.tmp = root / "tmp"
         self.packs.mkdir(parents=True, exist_ok=True)
-        # An upload cut off mid-write leaves only a temp file: nothing points to it, so drop it.
-        shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._synced: set[str] = set()  # packs/<2 hex> folders whose name this process made durable
         self._lock = threading.Lock()
 
+    def drop_unfinished(self) -> None:
+        """Drop the temp files of uploads cut off mid-write: nothing points to them."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
     def _pack_path(self, pack: str) -> Path:
         return pack_file(self.packs, pack)
 
-    def remove_pack(self, pack: str) -> None:
-        """Delete a pack no row points to (an upload whose metadata could not be written)."""
-        self._pack_path(pack).unlink(missing_ok=True)
+    def discard(self, locations: Sequence[Location]) -> None:
+        """Delete the packs of `locations` (an upload whose metadata could not be written, or was not needed)."""
+        for pack in {loc.pack for loc in locations}:
+            self._pack_path(pack).unlink(missing_ok=True)
 
-    def write_pack(self, payloads: Sequence[bytes | memoryview]) -> tuple[str, list[int]]:
-        """Store `payloads` in one new pack, durably; return the pack id and each payload's offset."""
+    def put(self, payloads: Sequence[bytes | memoryview]) -> list[Location]:
+        """Store `payloads` in one new pack, durably (temp file, fsync, rename, fsync of the folder)."""
         pack = secrets.token_hex(16)
         temp = self.tmp / f"{pack}.part"
-        offsets: list[int] = []
+        locations: list[Location] = []
         position = 0
         for payload in payloads:
-            offsets.append(position)
-            position += len(payload)
+            size = memoryview(payload).nbytes
+            locations.append(Location(pack, position, size))
+            position += size
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         final = self._pack_path(pack)
         try:
             try:
                 written = 0
-                for payload in payloads:
-                    written = _write(fd, memoryview(payload).cast("B"), written)
+                for run in _runs(payloads):
+                    written = _write(fd, run, written)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -70,7 +77,7 @@ class LocalBlocks:
             temp.unlink(missing_ok=True)
             raise
         _fsync_dir(final.parent)
-        return pack, offsets
+        return locations
 
     def _sync_folder(self, folder: Path) -> None:
         """Make `folder` (a packs/<2 hex> folder) and its name durable, once per process.
@@ -85,24 +92,47 @@ class LocalBlocks:
                 _fsync_dir(self.packs)
                 self._synced.add(folder.name)
 
-    def read(self, pack: str, offset: int, length: int) -> bytes:
-        """The `length` bytes at `offset` of `pack`."""
+    def get(self, location: Location) -> bytes:
+        """The payload at `location`, or BlockUnreadable when its pack is gone or shorter than recorded."""
         try:
-            fd = os.open(self._pack_path(pack), os.O_RDONLY)
+            fd = os.open(self._pack_path(location.pack), os.O_RDONLY)
         except FileNotFoundError:
-            raise FileNotFoundError(errno.ENOENT, f"pack {pack} is missing") from None
+            raise BlockUnreadable(f"pack {location.pack} is missing") from None
+        except OSError as exc:
+            raise BlockUnreadable(f"pack {location.pack} cannot be read: {exc.strerror}") from None
         try:
-            data = os.pread(fd, length, offset)
+            data = os.pread(fd, location.length, location.offset)
+        except OSError as exc:
+            raise BlockUnreadable(f"pack {location.pack} cannot be read: {exc.strerror}") from None
         finally:
             os.close(fd)
-        if len(data) != length:
-            raise OSError(errno.EIO, f"pack {pack} is shorter than the index says")
+        if len(data) != location.length:
+            raise BlockUnreadable(f"pack {location.pack} is shorter than the index says")
         return data
 
 
 def pack_file(packs: Path, pack: str) -> Path:
     """Where pack `pack` lives under the folder `packs`."""
     return packs / pack[:2] / f"{pack}.pack"
+
+
+def _runs(payloads: Sequence[bytes | memoryview]) -> list[memoryview]:
+    """`payloads` as byte views, neighbours in one buffer joined into one view: the upload buffer, packed
+    tight in place by the service, then goes to disk as one page-aligned write (see _write)."""
+    runs: list[memoryview] = []
+    ends: list[int] = []  # per run: where it ends in memory, or -1 if unknown
+    for payload in payloads:
+        view = memoryview(payload).cast("B")
+        start = _address(view)
+        if runs and start >= 0 and ends[-1] == start and runs[-1].obj is view.obj:
+            base = memoryview(view.obj).cast("B")  # type: ignore[arg-type]
+            first = _address(runs[-1]) - _address(base)
+            runs[-1] = base[first : first + runs[-1].nbytes + view.nbytes]
+            ends[-1] = start + view.nbytes
+        else:
+            runs.append(view)
+            ends.append(start + view.nbytes if start >= 0 else -1)
+    return runs
 
 
 def _write(fd: int, data: memoryview, position: int) -> int:

@@ -31,21 +31,56 @@ def start(device: Device, *args: str, cwd: Path | None = None, env: dict[str, st
 
 
 def kill_at(proc: subprocess.Popen[str], rng: random.Random, longest: float,
-            event: Callable[[], bool] | None = None) -> str:
+            event: Callable[[], bool] | None = None, during: subprocess.Popen[str] | None = None) -> str:
     """SIGKILL-point for `proc`: after `event` (if any) happened, then a random delay up to `longest` seconds.
 
-    Returns what happened: 'killed', or 'finished' when the process ended before its kill point.
+    Returns what happened: 'killed', or 'finished' when the process ended before its kill point, or when
+    `during` (the operation the kill is meant to interrupt, if not `proc` itself: a push while the server
+    is killed) did; then nothing is killed.
     """
+    watched = during or proc
+
+    def over() -> bool:
+        return proc.poll() is not None or watched.poll() is not None
+
     if event is not None:
-        wait_until(lambda: event() or proc.poll() is not None, timeout=120, interval=0.002, what="the kill event")
+        wait_until(lambda: event() or over(), timeout=120, interval=0.002, what="the kill event")
     deadline = time.monotonic() + rng.uniform(0, longest)
-    while proc.poll() is None and time.monotonic() < deadline:
+    while not over() and time.monotonic() < deadline:
         time.sleep(0.002)
-    if proc.poll() is not None:
+    if over():
         return "finished"
     proc.kill()
     proc.wait(timeout=30)
     return "killed"
+
+
+# At least this share of the scheduled kill points must really kill (the rest: the process ended first), so
+# that the count of kill points a run claims is the count of SIGKILLs it sent. Checked once a test has
+# scheduled MIN_POINTS points; fewer (the small set of `make test`) vary too much by luck.
+MIN_KILLED = 0.6
+MIN_POINTS = 6
+
+
+def lost_versions(device: Device, expected: dict[int, dict[str, bytes]], tmp: Path) -> list[int]:
+    """The versions of `expected` that do not restore byte for byte (a restore failing counts as lost)."""
+    from tests.e2e.helpers import tree_bytes
+
+    lost = []
+    for seq, files in expected.items():
+        dest = tmp / f"restore-{seq}"
+        result = device.run("restore", ".", "--rev", str(seq), "--to", str(dest), check=False)
+        if result.code != 0 or tree_bytes(dest) != files:
+            lost.append(seq)
+    return lost
+
+
+def summary_line(kind: str, scheduled: int, killed: int, versions: int, lost: int, half: int, temps: int,
+                 refused: int) -> str:
+    """One line that a note can quote: what a crash test did and found."""
+    share = f"{killed / scheduled:.0%}" if scheduled else "-"
+    return (f"crash {kind}: {killed} of {scheduled} kill points killed ({share}), {versions} versions checked, "
+            f"{lost} lost, {half} half-written files, {temps} temp files left, {refused} reruns refused")
 
 
 def reap(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str, str]:

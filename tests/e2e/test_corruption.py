@@ -183,6 +183,50 @@ def test_flipped_path_and_block_list_in_meta_db(two_devices: tuple[Device, Devic
     assert code == 9 and [e["path"] for e in report["bad_entries"]] == ["budget.txt"]
 
 
+def test_repair_sets_a_garbled_entry_aside_and_the_box_goes_on(two_devices: tuple[Device, Device],
+                                                                server: ServerProc) -> None:
+    """A flipped byte in a path stops every pull, ls and log of the box (exit 9) until `admin check --repair`
+    sets the entry aside: then pulls go on without it, nothing else is lost, and the device that holds the
+    file pushes it again."""
+    a, b = two_devices
+    a.write("budget.txt", "numbers\n")
+    push(a)
+    a.write("documents/report.txt", "quarterly\n")
+    a.write("notes.txt", "notes\n")
+    push(a)  # commit 2: the report's only version, garbled below, and notes.txt
+    _flip_in_journal(server, "documents/report.txt", "path")  # 'documents' -> 'dncuments'
+    assert b.run("pull", check=False).code == 9
+    assert b.run("ls", check=False).code == 9 and a.run("log", check=False).code == 9
+
+    repair = subprocess.run([*BOXCTL, "admin", "check", "--data", str(server.data), "--repair"],
+                            capture_output=True, text=True, timeout=120)
+    assert repair.returncode == 9 and "Traceback" not in repair.stderr, repair  # damage was found: said so
+    assert "entry 'dncuments/report.txt' of commit 2" in repair.stdout, repair.stdout
+    assert "lost      documents/report.txt at revision 2" in repair.stdout, repair.stdout
+    assert "no longer in the head" in repair.stdout, repair.stdout
+
+    # The box goes on: a pull on another device applies everything else and skips the lost entry.
+    result, pulled = pull_json(b)
+    assert result.code == 0, result
+    assert b.read("budget.txt") == b"numbers\n" and b.read("notes.txt") == b"notes\n"
+    assert not (b.root / "dncuments").exists() and not (b.root / "documents" / "report.txt").exists()
+    assert pulled["damaged"] == []
+    assert set(remote_paths(b)) == {"budget.txt", "documents", "notes.txt"}  # the folder was its own entry
+    assert a.run("log", "--json", check=False).code == 0
+    assert admin_check(server)[0] == 0  # whole again; the entry is kept in damaged_entries, never served
+
+    # The laptop still holds the lost version: its check finds it out of step, its repair makes it a new
+    # file again, and a plain push brings it back.
+    found = a.run("check", "--json", check=False)
+    assert found.code == 9 and [o["path"] for o in found.json()["out_of_step"]] == ["documents/report.txt"]
+    a.run("check", "--repair", "--json")
+    push(a)
+    assert pull_json(b)[0].code == 0
+    assert b.read("documents/report.txt") == b"quarterly\n"
+    code, report = admin_check(server, "--read-data")
+    assert code == 0 and report["entries_set_aside"] == 1, report
+
+
 def test_overwritten_page_of_meta_db(two_devices: tuple[Device, Device], server: ServerProc) -> None:
     a, b = two_devices
     for i in range(20):

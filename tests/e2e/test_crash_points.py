@@ -5,7 +5,10 @@ a seeded RNG, bounded by how long the operation takes.
 After each kill and rerun: the rerun exits 0 (never 4, refused), every version a push reported restores
 byte for byte, no device folder holds a half-written file, no local edit is lost, and no `.box-tmp-*`
 is left. BOX_CRASH_POINTS sets the kill points per kind (`make test-crash`: 24, about 110 in all);
-`make test` runs 2 of each kind but the staged one.
+`make test` runs 2 of each kind but the staged one. A kill point is scheduled, and counted killed only
+if the process was still running at that point; at least MIN_KILLED of the points must kill (from
+MIN_POINTS points up). Each test ends with one summary line (printed, shown with -s, and in the run's
+short summary and the junit properties as `crash_summary`): kills, versions lost, half-written files.
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ import pytest
 
 from tests.conftest import Device, ServerProc
 from tests.e2e.crashkit import (
+    MIN_KILLED,
+    MIN_POINTS,
     REFUSED,
     crash_count,
     half_written,
     kill_at,
+    lost_versions,
     reap,
     remember,
     start,
+    summary_line,
     temp_files,
 )
-from tests.e2e.test_crash import Api, check_restores_of, run_json
+from tests.e2e.test_crash import Api, run_json
 
 MB = 1 << 20
 SMALL = 2
@@ -43,9 +50,31 @@ class Ledger:
 
     versions: dict[int, dict[str, bytes]] = field(default_factory=dict)
     known: dict[str, set[bytes]] = field(default_factory=dict)
-    kills: int = 0
+    scheduled: int = 0  # kill points chosen
+    kills: int = 0  # of which the process was still running, and was killed
     refused: int = 0
     temps: list[str] = field(default_factory=list)  # `.box-tmp-*` files a rerun left behind
+    half: list[str] = field(default_factory=list)  # files holding none of the versions ever written
+    lost: list[int] = field(default_factory=list)  # reported versions that do not restore byte for byte
+
+    def killed(self, outcome: str) -> None:
+        self.scheduled += 1
+        self.kills += outcome == "killed"
+
+    def finish(self, kind: str, device: Device, tmp: Path, record_property: Any) -> None:
+        """Restore every version, print and record the summary line, then check what it says."""
+        self.lost = lost_versions(device, self.versions, tmp)
+        line = summary_line(kind, self.scheduled, self.kills, len(self.versions), len(self.lost), len(self.half),
+                            len(self.temps), self.refused)
+        print(line)
+        record_property("crash_summary", line)
+        assert self.lost == [], f"versions that do not restore byte for byte: {self.lost}"
+        assert self.half == [], f"half-written files: {self.half[:5]}"
+        assert self.temps == [], f"{len(self.temps)} temp file(s) left after a rerun: {self.temps[:5]}"
+        if self.scheduled >= MIN_POINTS:
+            assert self.kills >= MIN_KILLED * self.scheduled, (
+                f"only {self.kills} of {self.scheduled} kill points killed: the processes end before their "
+                "kill points, so the crash set is smaller than it claims")
 
     def reported(self, seq: int | None, files: dict[str, bytes]) -> None:
         if seq is not None:
@@ -96,6 +125,7 @@ def check_after(device: Device, ledger: Ledger, expected: dict[str, bytes]) -> N
     temps = temp_files(device.root)
     ledger.temps += [f"{device.name}: {t}" for t in temps]
     files = {p: d for p, d in device.files().items() if p not in temps}
+    ledger.half += [f"{device.name}: {p}" for p in half_written(files, ledger.known)]
     assert files == expected, sorted(set(files) ^ set(expected)) or [p for p in files if files[p] != expected[p]]
 
 
@@ -110,9 +140,10 @@ def push_round(a: Device, server: ServerProc, ledger: Ledger, rng: random.Random
         victim: subprocess.Popen[Any] = server.proc
         if event is not None:
             longest = 0.05
-        outcome = kill_at(victim, rng, longest, event)  # type: ignore[arg-type]
-        server.proc = None
-        server.start()
+        outcome = kill_at(victim, rng, longest, event, during=proc)  # type: ignore[arg-type]
+        if outcome == "killed":
+            server.proc = None
+            server.start()
         code, out, err = reap(proc)
         assert "Traceback" not in err, err
         if code == 0:
@@ -123,7 +154,7 @@ def push_round(a: Device, server: ServerProc, ledger: Ledger, rng: random.Random
         if outcome == "finished":
             assert code == 0
             ledger.reported(run_json_out(out), before)
-    ledger.kills += outcome == "killed"
+    ledger.killed(outcome)
     after = before
     if not kill_server and outcome == "killed":
         # A local edit made after the crash is neither lost nor mistaken for the killed push's.
@@ -142,32 +173,31 @@ def run_json_out(out: str) -> int | None:
     return None if seq is None else int(seq)
 
 
-def test_server_killed_during_pushes(make_device: Any, server: ServerProc, tmp_path: Path) -> None:
+def test_server_killed_during_pushes(make_device: Any, server: ServerProc, tmp_path: Path,
+                                     record_property: Any) -> None:
     rng = random.Random(1701)
     ledger = Ledger()
     a = new_device(make_device, "laptop")
     for round_ in range(crash_count(SMALL)):
         edit(a, rng, round_, ledger.known)
         push_round(a, server, ledger, rng, kill_server=True, longest=1.5)
-    check_restores_of(a, ledger.versions, tmp_path)
-    print(f"server kills during push: {ledger.kills}, versions {len(ledger.versions)}, refused {ledger.refused}")
-    assert ledger.temps == [], f"{len(ledger.temps)} temp file(s) left after a rerun: {ledger.temps[:5]}"
+    ledger.finish("server kill during push", a, tmp_path, record_property)
 
 
-def test_client_killed_during_pushes(make_device: Any, server: ServerProc, tmp_path: Path) -> None:
+def test_client_killed_during_pushes(make_device: Any, server: ServerProc, tmp_path: Path,
+                                     record_property: Any) -> None:
     rng = random.Random(1702)
     ledger = Ledger()
     a = new_device(make_device, "laptop")
     for round_ in range(crash_count(SMALL)):
         edit(a, rng, round_, ledger.known)
         push_round(a, server, ledger, rng, kill_server=False, longest=1.5)
-    check_restores_of(a, ledger.versions, tmp_path)
-    print(f"client kills during push: {ledger.kills}, versions {len(ledger.versions)}, refused {ledger.refused}")
-    assert ledger.temps == [], f"{len(ledger.temps)} temp file(s) left after a rerun: {ledger.temps[:5]}"
+    ledger.finish("client kill during push", a, tmp_path, record_property)
 
 
 @pytest.mark.crash  # a push of 10,050 files per kill point: only in `make test-crash`
-def test_server_killed_during_staged_pushes(make_device: Any, server: ServerProc, tmp_path: Path) -> None:
+def test_server_killed_during_staged_pushes(make_device: Any, server: ServerProc, tmp_path: Path,
+                                            record_property: Any) -> None:
     """Pushes of 10,050 changed files go in staged parts; the server dies while staging or in the final commit."""
     rng = random.Random(1703)
     ledger = Ledger()
@@ -175,14 +205,13 @@ def test_server_killed_during_staged_pushes(make_device: Any, server: ServerProc
     for round_ in range(max(1, crash_count(SMALL) // 2)):
         for i in range(10_050):
             a.write(f"many/d{i % 50}/f{i:05}.txt", f"round {round_} file {i}\n")
+        remember(ledger.known, a.files())
         push_round(a, server, ledger, rng, kill_server=True, longest=6.0)
-    check_restores_of(a, ledger.versions, tmp_path)
-    print(f"server kills during staged push: {ledger.kills}, versions {len(ledger.versions)}, "
-          f"refused {ledger.refused}")
-    assert ledger.temps == [], f"{len(ledger.temps)} temp file(s) left after a rerun: {ledger.temps[:5]}"
+    ledger.finish("server kill during staged push", a, tmp_path, record_property)
 
 
-def test_client_killed_during_pulls_and_clones(make_device: Any, server: ServerProc, tmp_path: Path) -> None:
+def test_client_killed_during_pulls_and_clones(make_device: Any, server: ServerProc, tmp_path: Path,
+                                               record_property: Any) -> None:
     """Device B pulls (and new devices clone) while A pushes; each is killed at a random point."""
     rng = random.Random(1704)
     ledger = Ledger()
@@ -191,7 +220,6 @@ def test_client_killed_during_pulls_and_clones(make_device: Any, server: ServerP
     edit(a, rng, 0, ledger.known)
     ledger.reported(run_json(a, "push")["seq"], a.files())
     b.run("clone", server.url, "docs", str(b.root), "--device", "desk", cwd=b.config)
-    kills = 0
     for round_ in range(1, crash_count(SMALL) + 1):
         edit(a, rng, round_, ledger.known)
         ledger.reported(run_json(a, "push")["seq"], a.files())
@@ -200,23 +228,21 @@ def test_client_killed_during_pulls_and_clones(make_device: Any, server: ServerP
         mine = {p: d for p, d in b.files().items() if p.startswith("desk-notes/")}
         remember(ledger.known, mine)
         proc = start(b, "pull", "--json")
-        kills += kill_at(proc, rng, 0.8) == "killed"
+        ledger.killed(kill_at(proc, rng, 0.8))
         reap(proc)
-        assert half_written(b.files(), ledger.known) == []
+        ledger.half += [f"desk: {p}" for p in half_written(b.files(), ledger.known)]
         rerun(b, ledger, "pull")
         check_after(b, ledger, a.files() | mine)
 
         c = make_device(f"new{round_}")
         proc = start(c, "clone", server.url, "docs", str(c.root), "--device", c.name, cwd=c.config)
-        kills += kill_at(proc, rng, 0.8) == "killed"
+        ledger.killed(kill_at(proc, rng, 0.8))
         reap(proc)
         if (c.root / ".box" / "config").exists():
-            assert half_written(c.files(), ledger.known) == []
+            ledger.half += [f"{c.name}: {p}" for p in half_written(c.files(), ledger.known)]
             rerun(c, ledger, "pull")
         else:
             shutil.rmtree(c.root, ignore_errors=True)  # died before it made the folder a box: clone again
             rerun(c, ledger, "clone", server.url, "docs", str(c.root), "--device", c.name, cwd=c.config)
         check_after(c, ledger, a.files())
-    check_restores_of(a, ledger.versions, tmp_path)
-    print(f"client kills during pull/clone: {kills}, refused {ledger.refused}, temps left {len(ledger.temps)}")
-    assert ledger.temps == [], f"{len(ledger.temps)} temp file(s) left after a rerun: {ledger.temps[:5]}"
+    ledger.finish("client kill during pull/clone", a, tmp_path, record_property)

@@ -10,12 +10,47 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import Device, ServerProc, free_port
 from tests.model.world import DEVICES
+
+
+@dataclass
+class Tally:
+    """What the model runs of this session did, for the one summary line at the end."""
+
+    runs: int = 0
+    ops: int = 0
+    calls: int = 0
+    spent: float = 0.0
+    failed: list[int] = field(default_factory=list)  # seeds
+
+    def add(self, seed: int, ops: int, calls: int, spent: float, failed: bool) -> None:
+        self.runs += 1
+        self.ops += ops
+        self.calls += calls
+        self.spent += spent
+        if failed:
+            self.failed.append(seed)
+
+    def line(self) -> str:
+        seeds = f" (seeds {', '.join(map(str, self.failed[:20]))})" if self.failed else ""
+        return (f"model: {self.runs} seeded runs, {self.ops} operations, {self.calls} boxctl calls "
+                f"({self.spent:.0f}s in boxctl), {len(self.failed)} failures{seeds}")
+
+
+TALLY = Tally()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TALLY.runs:
+        terminalreporter.write_sep("-", "model test")
+        terminalreporter.write_line(TALLY.line())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,9 +1,12 @@
 """Randomized model test: three devices on one box, random edits and syncs, then nothing may be lost.
 
-Each run is one seed: 15 to 25 random operations (tests/model/ops.py), then every device syncs until
-quiet and tests/model/check.py asserts that the devices converged, that status is clean, that no temp
-file is left, and that every edit the user did not destroy is on the server (a file or a revision).
-A failure prints its seed, the replay command and the operation log.
+Each run is one seed: 15 to 20 random operations (MIN_STEPS, MAX_STEPS; tests/model/ops.py), then every
+device syncs until quiet and tests/model/check.py asserts that the devices converged, that status is clean,
+that no temp file is left, and that every edit the user did not destroy is on the server (a file or a
+revision). A failure prints its seed, the replay command and the operation log.
+
+The session ends with one line a note can quote (runs, operations, boxctl calls, failures and their
+seeds; see tests/model/conftest.py), in the terminal summary; each run's line is also a junit property.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import itertools
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import ServerProc
 from tests.model.check import check_run
+from tests.model.conftest import TALLY
 from tests.model.ops import Model, op_classes
 from tests.model.world import make_world
 
@@ -40,7 +45,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("seed", _seeds(metafunc.config))
 
 
-def test_model_run(seed: int, model_server: ServerProc, model_configs: dict[str, Path], tmp_path: Path) -> None:
+def test_model_run(seed: int, model_server: ServerProc, model_configs: dict[str, Path], tmp_path: Path,
+                   record_property: Any) -> None:
     """One seeded run of random operations on three devices; afterwards nothing is lost or left over."""
     rng = random.Random(seed)
     classes = op_classes(os.environ.get("BOX_MODEL_OPS"))
@@ -56,7 +62,10 @@ def test_model_run(seed: int, model_server: ServerProc, model_configs: dict[str,
         check_run(model)
     except AssertionError as exc:
         failure = str(exc)
-    print(f"seed {seed}: {steps} ops, {world.calls} calls, {world.spent:.1f}s in boxctl")  # shown with -s
+    line = f"seed {seed}: {steps} ops, {world.calls} calls, {world.spent:.1f}s in boxctl"
+    print(line)  # shown with -s
+    record_property("model_run", line + (" FAILED" if failure is not None else ""))
+    TALLY.add(seed, steps, world.calls, world.spent, failure is not None)
     if failure is not None:
         ops = os.environ.get("BOX_MODEL_OPS")
         replay = (f"BOX_MODEL_OPS={ops} " if ops else "") + f"pytest tests/model --seed {seed}"

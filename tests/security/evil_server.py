@@ -16,7 +16,8 @@ import pytest
 import requests
 import uvicorn
 
-from server_min.app import create_app
+from server_min.api import create_app
+from server_min.wiring import service_for_data
 from tests.conftest import Device, ServerProc, free_port, wait_until
 
 
@@ -37,11 +38,11 @@ class EvilServer:
     """The real server app in a thread; `poison` is appended to every answer of /changes that has entries."""
 
     def __init__(self, data: Path) -> None:
-        self.app = create_app(data)
+        self.app = create_app(service_for_data(data))
         self.service = self.app.state.service
         self.port = free_port()
         self.poison: list[dict[str, Any]] = []
-        honest = self.service.changes
+        honest = self.service.journal.changes
 
         def changes(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
             answer = honest(caller, box_id, cursor, limit)
@@ -49,7 +50,7 @@ class EvilServer:
                 answer["entries"] = answer["entries"] + [e | {"seq": answer["cursor"]} for e in self.poison]
             return answer
 
-        self.service.changes = changes
+        self.service.journal.changes = changes
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -105,10 +106,10 @@ def legit_entry(srv: EvilServer) -> dict[str, Any]:
     from server_min.service import Caller
 
     user = srv.service.meta.user_by_name("alice")
-    caller = Caller(int(user["id"]), "alice", None)
-    box = srv.service.list_boxes(caller)[0]["id"]
+    caller = Caller(user.id, "alice", None)
+    box = srv.service.boxes.list(caller)[0]["id"]
     for _ in range(50):
-        page = srv.service.tree(caller, box, None, None, "")
+        page = srv.service.journal.tree(caller, box, None, None, "")
         entries = [e for e in page["entries"] if e["path"] == "legit.txt"]
         if entries:
             return dict(entries[0])

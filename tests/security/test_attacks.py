@@ -493,11 +493,12 @@ def test_commit_over_change_limit_is_413(tmp_path: Any, monkeypatch: pytest.Monk
     """More changes than a commit may hold: 413, nothing applied (in-process, with the limit lowered to 3)."""
     from starlette.testclient import TestClient
 
-    import server_min.service as service_module
-    from server_min.app import create_app
+    import server_min.service.changes as service_module
+    from server_min.api import create_app
+    from server_min.wiring import service_for_data
 
     monkeypatch.setattr(service_module, "MAX_CHANGES", 3)
-    app = create_app(tmp_path / "data")
+    app = create_app(service_for_data(tmp_path / "data"))
     token = app.state.service.add_user("alice")
     auth = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
@@ -553,3 +554,30 @@ def test_stage_made_in_one_folder_cannot_be_committed_into_another(unchanged: Wo
         assert resp.status_code == 403, resp.text
     finally:
         assert w.call("DELETE", f"{members}/mallory", "alice", params={"path": "private"}).status_code == 200
+
+
+def test_download_all_zip_entry_names_stay_inside(world: World) -> None:
+    """Hostile but valid names in a folder shared by link: every entry of its "Download all" zip is a
+    relative name with no `..` component, no backslash and no drive, so unzipping stays in one folder."""
+    import io
+    import zipfile
+
+    w = world
+    names = ["...", ".. x", "x ..", "-rf", "~", "C:evil.txt", "sub/..hidden", "sub/.../deeper.txt", "é/ü.txt",
+             "a\\b.txt", "../up.txt", "/abs.txt"]
+    data = b"zip me"
+    assert w.upload("mallory", data).status_code == 200
+    accepted = [n for n in names if w.commit("mallory", [w.put(n, data)], box=w.mallory_box).status_code == 200]
+    assert "..." in accepted and "~" in accepted  # (":" and "\\" are refused at commit)
+    share = w.call("POST", f"/v1/boxes/{w.mallory_box}/links", "mallory", json={"path": ""}).json()
+    try:
+        zipped = w.call("GET", share["url_path"], params={"dl": 1})
+        assert zipped.status_code == 200
+        entries = zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
+        assert len(entries) >= len(accepted)
+        for name in entries:
+            parts = name.rstrip("/").split("/")
+            assert not name.startswith("/") and "\\" not in name and ".." not in parts, name
+            assert ":" not in parts[0], name  # the top folder is the link's own name, never a drive
+    finally:
+        w.call("DELETE", f"/v1/links/{share['id']}", "mallory")

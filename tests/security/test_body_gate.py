@@ -90,3 +90,15 @@ def test_ordinary_json_bodies_are_small(unchanged: World) -> None:
     assert len(json.dumps(big)) > 2 * MIB and resp.status_code == 200, resp.text
     missing = w.call("POST", "/v1/blocks/missing", "mallory", json={"hashes": ["ab" * 32] * 50_000})
     assert missing.status_code == 200  # 3.4 MB of hashes: block lookups keep a limit of their own
+
+
+def test_deeply_nested_json_bodies_answer_4xx_not_500(unchanged: World) -> None:
+    w = unchanged
+    for depth in (1_000, 100_000):
+        for body in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+            for method, path in (("POST", "/v1/boxes"), ("POST", f"/v1/boxes/{w.box}/commits"),
+                                 ("POST", "/v1/blocks/missing"), ("POST", "/v1/devices"),
+                                 ("POST", f"/v1/boxes/{w.mallory_box}/links")):
+                answer = w.call(method, path, "mallory", data=body, headers={"Content-Type": "application/json"})
+                assert answer.status_code in (400, 404, 413, 422), (depth, path, answer.status_code, answer.text[:200])
+                assert answer.headers["content-type"] == "application/json"

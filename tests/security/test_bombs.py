@@ -144,3 +144,34 @@ def test_a_real_clients_largest_pack_still_fits(world: World) -> None:
     resp = w.call("POST", "/v1/blocks/pack", "mallory", data=encode_frames(frames))
     assert resp.status_code == 200, resp.text
     assert resp.json()["stored"] == 3
+
+
+def test_the_cpu_cap_of_an_upload_answers_413_and_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 10 s CPU cap of one upload's decoding, lowered so the test is fast: the same pack that fits
+    the byte budget answers 413 once its decoding has used up the CPU time, and nothing of it is kept."""
+    from fastapi.testclient import TestClient
+
+    from server_min.api.app import create_app
+    from server_min.service import expand
+    from server_min.wiring import service_for_data
+
+    assert expand.CPU_SECONDS == 10.0
+    service = service_for_data(tmp_path / "data")
+    app = create_app(service)
+    token = service.add_user("mallory")
+    frames = []
+    for i in range(12):  # 12 x 4 MiB of plain bytes: far inside the byte budget, a few tens of ms to decode
+        plain = os.urandom(16) + bytes(4 * MIB - 32) + i.to_bytes(16, "big")
+        frames.append(Frame(hashlib.sha256(plain).hexdigest(), CODEC_ZSTD, zstandard.ZstdCompressor().compress(plain)))
+    body = encode_frames(frames)
+    hashes = [f.sha256 for f in frames]
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        monkeypatch.setattr(expand, "CPU_SECONDS", 0.0)
+        answer = client.post("/v1/blocks/pack", content=body, headers=headers)
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"] == "too_large" and "too long" in answer.json()["message"]
+        assert client.post("/v1/blocks/missing", json={"hashes": hashes}, headers=headers).json()["missing"] == hashes
+        monkeypatch.setattr(expand, "CPU_SECONDS", 10.0)
+        assert client.post("/v1/blocks/pack", content=body, headers=headers).status_code == 200

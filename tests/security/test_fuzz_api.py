@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from server_min.app import create_app
+from server_min.api import create_app
+from server_min.wiring import service_for_data
 
 MAX_EXAMPLES = 25
 STATE: dict[str, Any] = {}
@@ -32,7 +33,7 @@ def _seeded_app() -> Any:
     """The app on a fresh data folder (removed at exit) holding a box, a file, a share and a link."""
     folder = Path(tempfile.mkdtemp(prefix="box-fuzz-"))
     atexit.register(shutil.rmtree, folder, True)
-    app = create_app(folder / "data")
+    app = create_app(service_for_data(folder / "data"))
     service = app.state.service
     token = service.add_user("fuzzer")
     service.add_user("friend")

@@ -20,14 +20,14 @@ ESCAPES = "\x1b]2;pwned\x07title\x1b[2Kerased\x9b31m"
 
 
 def _poison_tree(srv: EvilServer, extra: list[dict[str, Any]]) -> None:
-    honest = srv.service.tree
+    honest = srv.service.journal.tree
 
     def tree(caller: Any, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
         answer = honest(caller, box_id, at, when, prefix)
         answer["entries"] = answer["entries"] + extra
         return answer
 
-    srv.service.tree = tree
+    srv.service.journal.tree = tree
 
 
 def test_restore_to_refuses_paths_and_links_that_escape_dest(
@@ -62,13 +62,13 @@ def test_restore_to_refuses_paths_and_links_that_escape_dest(
 
 def test_a_change_feed_that_does_not_move_on_stops_the_pull(evil: tuple[EvilServer, Device, Device, Path]) -> None:
     srv, _, target, _ = evil
-    honest_changes = srv.service.changes
+    honest_changes = srv.service.journal.changes
 
     def stuck(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
         answer = honest_changes(caller, box_id, cursor, limit)
         return answer | {"more": True, "cursor": cursor, "head": cursor + 1000}
 
-    srv.service.changes = stuck
+    srv.service.journal.changes = stuck
     result = target.run("pull", check=False, timeout=60)
     assert result.code == 8, result
     assert "change feed" in result.err and "Traceback" not in result.err
@@ -77,7 +77,7 @@ def test_a_change_feed_that_does_not_move_on_stops_the_pull(evil: tuple[EvilServ
 def test_a_change_feed_that_runs_past_its_head_stops_at_the_head(
         evil: tuple[EvilServer, Device, Device, Path]) -> None:
     srv, _, target, _ = evil
-    honest_changes = srv.service.changes
+    honest_changes = srv.service.journal.changes
     calls = []
 
     def endless(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def test_a_change_feed_that_runs_past_its_head_stops_at_the_head(
         answer = honest_changes(caller, box_id, cursor, limit)
         return answer | {"more": True, "cursor": cursor + 1, "head": 50}
 
-    srv.service.changes = endless
+    srv.service.journal.changes = endless
     result = target.run("pull", "--json", check=False, timeout=60)
     assert result.code == 0, result
     assert len(calls) <= 50
@@ -170,6 +170,7 @@ def test_a_name_or_path_this_disk_cannot_hold_is_listed_and_the_pull_goes_on(
     assert result.code == 0, result.err
     refused = {r["path"] for r in result.json()["refused"]}
     assert deep in refused, refused
+    assert "n" * 254 + ".txt" in refused, refused  # 258 bytes: over the 255 any name may have
     assert target.read("legit.txt") == b"third version"
     again = target.run("pull", "--json", check=False)  # and no later pull is stuck on it
     assert again.code == 0, again.err
@@ -187,3 +188,16 @@ def test_a_pull_that_would_fill_the_disk_is_refused_before_it_writes(
     assert result.code == 1 and "not enough free space" in result.err and "Traceback" not in result.err
     assert target.read("legit.txt") == b"legit content"  # nothing of that pull was written
     assert not (target.root / "huge.bin").exists()
+
+
+def test_status_prints_names_with_their_control_characters_escaped(
+        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+    _, _, target, _ = evil
+    target.write(f"local{ESCAPES}.txt", "a name a neighbour or a pulled file could carry")
+    target.write(".boxignore", f"*.tmp{ESCAPES}\n")
+    result = target.run("status", check=False)
+    printed = result.out + result.err
+    assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed, printed
+    assert "\\x1b]2;pwned" in printed, printed
+    listed = target.run("status", "--json").json()  # --json stays exact
+    assert f"local{ESCAPES}.txt" in listed["added"] + [s["path"] for s in listed.get("skipped", [])]

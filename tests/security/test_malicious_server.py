@@ -72,3 +72,31 @@ def test_client_never_writes_through_a_symlink_from_the_server(
     assert not (outside / "through.txt").exists()
 
 
+
+
+def test_clone_from_a_poisoned_server_refuses_escaping_paths_and_links(
+        evil: tuple[EvilServer, Device, Device, Path], tmp_path: Path) -> None:
+    srv, _, target, outside = evil
+    entry = legit_entry(srv)
+    link = {**entry, "kind": "link", "blocks": [], "size": 0}
+    srv.poison = [entry | {"path": p} for p in ["../escape.txt", "a/../../escape.txt", ".box/config",
+                                                   str(outside / "absolute.txt")]]
+    srv.poison += [link | {"path": "pw", "target": "/etc/passwd"},
+                   link | {"path": "up", "target": "../../.bashrc"},
+                   link | {"path": "door", "target": str(outside)},
+                   entry | {"path": "door/through.txt"}]
+    fresh = tmp_path / "fresh"
+    before = snapshot(outside)
+    result = target.run("clone", srv.url, "b", str(fresh), "--device", "fresh", "--json", cwd=target.config,
+                        check=False)
+    assert "Traceback" not in result.err, result.err
+    assert result.code == 0, result.err
+    refused = {r["path"] for r in result.json()["pull"]["refused"]}
+    assert {"../escape.txt", "a/../../escape.txt", ".box/config", str(outside / "absolute.txt"), "pw", "up",
+            "door"} <= refused, refused
+    assert snapshot(outside) == before
+    assert not (tmp_path / "escape.txt").exists()
+    assert (fresh / "legit.txt").read_bytes() == b"legit content"
+    for path in fresh.rglob("*"):
+        assert not path.is_symlink(), path
+        assert path.resolve().is_relative_to(fresh.resolve()), path

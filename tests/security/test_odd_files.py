@@ -42,3 +42,15 @@ def test_a_name_not_in_nfc_form_is_listed_not_dropped(two_devices: tuple[Device,
     a.write(name, "decomposed")
     result = push(a)
     assert any(s["path"] == name for s in result["skipped"]), result
+
+
+def test_nfc_and_nfd_forms_of_one_name_side_by_side(two_devices: tuple[Device, Device]) -> None:
+    a, b = two_devices
+    a.write("caf\u00e9.txt", "composed")  # NFC
+    a.write("cafe\u0301.txt", "decomposed")  # NFD: the same name to a person, another to the disk
+    result = push(a)
+    assert [s["path"] for s in result["skipped"]] == ["cafe\u0301.txt"], result  # listed, not dropped
+    assert set(remote_paths(a)) == {"caf\u00e9.txt"}
+    b.run("pull")
+    assert b.files() == {"caf\u00e9.txt": b"composed"}  # never the other form's bytes under this name
+    assert (a.root / "cafe\u0301.txt").read_bytes() == b"decomposed"  # and nothing of the device is lost

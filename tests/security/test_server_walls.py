@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from server_min.slots import LONG_POLLS_PER_USER
+from server_min.api.slots import LONG_POLLS_PER_USER
 from tests.conftest import BOXCTL, ServerProc, free_port
 
 

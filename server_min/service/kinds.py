@@ -12,12 +12,12 @@ holds a non-empty folder already, so that a push of many new files pays next to 
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 
 from server_min.errors import Conflict
-from server_min.meta.sqlite import SqliteMeta
+from server_min.meta.base import CommitTx
+from server_min.meta.records import NewEntry
 
 SHOWN = 5  # children named per clashing path in the answer
 
@@ -28,14 +28,14 @@ class NotAFolder(Conflict):
     code = "not_a_folder"
 
 
-def folders_of(entries: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+def folders_of(entries: Iterable[NewEntry]) -> dict[str, bool]:
     """The folders directly holding the puts among `entries` ('' for the top): folder -> it holds a put of
     a file or link (only those can clash with a folder of the same name)."""
     leaves: set[str] = set()
     others: set[str] = set()
     for e in entries:  # one pass, two sets: the cheapest way found (a dict update per entry costs twice)
-        if e["op"] == "put":
-            (others if e["kind"] == "dir" else leaves).add(e["path"].rpartition("/")[0])
+        if e.op == "put":
+            (others if e.kind == "dir" else leaves).add(e.path.rpartition("/")[0])
     folders = dict.fromkeys(others, False)
     folders.update(dict.fromkeys(leaves, True))
     return folders
@@ -61,9 +61,8 @@ class CommitPaths(Protocol):
 class EntryPaths:
     """A commit sent in one request: its checked entries."""
 
-    def __init__(self, meta: SqliteMeta, conn: sqlite3.Connection, box_id: int,
-                 entries: list[dict[str, Any]]) -> None:
-        self.meta, self.conn, self.box_id, self.entries = meta, conn, box_id, entries
+    def __init__(self, tx: CommitTx, entries: list[NewEntry]) -> None:
+        self.tx, self.entries = tx, entries
         self._leaves: dict[str, list[str]] = {}  # folder -> the puts of files and links directly in it
 
     def folders(self) -> dict[str, bool]:
@@ -71,10 +70,10 @@ class EntryPaths:
         leaves = self._leaves
         others: set[str] = set()
         for e in self.entries:
-            if e["op"] == "put":
-                path = e["path"]
+            if e.op == "put":
+                path = e.path
                 folder = path.rpartition("/")[0]
-                if e["kind"] == "dir":
+                if e.kind == "dir":
                     others.add(folder)
                 elif folder in leaves:
                     leaves[folder].append(path)
@@ -86,38 +85,38 @@ class EntryPaths:
 
     def at(self, paths: Collection[str]) -> dict[str, tuple[str, str]]:
         wanted = set(paths)
-        return {e["path"]: (e["op"], e["kind"]) for e in self.entries if e["path"] in wanted}
+        return {e.path: (e.op, e.kind) for e in self.entries if e.path in wanted}
 
     def under(self, folder: str, limit: int = -1) -> list[tuple[str, str, str]]:
         start = folder + "/"
-        found = sorted((e["path"], e["op"], e["kind"]) for e in self.entries if e["path"].startswith(start))
+        found = sorted((e.path, e.op, e.kind) for e in self.entries if e.path.startswith(start))
         return found if limit < 0 else found[:limit]
 
     def leaves_holding(self, folders: Collection[str]) -> list[str]:
         leaves = [p for f in folders for p in self._leaves.get(f, ())]
-        return sorted(self.meta.holding(self.conn, self.box_id, leaves))
+        return sorted(self.tx.holding(leaves))
 
 
 class StagedPaths:
     """A staged commit: its changes wait in the stage, its folders were noted as the parts came."""
 
-    def __init__(self, meta: SqliteMeta, conn: sqlite3.Connection, box_id: int, stage: int) -> None:
-        self.meta, self.conn, self.box_id, self.stage = meta, conn, box_id, stage
+    def __init__(self, tx: CommitTx, stage: int) -> None:
+        self.tx, self.stage = tx, stage
 
     def folders(self) -> dict[str, bool]:
-        return self.meta.stage_folders(self.conn, self.stage)
+        return self.tx.stage_folders(self.stage)
 
     def at(self, paths: Collection[str]) -> dict[str, tuple[str, str]]:
-        return self.meta.staged_kinds(self.conn, self.stage, list(paths))
+        return self.tx.staged_kinds(self.stage, list(paths))
 
     def under(self, folder: str, limit: int = -1) -> list[tuple[str, str, str]]:
-        return self.meta.staged_under(self.conn, self.stage, folder, limit=limit)
+        return self.tx.staged_under(self.stage, folder, limit=limit)
 
     def leaves_holding(self, folders: Collection[str]) -> list[str]:
-        return self.meta.staged_leaves_holding(self.conn, self.box_id, self.stage, list(folders))
+        return self.tx.staged_leaves_holding(self.stage, list(folders))
 
 
-def clashes(meta: SqliteMeta, conn: sqlite3.Connection, box_id: int, commit: CommitPaths) -> list[dict[str, Any]]:
+def clashes(tx: CommitTx, commit: CommitPaths) -> list[dict[str, Any]]:
     """Every file or link that the commit would leave with paths under it: [{path, kind, children}]."""
     folders = commit.folders()
     found: dict[str, dict[str, Any]] = {}
@@ -129,7 +128,7 @@ def clashes(meta: SqliteMeta, conn: sqlite3.Connection, box_id: int, commit: Com
             above.add(folder)
             folder = folder.rpartition("/")[0]
     own = commit.at(above)
-    head = meta.present_kinds(conn, box_id, [p for p in above if p not in own])
+    head = tx.present_kinds([p for p in above if p not in own])
     for path in sorted(above):
         op, kind = own.get(path) or ("put", head.get(path, "dir"))
         if op == "put" and kind != "dir":
@@ -139,12 +138,12 @@ def clashes(meta: SqliteMeta, conn: sqlite3.Connection, box_id: int, commit: Com
     # 2. A file or link put where the head holds paths under that name that the commit leaves in place.
     # Only a folder holding a folder with something in it can hold such a name: a commit of new files
     # into new folders, or into folders of files, looks at no put file's name.
-    held = meta.holding(conn, box_id, [f for f, leaves in folders.items() if leaves], deeper=True)
+    held = tx.holding([f for f, leaves in folders.items() if leaves], deeper=True)
     for path in commit.leaves_holding(held) if held else []:
         if path in found:
             continue
         changed = {p for p, _, _ in commit.under(path)}
-        left = [p for p in meta.present_under(conn, box_id, path) if p not in changed]
+        left = [p for p in tx.present_under(path) if p not in changed]
         if left:
             found[path] = {"path": path, "kind": commit.at([path])[path][1], "children": left[:SHOWN]}
     return [found[p] for p in sorted(found)]

@@ -1,7 +1,7 @@
 """HTTP routes for sharing, password login and read-only links (the API under /v1, the pages under /l/).
 
 `install(app, service)` adds them to the app of app.py; like app.py, this module only validates and
-routes: the rules live in sharing.py, links.py and passwords.py.
+routes: the rules live in service/sharing.py, links.py and accounts.py.
 """
 
 from __future__ import annotations
@@ -9,51 +9,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from server_min import link_pages
-from server_min.limits import BodyLimit
-from server_min.links import LinkGone, Links, Target
-from server_min.passwords import CONCURRENT_VERIFY, Accounts, TooManyAttempts
-from server_min.service import Caller, Service, hash_token, new_token
-from server_min.slots import UploadThreads
+from server_min.api import link_pages
+from server_min.api.auth import Auth
+from server_min.api.limits import BodyLimit
+from server_min.api.models import BoxId, LinkIn, LoginIn, ShareIn
+from server_min.api.slots import UploadThreads
+from server_min.service import Service
+from server_min.service.links import LinkGone, Target
+from server_min.service.passwords import CONCURRENT_VERIFY, TooManyAttempts
 
 MAX_SMALL_BODY = 64 << 10
-LINK_EXPIRY_MAX = 10 * 365 * 86400.0
-BoxId = Annotated[int, Path(ge=0, lt=1 << 62)]
-
-
-class LoginIn(BaseModel):
-    user: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-
-
-class ShareIn(BaseModel):
-    user: str = Field(min_length=1, max_length=64)
-    path: str = Field(default="", max_length=4096)
-    role: str = Field(default="viewer", max_length=16)
-
-
-class LinkIn(BaseModel):
-    path: str = Field(default="", max_length=4096)
-    expires_in: float | None = Field(default=None, gt=0, le=LINK_EXPIRY_MAX)
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _caller(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
-    known = getattr(request.state, "caller", None)  # found by gate.AuthGate before the body was read
-    if known is not None:
-        return known
-    return request.app.state.service.authenticate(creds.credentials if creds else None)
-
-
-Auth = Annotated[Caller, Depends(_caller)]
 
 
 def _client_addr(request: Request) -> str:
@@ -62,10 +31,7 @@ def _client_addr(request: Request) -> str:
 
 def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) -> None:
     """Add the sharing, login and link routes to `app`, and body limits that also count chunked bodies."""
-    accounts = Accounts(service.sharing.store)
-    links = Links(service, service.sharing.store)
-    app.state.accounts = accounts
-    app.state.links = links
+    links = service.links
     app.add_middleware(BodyLimit, small_limit=MAX_SMALL_BODY, small_prefixes=("/v1/login", "/v1/links"),
                        small_suffixes=("/members", "/links"), json_limit=json_limit, blocks_limit=blocks_limit)
 
@@ -80,14 +46,9 @@ def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) 
     @api.post("/login")
     async def login(body: LoginIn, request: Request) -> dict[str, Any]:
         """Exchange a user name and password for a new account token (rate-limited; 429 with Retry-After)."""
-
-        def make() -> tuple[str, str]:
-            token = new_token()
-            return token, hash_token(token)
-
         # On threads of its own: a flood of logins waits on the event loop (an argon2 check takes tens of
         # MiB, so only a few run at once), never in the worker threads every other request needs.
-        return await to_thread.run_sync(accounts.login, body.user, body.password, _client_addr(request), make,
+        return await to_thread.run_sync(service.accounts.login, body.user, body.password, _client_addr(request),
                                         limiter=login_threads())
 
     @api.get("/boxes/{box_id}/members")
@@ -139,17 +100,17 @@ def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) 
             return HTMLResponse(link_pages.error_page(gone.status, gone.title, gone.message),
                                 status_code=gone.status, headers=link_pages.HEADERS)
         base = request.scope.get("root_path", "") + f"/l/{token}"
-        root_name = str(target.link["path"]).rsplit("/", 1)[-1] or target.box_name
+        root_name = target.link.path.rsplit("/", 1)[-1] or target.box_name
         if target.entry is not None:
             entry = target.entry
             if download:
                 headers = dict(link_pages.HEADERS) | {
                     "Content-Disposition": link_pages.content_disposition(target.name),
-                    "Content-Length": str(entry["size"]),
+                    "Content-Length": str(entry.size),
                 }
                 return StreamingResponse(links.file_bytes(entry), media_type="application/octet-stream",
                                          headers=headers)
-            page = link_pages.file_page(base, root_name, target.sub, target.name, entry["size"], entry["mtime_ns"])
+            page = link_pages.file_page(base, root_name, target.sub, target.name, entry.size, entry.mtime_ns)
             return HTMLResponse(page, headers=link_pages.HEADERS)
         if download:
             headers = dict(link_pages.HEADERS) | {

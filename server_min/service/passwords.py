@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from server_min.errors import BadRequest, ServerError, Unauthorized
-from server_min.meta.sqlite_sharing import SqliteSharing
+from server_min.meta.base import AccountStore
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -131,7 +131,7 @@ class RateLimiter:
                 del self._buckets[key]
 
 
-class Accounts:
+class Passwords:
     """Setting passwords (an admin on the server) and logging in with one (anyone, rate-limited).
 
     `per_pair` wrong passwords for one user from one address lock that pair; `per_addr` from one
@@ -139,7 +139,7 @@ class Accounts:
     it lasts, every address that has failed for it waits (each lock doubles, up to an hour).
     """
 
-    def __init__(self, store: SqliteSharing, per_user: int = 5, per_addr: int = 20, per_pair: int = 5,
+    def __init__(self, store: AccountStore, per_user: int = 5, per_addr: int = 20, per_pair: int = 5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.users = RateLimiter(per_user, clock=clock)
@@ -147,10 +147,10 @@ class Accounts:
         self.pairs = RateLimiter(per_pair, clock=clock)
 
     def set_password(self, name: str, password: str) -> None:
-        row = self.store.user(name)
-        if row is None:
+        user = self.store.user_by_name(name)
+        if user is None:
             raise BadRequest(f"no user named {name!r}")
-        self.store.set_password(int(row["id"]), hash_password(password))
+        self.store.set_password(user.id, hash_password(password))
 
     def login(self, name: str, password: str, addr: str, new_token: Callable[[], tuple[str, str]]) -> dict[str, str]:
         """Check a password and return a new token for the user; 401 if wrong, 429 when rate-limited.
@@ -165,18 +165,18 @@ class Accounts:
             wait = max(wait, self.users.wait(user_key))
         if wait > 0:
             raise TooManyAttempts(wait)
-        row = self.store.user(name) if isinstance(name, str) and 0 < len(name) <= 64 else None
-        stored = row["password_hash"] if row is not None else None
+        user = self.store.user_by_name(name) if isinstance(name, str) and 0 < len(name) <= 64 else None
+        stored = user.password_hash if user is not None else None
         if not isinstance(password, str) or len(password) > MAX_PASSWORD or not verify_password(stored, password):
             self.pairs.failure(pair_key)
             self.addrs.failure(addr_key)
             self.users.failure(user_key)
             raise Unauthorized("wrong user name or password")
-        assert row is not None
+        assert user is not None
         self.pairs.success(pair_key)
         token, token_hash = new_token()
-        self.store.add_token(int(row["id"]), token_hash)
-        return {"user": str(row["name"]), "token": token}
+        self.store.add_token(user.id, token_hash)
+        return {"user": user.name, "token": token}
 
 
-__all__ = ["Accounts", "RateLimiter", "TooManyAttempts", "hash_password", "verify_password"]
+__all__ = ["Passwords", "RateLimiter", "TooManyAttempts", "hash_password", "verify_password"]

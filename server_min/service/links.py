@@ -9,25 +9,22 @@ built on the fly (zipfile writing to a non-seekable sink: data descriptors, neve
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from box_common.paths import InvalidPath, is_under, normalize_path
 from server_min.errors import BadRequest, Damaged, Forbidden, NotFound, ServerError
-from server_min.integrity import verified_rows
-from server_min.meta.sqlite_sharing import SqliteSharing
-from server_min.sharing import folder_of
-
-if TYPE_CHECKING:
-    import sqlite3
-
-    from server_min.service import Caller, Service
+from server_min.integrity import verified
+from server_min.meta.base import MetaStore
+from server_min.meta.records import Entry, Link
+from server_min.service.access import Caller, Rights
+from server_min.service.blocks import Blocks
+from server_min.service.sharing import folder_of
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 MAX_EXPIRY = 10 * 365 * 86400.0
@@ -52,13 +49,13 @@ def hash_link_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """What a link URL points at: the link row, the path inside the box, and its entry (None for a folder)."""
+    """What a link URL points at: the link, the path inside the box, and its entry (None for a folder)."""
 
-    link: sqlite3.Row
+    link: Link
     box_name: str
     path: str  # box path of what is shown
     sub: str  # path relative to the link's own path ('' for the link itself)
-    entry: sqlite3.Row | None
+    entry: Entry | None
 
     @property
     def is_folder(self) -> bool:
@@ -72,23 +69,24 @@ class Target:
 class Links:
     """Create, list, revoke and open links."""
 
-    def __init__(self, service: Service, store: SqliteSharing) -> None:
-        self.service = service
-        self.store = store
+    def __init__(self, meta: MetaStore, rights: Rights, blocks: Blocks) -> None:
+        self.store = meta
+        self.rights = rights
+        self.blocks = blocks
 
     # --- managing links (authenticated) ---------------------------------------------------
 
     def create(self, caller: Caller, box_id: int, path: str, expires_in: float | None) -> dict[str, Any]:
         """A new link to `path` (relative to the caller's view of the box); the token is shown only here."""
-        access = self.service.access(caller, box_id)
+        access = self.rights.access(caller, box_id)
         if not access.can_write:
-            raise Forbidden(f"you have {access.role} access to box {access.box['name']!r}; "
+            raise Forbidden(f"you have {access.role} access to box {access.box.name!r}; "
                             "making links needs editor access")
         rel = folder_of(path)
         full = f"{access.prefix}/{rel}" if access.prefix and rel else access.prefix or rel
         kind = self.store.path_state(box_id, full)
         if kind is None:
-            raise NotFound(f"box {access.box['name']!r} has no {rel!r}")
+            raise NotFound(f"box {access.box.name!r} has no {rel!r}")
         if kind == "link":
             raise BadRequest(f"{rel!r} is a symbolic link; link to a file or a folder")
         if expires_in is not None and not (0 < expires_in <= MAX_EXPIRY):
@@ -103,22 +101,22 @@ class Links:
         """Links the caller made, and all links of boxes the caller owns; never their tokens."""
         now = time.time()
         listed = []
-        for row in self.store.links_for(caller.user_id, box_id):
-            path = str(row["path"])
-            if row["user_id"] == caller.user_id and row["owner"] != caller.name:
+        for listing in self.store.links_for(caller.user_id, box_id):
+            link = listing.link
+            path = link.path
+            if link.user_id == caller.user_id and listing.owner != caller.name:
                 try:
-                    access = self.service.access(caller, int(row["box_id"]))
+                    access = self.rights.access(caller, link.box_id)
                 except NotFound:
                     continue
                 if access.prefix:
                     if not is_under(path, access.prefix):
                         continue
                     path = path[len(access.prefix) + 1 :] if path != access.prefix else ""
-            state = "revoked" if row["revoked"] else "expired" if row["expires"] and row["expires"] <= now \
-                else "active"
-            listed.append({"id": row["id"], "box": f"{row['owner']}/{row['box']}", "box_id": row["box_id"],
-                           "path": path, "creator": row["creator"], "created": row["created"],
-                           "expires": row["expires"], "state": state})
+            state = "revoked" if link.revoked else "expired" if link.expires and link.expires <= now else "active"
+            listed.append({"id": link.id, "box": f"{listing.owner}/{listing.box}", "box_id": link.box_id,
+                           "path": path, "creator": listing.creator, "created": link.created,
+                           "expires": link.expires, "state": state})
         return listed
 
     def revoke(self, caller: Caller, ref: str) -> dict[str, Any]:
@@ -128,14 +126,14 @@ class Links:
             row = self.store.link(int(ref))
         elif re.fullmatch(r"[0-9a-f]{64}", ref):
             row = self.store.link_by_hash(ref)
-        if row is not None and row["user_id"] != caller.user_id:
-            box = self.service.meta.box(int(row["box_id"]))
-            if box is None or box["owner_id"] != caller.user_id:
+        if row is not None and row.user_id != caller.user_id:
+            box = self.store.box(row.box_id)
+            if box is None or box.owner_id != caller.user_id:
                 row = None
         if row is None:
             raise NotFound(f"no link {ref[:80]!r} of yours; see 'boxctl link ls'")
-        self.store.revoke_link(int(row["id"]))
-        return {"id": row["id"], "revoked": True}
+        self.store.revoke_link(row.id)
+        return {"id": row.id, "revoked": True}
 
     # --- opening links (anyone with the URL) ------------------------------------------------
 
@@ -146,14 +144,14 @@ class Links:
         row = self.store.link_by_hash(hash_link_token(token))
         if row is None:
             raise LinkGone(404, "No such link", "This link does not exist. Check that you copied all of it.")
-        if row["revoked"]:
+        if row.revoked:
             raise LinkGone(410, "Link revoked", "The owner has turned this link off.")
-        if row["expires"] is not None and row["expires"] <= time.time():
+        if row.expires is not None and row.expires <= time.time():
             raise LinkGone(410, "Link expired", "This link has expired. Ask its owner for a new one.")
-        box_id, path = int(row["box_id"]), str(row["path"])
+        box_id, path = row.box_id, row.path
         # The link lives only as long as its maker may still read what it points at.
-        shares = self.service.meta.memberships(box_id, int(row["user_id"]))
-        if not any(is_under(path, s["prefix"]) for s in shares):
+        shares = self.store.memberships(box_id, row.user_id)
+        if not any(is_under(path, s.prefix) for s in shares):
             raise LinkGone(410, "Link no longer works", "What this link shared is no longer shared.")
         sub = sub.strip("/")
         if sub:
@@ -162,14 +160,14 @@ class Links:
             except InvalidPath:
                 raise LinkGone(404, "Not found", "There is nothing at this address.") from None
         full = f"{path}/{sub}" if path and sub else path or sub
-        box = self.service.meta.box(box_id)
-        box_name = str(box["name"]) if box else "box"
+        box = self.store.box(box_id)
+        box_name = box.name if box else "box"
         entry = self.store.current(box_id, full) if full else None
         if entry is not None:
-            verified_rows([entry])
-        if entry is not None and entry["kind"] == "file":
+            verified([entry])
+        if entry is not None and entry.kind == "file":
             return Target(row, box_name, full, sub, entry)
-        if (entry is not None and entry["kind"] == "dir") or self.store.path_state(box_id, full) == "dir":
+        if (entry is not None and entry.kind == "dir") or self.store.path_state(box_id, full) == "dir":
             return Target(row, box_name, full, sub, None)
         raise LinkGone(404, "Not found", "This file or folder is no longer there.")
 
@@ -178,29 +176,29 @@ class Links:
         children: dict[str, dict[str, Any]] = {}
         base = target.path
         cut = len(base) + 1 if base else 0
-        for row in verified_rows(self.store.current_under(int(target.link["box_id"]), base)):
-            rel = str(row["path"])[cut:]
+        for row in verified(self.store.current_under(target.link.box_id, base)):
+            rel = row.path[cut:]
             name, _, rest = rel.partition("/")
             if rest:  # something deeper: its top folder is a child even without an entry of its own
                 children.setdefault(name, {"name": name, "kind": "dir", "size": 0, "mtime_ns": 0})
                 continue
-            children[name] = {"name": name, "kind": row["kind"], "size": row["size"], "mtime_ns": row["mtime_ns"],
-                              "target": row["target"]}
+            children[name] = {"name": name, "kind": row.kind, "size": row.size, "mtime_ns": row.mtime_ns,
+                              "target": row.target}
         return sorted(children.values(), key=lambda c: (c["kind"] != "dir", c["name"].lower(), c["name"]))
 
-    def file_bytes(self, entry: sqlite3.Row) -> Iterator[bytes]:
+    def file_bytes(self, entry: Entry) -> Iterator[bytes]:
         """The plain bytes of a file entry, block by block, each checked against its SHA-256."""
-        blob = bytes(entry["blocks"])
+        blob = entry.blocks
         digests = [blob[i : i + 32] for i in range(0, len(blob), 32)]
         for start in range(0, len(digests), 256):
             part = digests[start : start + 256]
-            rows = self.store.block_rows(part)
+            stored = self.store.stored_blocks(part)
             for digest in part:
-                row = rows.get(digest)
-                if row is None:
-                    raise Damaged(f"block {digest.hex()} of {entry['path']} is missing from the store",
+                block = stored.get(digest)
+                if block is None:
+                    raise Damaged(f"block {digest.hex()} of {entry.path} is missing from the store",
                                   blocks=[digest.hex()])
-                yield self.service.verified_plain(digest.hex(), row)
+                yield self.blocks.verified_plain(block)
 
     def zip_stream(self, target: Target) -> Iterator[bytes]:
         """A zip of everything under a folder target, produced piece by piece as it is read."""
@@ -208,18 +206,18 @@ class Links:
         top = target.name
         cut = len(target.path) + 1 if target.path else 0
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for row in verified_rows(self.store.current_under(int(target.link["box_id"]), target.path)):
-                rel = f"{top}/{str(row['path'])[cut:]}"
-                when = time.gmtime(max(row["mtime_ns"] // 1_000_000_000, 315532800))[:6]
-                if row["kind"] == "dir":
+            for row in verified(self.store.current_under(target.link.box_id, target.path)):
+                rel = f"{top}/{row.path[cut:]}"
+                when = time.gmtime(max(row.mtime_ns // 1_000_000_000, 315532800))[:6]
+                if row.kind == "dir":
                     info = zipfile.ZipInfo(rel + "/", date_time=when)
                     info.external_attr = (0o40755 << 16) | 0x10
                     zf.writestr(info, b"")
-                elif row["kind"] == "file":
+                elif row.kind == "file":
                     info = zipfile.ZipInfo(rel, date_time=when)
                     info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = ((row["mode"] & 0o777) | 0o100000) << 16
-                    with zf.open(info, "w", force_zip64=row["size"] >= 1 << 31) as out:
+                    info.external_attr = ((row.mode & 0o777) | 0o100000) << 16
+                    with zf.open(info, "w", force_zip64=row.size >= 1 << 31) as out:
                         for piece in self.file_bytes(row):
                             out.write(piece)
                             if sink.size >= ZIP_PART:
@@ -256,24 +254,4 @@ class _Sink:
         return data
 
 
-class RedactLinkTokens(logging.Filter):
-    """Replaces link tokens in access-log lines, so that a log never holds a working link."""
-
-    PATTERN = re.compile(r"/l/[A-Za-z0-9_-]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self.PATTERN.sub("/l/<redacted>", a) if isinstance(a, str) else a
-                                for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = self.PATTERN.sub("/l/<redacted>", record.msg)
-        return True
-
-
-def redact_access_log() -> None:
-    """Install the redaction on uvicorn's loggers (call before uvicorn starts)."""
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logging.getLogger(name).addFilter(RedactLinkTokens())
-
-
-__all__ = ["LinkGone", "Links", "Target", "hash_link_token", "redact_access_log"]
+__all__ = ["LinkGone", "Links", "Target", "hash_link_token"]

@@ -1,0 +1,78 @@
+"""Numbered migrations of the SQLite metadata database, its version kept in `PRAGMA user_version`.
+
+`migrations/NNNN_name.sql` are applied in order, each in its own transaction with the version it
+brings; a database at version N gets the files numbered above N. A database made before numbered
+migrations (version 0, tables present) is adopted by 0001, whose every statement is IF NOT EXISTS.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+
+NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was made by a newer Box than this one: it is not touched."""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, file name, SQL) of every migration, in order; numbered 1, 2, 3... without gaps."""
+    found = []
+    for item in (resources.files(__package__) / "migrations").iterdir():
+        match = NAME.match(item.name)
+        if match:
+            found.append((int(match.group(1)), item.name, item.read_text(encoding="utf-8")))
+    found.sort()
+    if [n for n, _, _ in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations are not numbered 1..{len(found)}: {[name for _, name, _ in found]}")
+    return found
+
+
+def latest() -> int:
+    """The schema version this code writes."""
+    return len(migrations())
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def upgrade(conn: sqlite3.Connection) -> list[str]:
+    """Bring the database on `conn` (autocommit mode) to the latest version, in one transaction taken
+    before the version is read (two processes opening a new database apply each step once); the names
+    of the files applied."""
+    steps = migrations()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = version(conn)
+        if current > len(steps):
+            raise SchemaTooNew(f"the metadata database is at schema version {current}, newer than this "
+                               f"server ({len(steps)}): run the newer Box, or restore a backup")
+        applied = []
+        for number, name, sql in steps[current:]:
+            for statement in statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            applied.append(name)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return applied
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a script, one by one (executescript would commit the transaction)."""
+    found, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            found.append(buffer.strip())
+            buffer = ""
+    return found
+
+
+__all__ = ["SchemaTooNew", "latest", "migrations", "upgrade", "version"]
