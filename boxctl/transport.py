@@ -1,4 +1,5 @@
-"""The HTTP client: one pooled session per server, retries with backoff and jitter, typed calls.
+"""The HTTP client: one pooled session per server, retries with backoff and jitter, a bandwidth limit
+and byte counts. It knows no routes: boxctl.api names them.
 
 Errors come back as BoxError subclasses; nothing above this module sees `requests`.
 """
@@ -34,7 +35,7 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 PIECE = 64 << 10
 # The most one answer read whole may hold (a JSON page, a tree, an error, a block): a hostile server could
 # otherwise send an endless body into memory. A change page of 20,000 entries is a few MiB; a tree of a box
-# of 1,000,000 files about 350 MiB, so `tree` may ask for more (see Engine.tree).
+# of 1,000,000 files about 350 MiB, so `tree` may ask for more (see Api.tree).
 MAX_ANSWER = 64 << 20
 
 
@@ -73,7 +74,7 @@ def parse_rate(text: str) -> float | None:
 class Transport:
     """Calls to one server as one user; safe to share between threads."""
 
-    def __init__(self, server: str, token: str, *, timeout: float = 60.0, retries: int = 6,
+    def __init__(self, server: str, token: str | None, *, timeout: float = 60.0, retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, pool: int = 16,
                  bwlimit: float | None = None, stop: threading.Event | None = None,
                  verify: str | bool | None = None) -> None:
@@ -90,13 +91,15 @@ class Transport:
         self.session.mount("https://", adapter)
         # Passed with every request: a session's own setting loses to $REQUESTS_CA_BUNDLE in requests.
         self.verify = tls_trust(server) if verify is None else verify
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        if token is not None:  # None: a call that authenticates by other means (a password login)
+            self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "boxctl/0.1"
         self.sent_bytes = 0
         self.received_bytes = 0
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Close the pooled connections."""
         self.session.close()
 
     def _count(self, sent: int, received: int) -> None:
@@ -175,6 +178,7 @@ class Transport:
             raise NetworkError("stopped while waiting to retry")
 
     def get_json(self, route: str, *, max_bytes: int = MAX_ANSWER, **params: Any) -> Any:
+        """GET `route` with the params that are not None; its JSON answer (at most `max_bytes` of it)."""
         response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None},
                                 max_bytes=max_bytes)
         self._count(0, len(response.content))
@@ -187,31 +191,27 @@ class Transport:
         return _parsed(response)
 
     def get_bytes(self, route: str, **params: Any) -> bytes:
+        """GET `route`; its body as bytes."""
         response = self.request("GET", route, params={k: v for k, v in params.items() if v is not None})
         self._count(0, len(response.content))
         return response.content
 
-    def post_bytes(self, route: str, body: Any) -> bytes:
-        response = self.request("POST", route, json=body)
+    def post_bytes(self, route: str, body: Any, **params: Any) -> bytes:
+        """POST `body` as JSON (retried: idempotent); the answer's body as bytes."""
+        response = self.request("POST", route, json=body, params=params or None)
         self._count(len(response.request.body or b""), len(response.content))
         return response.content
 
     def post_json(self, route: str, body: Any, idempotent: bool = True) -> Any:
+        """POST `body` as JSON; its JSON answer (`idempotent=False`: not resent once it may have arrived)."""
         response = self.request("POST", route, json=body, idempotent=idempotent)
         self._count(len(response.request.body or b""), len(response.content))
         return _parsed(response)
 
-    # --- blocks -----------------------------------------------------------------------------
+    # --- frames: block bodies (the routes that carry them are named by boxctl.api) ----------------
 
-    def missing(self, hashes: list[str]) -> set[str]:
-        """Which of `hashes` this user must upload."""
-        found: set[str] = set()
-        for start in range(0, len(hashes), 10_000):
-            found.update(self.post_json("/blocks/missing", {"hashes": hashes[start : start + 10_000]})["missing"])
-        return found
-
-    def upload_pack(self, body: bytes | Sequence[bytes | memoryview]) -> dict[str, Any]:
-        """Upload a body of frames (idempotent: the server skips blocks it already holds).
+    def post_frames(self, route: str, body: bytes | Sequence[bytes | memoryview]) -> Any:
+        """POST a body of frames (retried: the routes that take one are idempotent); its JSON answer.
 
         `body` may be a list of buffers (see box_common.frames.frame_parts): they are sent one after
         another, as one request with a Content-Length, without being joined into a copy first.
@@ -219,16 +219,16 @@ class Transport:
         parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
         data = _Parts(parts, self.limiter)
         headers = {"Content-Type": "application/x-box-frames"}
-        response = self.request("POST", "/blocks/pack", data=data, headers=headers)
+        response = self.request("POST", route, data=data, headers=headers)
         self._count(len(data), len(response.content))
         return _parsed(response)
 
-    def fetch(self, hashes: list[str]) -> Iterator[Frame]:
-        """Download blocks as frames, in the order asked (the caller verifies each hash)."""
-        response = self.request("POST", "/blocks/fetch", json={"hashes": hashes}, stream=True)
+    def stream_frames(self, route: str, body: Any, count: int) -> Iterator[Frame]:
+        """POST `body` and read `count` frames from the answer as they arrive (the caller verifies each)."""
+        response = self.request("POST", route, json=body, stream=True)
         try:
             raw = response.raw
-            for _ in hashes:
+            for _ in range(count):
                 header = _read_exact(raw, HEADER.size)
                 digest, codec, length = HEADER.unpack(header)
                 if length > MAX_BLOCK + 1024:  # never buffer what no block can be

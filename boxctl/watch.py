@@ -30,11 +30,11 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from boxctl.api import Api
 from boxctl.config import BOX_DIR
 from boxctl.engine import Engine
 from boxctl.errors import AuthError, BoxError, NetworkError
-from boxctl.transport import Transport
-from boxctl.workspace import TEMP_PREFIX
+from boxctl.local.workspace import TEMP_PREFIX
 
 DEBOUNCE = 0.25  # quiet time after the last event before a round starts
 MAX_DEBOUNCE = 3.0  # a steady stream of events still syncs at least this often
@@ -104,11 +104,11 @@ class FolderEvents(FileSystemEventHandler):
 class Watcher:
     """Runs sync rounds until stopped; reports each change through `log` and its state through `status`."""
 
-    def __init__(self, make_engine: Callable[[], Engine], transport: Transport, root: Path,
+    def __init__(self, make_engine: Callable[[], Engine], api: Api, root: Path,
                  log: Callable[[str], None], status: Callable[[str], None], poll_timeout: float = POLL_TIMEOUT,
                  stop: threading.Event | None = None) -> None:
         self.make_engine = make_engine
-        self.transport = transport
+        self.api = api
         self.root = root
         self.log = log
         self.status = status
@@ -132,7 +132,7 @@ class Watcher:
         observer.start()
         engine = self.make_engine()
         self.state.cursor = engine.index.cursor
-        poller = threading.Thread(target=self._poll, args=(engine.box,), name="longpoll", daemon=True)
+        poller = threading.Thread(target=self._poll, args=(engine.box_id,), name="longpoll", daemon=True)
         poller.start()
         failures = 0
         try:
@@ -222,12 +222,12 @@ class Watcher:
                 state.local_dirty = state.local_dirty or local
             raise
 
-    def _poll(self, box: str) -> None:
+    def _poll(self, box_id: int) -> None:
         """Long-poll the server; mark remote work when the box moves past our cursor."""
         failures = 0
         while not self.state.stop.is_set():
             try:
-                answer = self.transport.get_json(f"{box}/wait", cursor=self.state.cursor, timeout=self.poll_timeout)
+                answer = self.api.wait(box_id, self.state.cursor, self.poll_timeout)
                 failures = 0
                 if answer.get("changes"):
                     self.state.round_done.clear()

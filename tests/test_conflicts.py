@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from boxctl.conflicts import conflict_name, move_aside
-from boxctl.durable import _rename_noreplace_portable, rename_noreplace
+from boxctl.engine.conflicts import conflict_name, move_aside
+from boxctl.local.durable import _rename_noreplace_portable, rename_noreplace
 
 WHEN = time.mktime((2026, 11, 25, 10, 15, 0, 0, 0, -1))
 RENAMES = [rename_noreplace, _rename_noreplace_portable]

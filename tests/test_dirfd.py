@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from boxctl import dirfd
-from boxctl.conflicts import move_aside
-from boxctl.dirfd import SafeRoot
-from boxctl.durable import _rename_noreplace_portable, rename_noreplace, write_temp
-from boxctl.workspace import UnsafePath, remove_path
+from boxctl.engine.conflicts import move_aside
+from boxctl.local import dirfd
+from boxctl.local.dirfd import SafeRoot
+from boxctl.local.durable import _rename_noreplace_portable, rename_noreplace, write_temp
+from boxctl.local.workspace import UnsafePath, remove_path
 
 
 def open_fds() -> int:

@@ -1,4 +1,4 @@
-"""boxctl.forked: a function run in a forked child, its result read back."""
+"""boxctl.local.forked: a function run in a forked child, its result read back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from boxctl.forked import Forked, ForkFailed, can_fork
+from boxctl.local.forked import Forked, ForkFailed, can_fork
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forked children are used on Linux only")
 

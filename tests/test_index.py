@@ -1,4 +1,4 @@
-"""boxctl.index: the local SQLite index of a synced folder."""
+"""boxctl.local.index: the local SQLite index of a synced folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from boxctl.index import (
+from boxctl.local.index import (
     PENDING_REV,
     RACY_NS,
     REBUILDING,
@@ -312,3 +312,24 @@ def test_a_rebuild_cut_short_is_damage(tmp_path: Path) -> None:
     index.close()
     with pytest.raises(IndexDamaged, match="cut short"):
         Index(path)
+
+
+def test_an_index_cut_short_while_it_is_made_leaves_no_file_without_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone killed while it makes its index: the next command must find no index (and make one), never a
+    file without tables, which it would take for a damaged index."""
+    import boxctl.local.index as index_module
+
+    path = tmp_path / "index.db"
+    good = index_module.SCHEMA
+    monkeypatch.setattr(index_module, "SCHEMA", good + "CREATE TABLE cut short here;")  # fails after the tables
+    with pytest.raises(sqlite3.OperationalError):
+        Index(path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(index_module, "SCHEMA", good)
+    index = Index(path)
+    try:
+        assert index.cursor == 0 and index.entries() == {}
+    finally:
+        index.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.db"]

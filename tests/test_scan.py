@@ -1,5 +1,5 @@
 """Scanning a synced folder: the walk shared out among forked children, the walk begun at start-up
-(boxctl.prescan), and what the engine makes of a scan (folders it could not list)."""
+(boxctl.local.prescan), and what the engine makes of a scan (folders it could not list)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from boxctl import prescan
 from boxctl.config import BoxConfig
 from boxctl.engine import Engine
 from boxctl.errors import UsageError
-from boxctl.index import STATS_CACHE, IndexEntry
+from boxctl.local import prescan
+from boxctl.local.index import STATS_CACHE, IndexEntry
+from boxctl.local.workspace import IGNORE_FILE, PARTIAL_PREFIX, TEMP_PREFIX, Workspace
 from boxctl.transport import Transport
-from boxctl.workspace import IGNORE_FILE, PARTIAL_PREFIX, TEMP_PREFIX, Workspace
 from tests.test_workspace import put
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the shared walk forks, on Linux only")
@@ -25,8 +25,8 @@ linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the shared walk
 @pytest.fixture(autouse=True)
 def forks_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fork even if earlier tests left idle threads behind (they hold no lock a child needs)."""
-    monkeypatch.setattr("boxctl.workspace.can_fork", lambda: True)
-    monkeypatch.setattr("boxctl.prescan.can_fork", lambda: True)
+    monkeypatch.setattr("boxctl.local.workspace.can_fork", lambda: True)
+    monkeypatch.setattr("boxctl.local.prescan.can_fork", lambda: True)
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def root(tmp_path: Path) -> Path:
     put(r, "photos/s1/build/out.o")  # ignored by the rules below
     put(r, "photos/s2/app.log")  # ignored
     put(r, f"docs/s3/{TEMP_PREFIX}abc")  # a temp of a transfer cut off: reported for removal
-    put(r, f"docs/s4/{PARTIAL_PREFIX}resume")  # a resumable pull's temp: listed too (boxctl.temps decides)
+    put(r, f"docs/s4/{PARTIAL_PREFIX}resume")  # a resumable pull's temp: listed too (boxctl.local.temps decides)
     put(r, "docs/s0/cafe\u0301.txt")  # not NFC: skipped with a reason
     os.symlink("../top.txt", r / "docs/s1/link")
     os.mkfifo(r / "photos/s3/fifo")
@@ -172,7 +172,7 @@ def test_nothing_inside_a_folder_that_cannot_be_listed_counts_as_deleted(root: P
 
 @linux_only
 def test_a_big_index_compares_through_the_shared_walk(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("boxctl.engine.PARALLEL_SCAN", 1)
+    monkeypatch.setattr("boxctl.engine.changes.PARALLEL_SCAN", 1)
     calls = []
     start_scan = Workspace.start_scan
     monkeypatch.setattr(Workspace, "start_scan", lambda self, *a, **k: calls.append(a) or start_scan(self, *a, **k))

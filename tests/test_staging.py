@@ -1,13 +1,14 @@
-"""boxctl.staging: parts of a commit go to the server only once their blocks have landed (real server)."""
+"""boxctl.transfer.staging: parts of a commit go to the server only once their blocks have landed (real server)."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
+from boxctl.api import Api
 from boxctl.chunking import Block
-from boxctl.staging import CommitStager
-from boxctl.transfer import BlockUploader
+from boxctl.transfer.staging import CommitStager
+from boxctl.transfer.upload import BlockUploader
 from boxctl.transport import Transport
 from tests.conftest import ServerProc
 
@@ -26,10 +27,10 @@ def changes_with_blocks(uploader: BlockUploader, stager: CommitStager, count: in
 
 
 def test_parts_wait_for_their_blocks_then_commit_as_one(server: ServerProc) -> None:
-    transport = Transport(server.url, server.add_user("alice"))
-    box = f"/boxes/{transport.post_json('/boxes', {'name': 'docs'})['id']}"
-    uploader = BlockUploader(transport, 2)
-    stager = CommitStager(transport, box, uploader, to_json=dict, part=3)
+    api = Api(Transport(server.url, server.add_user("alice")))
+    box_id = api.create_box("docs")["id"]
+    uploader = BlockUploader(api, 2)
+    stager = CommitStager(api, box_id, uploader, to_json=dict, part=3)
     changes = changes_with_blocks(uploader, stager, 10)
     stager.poll()
     assert stager.sent == []  # no block has been sent yet: nothing may be staged
@@ -42,16 +43,16 @@ def test_parts_wait_for_their_blocks_then_commit_as_one(server: ServerProc) -> N
     assert stage is not None
     rest = [c for c in changes if not stager.is_staged(c)]
     assert rest == changes[9:]
-    answer = transport.post_json(f"{box}/commits", {"changes": rest, "stage": stage})
+    answer = api.transport.post_json(f"/boxes/{box_id}/commits", {"changes": rest, "stage": stage})
     assert answer["changes"] == 10
-    assert len(transport.get_json(f"{box}/tree")["entries"]) == 10
+    assert len(api.tree(box_id)["entries"]) == 10
 
 
 def test_without_stages_on_the_server_every_change_stays_for_the_commit(server: ServerProc) -> None:
-    transport = Transport(server.url, server.add_user("alice"))
-    uploader = BlockUploader(transport, 2)
+    api = Api(Transport(server.url, server.add_user("alice")))
+    uploader = BlockUploader(api, 2)
     # No such box, as a server from before staged commits has no such route: both answer 404.
-    stager = CommitStager(transport, "/boxes/987654", uploader, to_json=dict, part=2)
+    stager = CommitStager(api, 987654, uploader, to_json=dict, part=2)
     changes = changes_with_blocks(uploader, stager, 5)
     uploader.finish()
     stager.poll()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boxctl import temps
-from boxctl.temps import PullTemps
+from boxctl.local import temps
+from boxctl.local.temps import PullTemps
 
 
 def box(tmp_path: Path) -> Path:

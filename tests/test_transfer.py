@@ -1,4 +1,4 @@
-"""boxctl.transfer: how blocks are grouped into batches (small first, then full size)."""
+"""boxctl.transfer.upload: how blocks are grouped into batches (small first, then full size)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import os
 
 from boxctl.config import BoxConfig
 from boxctl.engine import Engine
-from boxctl.transfer import (
+from boxctl.transfer.download import _groups
+from boxctl.transfer.upload import (
     BATCH_BLOCKS,
     BATCH_BYTES,
     FIRST_BATCH_BLOCKS,
     FIRST_BATCH_BYTES,
     IN_FLIGHT,
-    _groups,
     batch_limits,
     default_jobs,
     default_uploads,
@@ -76,7 +76,7 @@ def test_a_server_cannot_make_the_client_allocate_a_bomb() -> None:
 
     from box_common.frames import CODEC_ZSTD, Frame
     from boxctl.errors import BoxError
-    from boxctl.transfer import decode_block
+    from boxctl.transfer.download import decode_block
 
     cobj = zstandard.ZstdCompressor(level=1).compressobj(size=1 << 30)
     bomb = b"".join(cobj.compress(bytes(1 << 20)) for _ in range(1024)) + cobj.flush()

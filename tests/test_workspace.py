@@ -1,4 +1,4 @@
-"""boxctl.workspace: walking a synced folder, .boxignore, safe paths, and crash-safe writes."""
+"""boxctl.local.workspace: walking a synced folder, .boxignore, safe paths, and crash-safe writes."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from boxctl import durable
-from boxctl.durable import fsync_write
 from boxctl.errors import UsageError
-from boxctl.workspace import (
+from boxctl.local import durable
+from boxctl.local.durable import fsync_write
+from boxctl.local.workspace import (
     IGNORE_FILE,
     TEMP_PREFIX,
     UnsafePath,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import time
 
-from boxctl.index import STATS_CACHE
-from boxctl.prescan import BIG_INDEX_BYTES
+from boxctl.local.index import STATS_CACHE
+from boxctl.local.prescan import BIG_INDEX_BYTES
 from tests.conftest import Device
 from tests.e2e.helpers import assert_clean, pull, push, status
 

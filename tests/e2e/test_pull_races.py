@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from boxctl.conflicts import conflict_name
+from boxctl.engine.conflicts import conflict_name
 from tests.conftest import BOXCTL, Device, ServerProc, wait_until
 from tests.e2e.helpers import assert_clean, conflict_copy_re, pull, push
 from tests.faultproxy import FaultProxy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from boxctl.staging import STAGE_PART
+from boxctl.transfer.staging import STAGE_PART
 from tests.conftest import Device
 from tests.e2e.helpers import commits, push
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from boxctl.workspace import TEMP_PREFIX
+from boxctl.local.workspace import TEMP_PREFIX
 from tests.conftest import Device
 from tests.e2e.helpers import (
     commits,

@@ -4,6 +4,8 @@ whose bytes run past its declared size, a zstd bomb, and a restore --to that wou
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,11 +16,17 @@ import pytest
 
 from boxctl.errors import ServerRefused
 from boxctl.transport import MAX_ANSWER, Transport
-from tests.conftest import Device
+from tests.conftest import BOXCTL, Device, Result
 from tests.security.evil_server import EvilServer, legit_entry
 
 PIECE = b'{"path": "' + b"x" * 1000 + b'", "op": "put"},'
 GIVE_UP = 256 << 20  # the server stops there: an unbounded client would have read it all
+# Runs a command in a fresh small process and writes its peak memory (KiB) to a file. A command started by
+# pytest itself starts with pytest's own peak as its high-water mark (the kernel carries it over exec), so
+# a pytest grown by earlier tests would be measured instead of the command.
+PEAK_OF = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+           "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+           "sys.exit(code)")
 
 
 class _Endless(BaseHTTPRequestHandler):
@@ -137,11 +145,12 @@ class _NewNamesTransport:
 
 
 def test_a_change_feed_is_bounded_in_paths_held(monkeypatch: pytest.MonkeyPatch) -> None:
-    from boxctl import engine as engine_module
+    from boxctl.engine import Engine
+    from boxctl.engine import pull as pull_module
 
-    assert engine_module.MAX_FEED_PATHS <= 1_000_000  # about 1.3 GB of entries at most
-    monkeypatch.setattr(engine_module, "MAX_FEED_PATHS", 2000)
-    engine = engine_module.Engine.__new__(engine_module.Engine)
+    assert pull_module.MAX_FEED_PATHS <= 1_000_000  # about 1.3 GB of entries at most
+    monkeypatch.setattr(pull_module, "MAX_FEED_PATHS", 2000)
+    engine = Engine.__new__(Engine)
     engine.transport = _NewNamesTransport()  # type: ignore[assignment]
     engine.config = type("C", (), {"box_id": 1})()  # type: ignore[assignment]
     with pytest.raises(ServerRefused, match="2,000 paths"):
@@ -149,12 +158,11 @@ def test_a_change_feed_is_bounded_in_paths_held(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_zstd_bombs_from_the_server_are_refused_in_bounded_memory(
-        evil: tuple[EvilServer, Device, Device, Path]) -> None:
+        evil: tuple[EvilServer, Device, Device, Path], tmp_path: Path) -> None:
     """The evil server answers two blocks with zstd bombs: one frame declaring 1 GiB in its header, one
     that declares no content size and streams 64 MiB of zeros. Each file is listed as damaged, the other
     files of the pull are written, and the client never holds more than about one block."""
     import hashlib
-    import resource
 
     import zstandard
 
@@ -183,11 +191,14 @@ def test_zstd_bombs_from_the_server_are_refused_in_bounded_memory(
     srv.service.blocks.frame_bytes = frame_bytes
     honest_read = srv.service.blocks.read  # a block that arrived damaged is asked for again alone
     srv.service.blocks.read = lambda caller, sha: bombs.get(sha) or honest_read(caller, sha)
-    result = target.run("pull", "--json", check=False)
+    peak_file = tmp_path / "pull-peak"
+    proc = subprocess.run([sys.executable, "-c", PEAK_OF, str(peak_file), *BOXCTL, "pull", "--json"],
+                          cwd=target.root, env=target.env(), capture_output=True, text=True, timeout=300)
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in result.err, result.err
     damaged = {d["path"] for d in result.json()["damaged"]}
     assert damaged == {"one.txt", "two.txt"}, result.out
     assert target.read("fine.txt") == b"not bombed"
     assert not (target.root / "one.txt").exists() and not (target.root / "two.txt").exists()
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child so far
+    peak = int(peak_file.read_text()) * 1024  # the pull's peak (and its own children's), nothing else
     assert peak < 400 << 20, peak

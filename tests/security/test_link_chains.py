@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from boxctl.linkcheck import check_link_target
-from boxctl.workspace import UnsafePath
+from boxctl.engine.linkcheck import check_link_target
+from boxctl.local.workspace import UnsafePath
 from tests.conftest import Device
 from tests.security.evil_server import EvilServer, legit_entry
 

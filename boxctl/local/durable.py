@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from boxctl.workspace import TEMP_PREFIX
+from boxctl.local.workspace import TEMP_PREFIX
 
 WRITEBACK_EVERY = 8 << 20  # bytes written between two early writeback requests
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the dirty pages in the range, do not wait
@@ -32,7 +32,7 @@ def write_temp(final: Path | str, chunks: Iterable[bytes], mode: int, mtime_ns: 
 
     A named `temp` survives a failure (the next pull reuses its verified blocks); a random one is
     removed. The caller renames the temp over `final` once its data is on disk. With `dir_fd`, `final`
-    and `temp` are names inside that open folder (see boxctl.dirfd) and the temp's name is returned.
+    and `temp` are names inside that open folder (see boxctl.local.dirfd) and the temp's name is returned.
     """
     keep = temp is not None
     name = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
@@ -94,7 +94,7 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
 def rename_noreplace(src: Path | str, dst: Path | str, dir_fd: int | None = None) -> None:
     """Rename `src` (a file, link or folder) to `dst`, raising FileExistsError if `dst` exists: never replaces.
 
-    With `dir_fd`, both are names inside that open folder (see boxctl.dirfd). Linux renameat2
+    With `dir_fd`, both are names inside that open folder (see boxctl.local.dirfd). Linux renameat2
     (RENAME_NOREPLACE) does it atomically. Elsewhere, or on a file system without it, a file or link is
     hard-linked to its new name (which fails if the name is taken) and unlinked; a folder, which cannot
     be linked, is renamed after a check that the name is free (a rename replaces only an empty folder,

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from types import TracebackType
 
-from boxctl.workspace import LocalEntry, UnsafePath
+from boxctl.local.workspace import LocalEntry, UnsafePath
 
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 REFUSED = (errno.ELOOP, errno.ENOTDIR)  # a component is a symlink, or not a folder at all

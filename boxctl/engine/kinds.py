@@ -9,10 +9,10 @@ A pull writes nothing until the way is clear, in this order:
    synced (new files, edits), moved aside whole as a conflicted copy; any other file or link where a
    folder is needed is a local change (never synced, or edited), and is moved aside as a conflicted copy.
 So the remote kind takes the name and nothing of this device's is lost: the copies are new paths that
-the next push sends. Every look and every removal goes through the pull's open folders (boxctl/dirfd.py):
+the next push sends. Every look and every removal goes through the pull's open folders (boxctl/local/dirfd.py):
 a folder above swapped for a link is never followed, and a path that cannot be cleared (swapped, or not
 writable) is left as it is, so the write that wanted it is refused and asked for again by the next pull.
-The server never holds a file with paths under it (server_min/kinds.py), so a
+The server never holds a file with paths under it (server_min/service/kinds.py), so a
 synced file in the way of a folder always comes with a remote change of its own.
 """
 
@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from box_common.paths import parent_paths
-from boxctl.dirfd import SafeRoot
-from boxctl.index import IndexEntry
-from boxctl.workspace import LocalEntry, UnsafePath
+from boxctl.local.dirfd import SafeRoot
+from boxctl.local.index import IndexEntry
+from boxctl.local.workspace import LocalEntry, UnsafePath
 
 Aside = Callable[[str], None]  # moves a path aside as a conflicted copy, and notes it in the pull's result
 

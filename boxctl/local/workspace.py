@@ -24,7 +24,7 @@ from box_common.paths import (
 )
 from boxctl.config import BOX_DIR
 from boxctl.errors import UsageError
-from boxctl.forked import Forked, ForkFailed, can_fork
+from boxctl.local.forked import Forked, ForkFailed, can_fork
 
 if TYPE_CHECKING:
     import pathspec
@@ -396,7 +396,7 @@ def remove_path(full: Path | str, kind: str, dir_fd: int | None = None) -> bool:
     Any other failure (a folder it may not write in) raises OSError: the path is not removed, and is not a
     local change either.
 
-    With `dir_fd`, `full` is a name inside that open folder (see boxctl.dirfd).
+    With `dir_fd`, `full` is a name inside that open folder (see boxctl.local.dirfd).
     """
     try:
         is_dir = stat.S_ISDIR(os.stat(full, dir_fd=dir_fd, follow_symlinks=False).st_mode)

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import marshal
 import os
+import secrets
 import sqlite3
 import struct
 import time
@@ -20,6 +21,7 @@ from box_common.content import content_hash
 from box_common.paths import InvalidPath, normalize_path
 from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
 from boxctl.errors import IntegrityError
+from boxctl.local.durable import rename_noreplace
 
 STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
 
@@ -130,6 +132,25 @@ def pack_sizes(sizes: list[int]) -> bytes:
     return struct.pack(f">{len(sizes)}I", *sizes)
 
 
+def _create(path: Path) -> None:
+    """Make a new index with its tables under a temp name, then rename it into place (never over one made
+    meanwhile): a command killed while it makes the index (a clone cut short) leaves no file without
+    tables, which every later command would take for a damaged index."""
+    temp = path.with_name(f"{path.name}.new-{secrets.token_hex(6)}")
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()  # the last connection: SQLite folds the WAL in and removes it
+        with contextlib.suppress(FileExistsError):
+            rename_noreplace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
 class Index:
     """SQLite index of one synced folder; every update runs in one transaction."""
 
@@ -137,6 +158,8 @@ class Index:
         self.path = path
         self.cache_path = path.with_name(STATS_CACHE)
         existed = path.exists()
+        if not existed:
+            _create(path)
         # A push writes its new entries from a helper thread while the main one waits for the server;
         # the connection is never used by two threads at once.
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from boxctl.api import Api
 from boxctl.chunking import Chunker
-from boxctl.index import Index
-from boxctl.transfer import BlockUploader
-from boxctl.transport import Transport
+from boxctl.local.index import Index
+from boxctl.transfer.upload import BlockUploader
 
 
 @dataclass
@@ -31,16 +31,16 @@ class RepairResult:
                 "blocks_sent": self.blocks_sent, "bytes_sent": self.bytes_sent, "unavailable": self.unavailable}
 
 
-def repair_blocks(root: Path, index: Index, chunker: Chunker, transport: Transport, threads: int) -> RepairResult:
+def repair_blocks(root: Path, index: Index, chunker: Chunker, api: Api, threads: int) -> RepairResult:
     """Send the server every block of the indexed files that it reports missing; see the module doc."""
     files = [e for e in index.entries().values() if e.kind == "file" and e.blocks]
     wanted = sorted({h for e in files for h in e.block_ids})
     result = RepairResult(blocks_checked=len(wanted))
-    missing = transport.missing(wanted) if wanted else set()
+    missing = api.missing(wanted) if wanted else set()
     result.blocks_missing = len(missing)
     if not missing:
         return result
-    uploader = BlockUploader(transport, threads, delta=False)
+    uploader = BlockUploader(api, threads, delta=False)
     found: set[str] = set()
     try:
         for entry in files:

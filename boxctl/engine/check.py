@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from box_common.content import content_hash
+from boxctl.api import Api
 from boxctl.config import BOX_DIR, BoxConfig
-from boxctl.durable import write_temp
 from boxctl.engine import Engine, Progress, PullResult
+from boxctl.engine.linkcheck import check_link_target
 from boxctl.errors import BoxError
-from boxctl.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
-from boxctl.linkcheck import check_link_target
-from boxctl.pipeline import ordered_map
-from boxctl.transfer import download_blocks
-from boxctl.transport import Transport
-from boxctl.workspace import LocalEntry, UnsafePath
+from boxctl.local.durable import write_temp
+from boxctl.local.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
+from boxctl.local.workspace import LocalEntry, UnsafePath
+from boxctl.transfer.download import download_blocks
+from boxctl.transfer.pipeline import ordered_map
 
 # Exit codes of `boxctl check` (README): damage is what only `check --repair` fixes; differences are what
 # a pull or a push settles.
@@ -268,14 +268,14 @@ def damage_of(path: Path) -> str | None:
     return "; ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else "") or None
 
 
-def repair(root: Path, config: BoxConfig, transport: Transport, progress: Progress | None = None,
+def repair(root: Path, config: BoxConfig, api: Api, progress: Progress | None = None,
            threads: int | None = None, read_data: bool = False) -> RepairReport:
     """Rebuild a damaged index from the folder and the server (the damaged one is kept aside); on a sound
     index, mend the paths that are out of step, and with `read_data` put back damaged files."""
     path = root / BOX_DIR / "index.db"
     reason = damage_of(path)
     moved = set_aside(path) if reason is not None else None
-    engine = Engine(root, config, transport, progress=progress, threads=threads)
+    engine = Engine(root, config, api, progress=progress, threads=threads)
     try:
         if moved is not None:
             # Until the rebuild is done the new index says so: cut short (Ctrl-C, the server gone), every
@@ -351,7 +351,7 @@ def _restore(engine: Engine, rot: Rot) -> None:
     hashes = ([(digest.hex(), length) for digest, _, length in spans] if spans
               else [(h, entry.size // max(1, len(entry.block_ids))) for h in entry.block_ids])
     try:
-        temp = write_temp(full, download_blocks(engine.transport, hashes, engine.threads), entry.mode,
+        temp = write_temp(full, download_blocks(engine.api, hashes, engine.threads), entry.mode,
                           entry.mtime_ns or time.time_ns())
     except BoxError as exc:
         rot.error = f"the server cannot give back its synced version: {exc.message}"

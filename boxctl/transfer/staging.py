@@ -12,9 +12,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from box_common.schemas import ChangeIn
+from boxctl.api import Api
 from boxctl.errors import NotFound
-from boxctl.transfer import BlockUploader
-from boxctl.transport import Transport
+from boxctl.transfer.upload import BlockUploader
 
 STAGE_PART = 5_000  # changes per request: small enough that little is left for the final commit
 
@@ -28,10 +29,10 @@ class CommitStager:
     is staged and the commit carries every change, as before.
     """
 
-    def __init__(self, transport: Transport, box: str, uploader: BlockUploader,
-                 to_json: Callable[[Any], dict[str, Any]], part: int = STAGE_PART) -> None:
-        self.transport = transport
-        self.box = box
+    def __init__(self, api: Api, box_id: int, uploader: BlockUploader,
+                 to_json: Callable[[Any], ChangeIn], part: int = STAGE_PART) -> None:
+        self.api = api
+        self.box_id = box_id
         self.uploader = uploader
         self.to_json = to_json
         self.part = part
@@ -59,14 +60,14 @@ class CommitStager:
     def _send(self, part: list[Any]) -> None:
         if self.unsupported:
             return
-        body = {"changes": [self.to_json(c) for c in part]}
+        changes = [self.to_json(c) for c in part]
         if self.stage is None:
             try:
-                self.stage = int(self.transport.post_json(f"{self.box}/stages", {})["stage"])
+                self.stage = self.api.new_stage(self.box_id)
             except NotFound:
                 self.unsupported = True  # a server from before staged commits: all goes in the commit itself
                 return
-        self.transport.post_json(f"{self.box}/stages/{self.stage}", body)
+        self.api.stage(self.box_id, self.stage, changes)
         self.staged.update(id(c) for c in part)
 
     def wait(self) -> int | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from boxctl.config import BOX_DIR, find_root
 from boxctl.errors import BoxError
-from boxctl.forked import can_fork
-from boxctl.index import STATS_CACHE
-from boxctl.workspace import PendingScan, Workspace
+from boxctl.local.forked import can_fork
+from boxctl.local.index import STATS_CACHE
+from boxctl.local.workspace import PendingScan, Workspace
 
 EARLY_COMMANDS = {"status", "push"}  # commands whose first step is a scan (sync pulls before it looks)
 OPTIONS_WITH_VALUES = {"-C", "--timeout", "--retries"}  # the main options that take a value

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from box_common.paths import MAX_DEVICE_NAME_BYTES, clip_utf8
-from boxctl.dirfd import SafeRoot
-from boxctl.durable import rename_noreplace
+from boxctl.local.dirfd import SafeRoot
+from boxctl.local.durable import rename_noreplace
 
 
 def conflict_name(path: str, device: str, when: float | None = None, n: int = 1) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from boxctl.config import BOX_DIR
-from boxctl.workspace import PARTIAL_PREFIX, TEMP_PREFIX
+from boxctl.local.workspace import PARTIAL_PREFIX, TEMP_PREFIX
 
 JOURNAL = "temps"  # in .box/: box paths of the folders where a pull (maybe cut off) wrote temps, one a line
 

@@ -1,36 +1,32 @@
-"""Moving blocks: batched, pipelined uploads of what the server lacks, and ordered, prefetched downloads.
+"""Uploads: batched, pipelined uploads of the blocks the server lacks, as deltas where they help.
 
-Both directions keep a bounded number of batches in flight, so memory stays flat whatever the
-file size, while hashing, compression and the network overlap on several threads.
+A bounded number of batches stays in flight (downloads do the same), so memory stays flat whatever
+the file size, while hashing, compression and the network overlap on several threads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from box_common.codec import InflateError, compressor, inflate
+from box_common.codec import compressor
 from box_common.frames import (
-    CODEC_DAMAGED,
     CODEC_DELTA,
     CODEC_RAW,
     CODEC_ZSTD,
     HEADER,
-    MAX_BLOCK,
     Frame,
     FrameError,
     decode_frames,
     frame_parts,
 )
+from boxctl.api import Api
 from boxctl.chunking import Block
-from boxctl.errors import BoxError, IntegrityError, NetworkError, NotFound
-from boxctl.transport import Transport
+from boxctl.errors import NotFound
 
 # Fewer, larger requests: a batch costs a lookup, an upload, a pack and its fsyncs on the server,
 # whatever its size. 32 MiB batches cut a 1 GiB push's CPU by a fifth against 8 MiB ones. The first
@@ -81,46 +77,6 @@ def encode_block(digest: bytes, data: bytes) -> Frame:
     return Frame(digest.hex(), CODEC_RAW, data)
 
 
-@dataclass(frozen=True)
-class DamagedBlock:
-    """A block the server could not give: it is damaged there (or arrived damaged). Yielded in its place."""
-
-    sha256: str
-    reason: str
-
-    def error(self, path: str) -> IntegrityError:
-        """The error that says file `path` cannot be written because of this block."""
-        return IntegrityError(f"{path}: {self.reason}", blocks=[self.sha256], path=path, reason=self.reason)
-
-
-def decode_block(frame: Frame, expected: str, max_size: int = MAX_BLOCK) -> bytes:
-    """The plain bytes of a downloaded frame, verified against the hash we asked for (rule 5).
-
-    A server cannot make it allocate more than `max_size` (no block is larger): a zstd frame that
-    declares or expands to more is refused before its output is allocated.
-    """
-    if frame.sha256 != expected:
-        raise BoxError(f"the server sent block {frame.sha256} where {expected} was asked for")
-    if frame.codec == CODEC_DAMAGED:
-        reason = bytes(frame.payload).decode("utf-8", "replace")[:300]
-        raise IntegrityError(reason or f"block {expected} is damaged on the server", blocks=[expected])
-    if frame.codec == CODEC_ZSTD:
-        try:
-            data = inflate(frame.payload, max_size)
-        except InflateError as exc:
-            raise IntegrityError(f"block {expected} arrived damaged ({exc})", blocks=[expected]) from None
-    elif frame.codec == CODEC_RAW:
-        if len(frame.payload) > max_size:
-            raise BoxError(f"block {expected} arrived with {len(frame.payload)} bytes, over the block limit")
-        data = bytes(frame.payload)
-    else:
-        raise BoxError(f"block {expected} came with an unknown codec {frame.codec}")
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise IntegrityError(f"block {expected} arrived damaged (its SHA-256 does not match); nothing was written",
-                             blocks=[expected])
-    return data
-
-
 @dataclass
 class UploadStats:
     """What an upload sent."""
@@ -140,10 +96,10 @@ class BlockUploader:
     `finish` to wait for all of them (it re-raises the first error).
     """
 
-    def __init__(self, transport: Transport, threads: int = IN_FLIGHT,
+    def __init__(self, api: Api, threads: int = IN_FLIGHT,
                  on_progress: Callable[[int], None] | None = None, known: set[bytes] | None = None,
                  delta: bool = True) -> None:
-        self.transport = transport
+        self.api = api
         self.known = known or set()  # blocks of committed versions: on the server already
         self.delta = delta
         self.delta_misses = 0
@@ -209,7 +165,7 @@ class BlockUploader:
         self.pending = still
 
     def _send(self, batch: list[tuple[Block, bytes | None]]) -> None:
-        missing = self.transport.missing([b.sha256 for b, _ in batch])
+        missing = self.api.missing([b.sha256 for b, _ in batch])
         bases = {base for b, base in batch if base is not None and b.sha256 in missing}
         signatures = self._signatures(bases) if bases and self.delta and self.delta_misses < MAX_DELTA_MISSES else {}
         body: list[Frame] = []
@@ -231,10 +187,10 @@ class BlockUploader:
                 self.stats.bytes_sent += wire
             self._progress(len(block.data))
             if size >= 32 << 20:
-                self.transport.upload_pack(frame_parts(body))
+                self.api.upload_pack(frame_parts(body))
                 body, size = [], 0
         if body:
-            self.transport.upload_pack(frame_parts(body))
+            self.api.upload_pack(frame_parts(body))
 
     def _signatures(self, bases: set[bytes]) -> dict[bytes, Any]:
         """The signatures of `bases`, fetched in one request (those the server does not give are left out)."""
@@ -246,8 +202,7 @@ class BlockUploader:
             # A batch can hold more bases than one request may ask for: when its first blocks were already
             # on the server (a push resumed after a crash), no failed delta has turned deltas off yet.
             for at in range(0, len(hashes), SIGNATURES_PER_REQUEST):
-                body = self.transport.post_bytes(f"/blocks/signatures?window={WINDOW}",
-                                                 {"hashes": hashes[at : at + SIGNATURES_PER_REQUEST]})
+                body = self.api.signatures(hashes[at : at + SIGNATURES_PER_REQUEST], WINDOW)
                 found.update((bytes.fromhex(f.sha256), Signature.decode(bytes(f.payload)))
                              for f in decode_frames(body))
         except (NotFound, FrameError, ValueError):
@@ -283,82 +238,3 @@ class BlockUploader:
         return self.stats
 
 
-def download_blocks(transport: Transport, hashes: Iterable[tuple[str, int]], threads: int = IN_FLIGHT,
-                    local: Callable[[str], bytes | None] | None = None) -> Iterator[bytes | DamagedBlock]:
-    """Yield the plain bytes of each (hash, size) in order, fetching batches ahead on a thread pool.
-
-    `local` may supply a block from the device itself (then it is not downloaded). A block damaged on
-    the server comes as a DamagedBlock in its place, and the stream goes on: the caller decides what
-    the loss of that block means (one file not written, not the whole pull).
-    """
-    groups = _groups(hashes)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="download") as pool:
-        ahead: deque[tuple[list[str], Future[dict[str, bytes | DamagedBlock]]]] = deque()
-        for group in groups:
-            ahead.append((group, pool.submit(_fetch_group, transport, group, local)))
-            if len(ahead) > threads:
-                yield from _drain(ahead.popleft())
-        while ahead:
-            yield from _drain(ahead.popleft())
-
-
-def _drain(item: tuple[list[str], Future[dict[str, bytes | DamagedBlock]]]) -> Iterator[bytes | DamagedBlock]:
-    group, future = item
-    blocks = future.result()
-    for sha in group:
-        yield blocks[sha]
-
-
-def _groups(hashes: Iterable[tuple[str, int]]) -> Iterator[list[str]]:
-    group: list[str] = []
-    size = number = 0
-    for sha, length in hashes:
-        group.append(sha)
-        size += length
-        full_bytes, full_blocks = batch_limits(number)
-        if size >= full_bytes or len(group) >= full_blocks:
-            yield group
-            group, size, number = [], 0, number + 1
-    if group:
-        yield group
-
-
-def _fetch_checked(transport: Transport, sha: str) -> bytes | DamagedBlock:
-    """A block that arrived damaged, asked for again alone: the server checks it before it answers, so a
-    block damaged in its store comes back as an integrity error (and is remembered there as damaged)."""
-    try:
-        data = transport.get_bytes(f"/blocks/{sha}")
-    except IntegrityError as exc:
-        return DamagedBlock(sha, exc.message.removeprefix("data damaged on the server: "))
-    if hashlib.sha256(data).hexdigest() != sha:
-        return DamagedBlock(sha, "it arrived damaged twice")
-    return data
-
-
-def _fetch_group(transport: Transport, group: list[str], local: Callable[[str], bytes | None] | None
-                 ) -> dict[str, bytes | DamagedBlock]:
-    found: dict[str, bytes | DamagedBlock] = {}
-    wanted = []
-    for sha in dict.fromkeys(group):
-        data = local(sha) if local is not None else None
-        if data is not None and hashlib.sha256(data).hexdigest() == sha:
-            found[sha] = data
-        else:
-            wanted.append(sha)
-    attempt = 0
-    while wanted:
-        try:
-            for frame, sha in zip(transport.fetch(wanted), wanted, strict=False):
-                try:
-                    found[sha] = decode_block(frame, sha)
-                except IntegrityError as exc:
-                    found[sha] = _fetch_checked(transport, sha) if frame.codec != CODEC_DAMAGED else DamagedBlock(
-                        sha, exc.message)
-        except NetworkError:
-            # A download cut off mid-stream: keep what arrived and ask again for the rest.
-            attempt += 1
-            if attempt > transport.retries:
-                raise
-            transport.pause(attempt)
-        wanted = [sha for sha in wanted if sha not in found]
-    return found

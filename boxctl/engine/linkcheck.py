@@ -5,7 +5,7 @@ Two rules, both needed:
    steps out of whatever that name is *when the link is followed*, and a later pull may turn a folder
    `d/up` into a link (`d/up -> ..`): a target accepted while `d/up` was a folder would then escape. A
    leading `..` steps out of the link's own folder, which is a plain folder (every write goes through
-   folders opened without following links, boxctl/dirfd.py), so its depth is known when it is checked.
+   folders opened without following links, boxctl/local/dirfd.py), so its depth is known when it is checked.
 2. The target is resolved the way the kernel would, one name at a time, through the links already in
    the folder and the links the same pull is about to make, and must stay inside.
 By induction every link then resolves inside the folder whatever later pulls change: a target climbs at
@@ -20,7 +20,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from boxctl.workspace import UnsafePath
+from boxctl.local.workspace import UnsafePath
 
 MAX_HOPS = 40  # the kernel's own limit on links followed in one lookup
 

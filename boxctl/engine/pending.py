@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from boxctl.errors import BoxError, NotFound
-from boxctl.index import IndexEntry
-from boxctl.workspace import LocalEntry
+from boxctl.local.index import IndexEntry
+from boxctl.local.workspace import LocalEntry
 
 if TYPE_CHECKING:
     from boxctl.engine import Engine
@@ -77,13 +77,12 @@ def finish(engine: Engine) -> int | None:
     key = load(engine.root)
     if key is None:
         return None
-    route = f"{engine.box}/commits/by-key/{key}"
     try:
-        seq = int(engine.transport.get_json(route)["seq"])
+        seq = engine.api.commit_by_key(engine.box_id, key)
     except NotFound:
         clear(engine.root)  # the commit never landed: its changes are still local changes
         return None
-    page = engine.transport.get_json(f"{engine.box}/changes", cursor=seq - 1, limit=1)  # whole commits
+    page = engine.api.changes(engine.box_id, seq - 1, limit=1)  # pages hold whole commits
     entries = [e for e in page["entries"] if e["seq"] == seq]
     known = engine.index.get_many([e["path"] for e in entries])
     puts: list[IndexEntry] = []
@@ -106,7 +105,7 @@ def finish(engine: Engine) -> int | None:
     clear(engine.root)
     if advanced:
         with contextlib.suppress(BoxError):
-            engine.transport.post_json(f"{engine.box}/ack", {"device": engine.config.device_id, "cursor": seq})
+            engine.api.ack(engine.box_id, engine.config.device_id, seq)
     return seq
 
 
