@@ -57,21 +57,26 @@ class Apply(EngineBase):
         links = {r["path"]: r["target"] for r in writes if r["kind"] == "link"}
         self._check_free_space(writes)
         for remote in sorted(writes, key=lambda r: (r["kind"] != "dir", r["path"])):
-            try:
-                if remote["kind"] == "link":  # checked before anything is created for it
+            if remote["kind"] == "link":  # checked before anything is created for it
+                try:
                     check_link_target(remote["path"], remote["target"], self.root, links)
+                except UnsafePath as exc:  # the entry itself is refused: no later pull writes it either
+                    links.pop(remote["path"], None)
+                    self._refuse(remote, result, exc)
+                    continue
+            try:
                 if remote["kind"] == "dir":
                     folders.folder(remote["path"], create=True)
                 else:
                     folders.parent(remote["path"], create=True)
                 placed.add(remote["path"])
-            except UnsafePath as exc:
+            except (UnsafePath, OSError) as exc:
+                # Not a plain folder here (a file saved at its name after make_room cleared the way, or a
+                # folder swapped for a link), a folder it may not write in, a name this file system refuses
+                # (EINVAL): left alone, and asked for again by the next pull, which clears the way anew (a
+                # file there is kept as a conflicted copy). The rest of the pull goes on.
                 links.pop(remote["path"], None)
-                self._refuse(remote, result, exc)  # the rest of the pull goes on
-                continue
-            except OSError as exc:  # a folder it may not write in, a name this file system refuses (EINVAL)
-                links.pop(remote["path"], None)
-                self._refuse(remote, result, _swapped(remote["path"], exc), held=True)  # asked for again next pull
+                self._refuse(remote, result, _swapped(remote["path"], exc), held=True)
                 continue
             if remote["kind"] == "dir":
                 self._done(folders, remote, result, index_puts)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +24,7 @@ import pytest
 
 from boxctl.engine.conflicts import conflict_name
 from tests.conftest import BOXCTL, Device, ServerProc, wait_until
-from tests.e2e.helpers import assert_clean, conflict_copy_re, pull, push
+from tests.e2e.helpers import assert_clean, conflict_copy_re, pull, push, status
 from tests.faultproxy import FaultProxy
 
 MB = 1 << 20
@@ -278,3 +279,81 @@ def test_pull_that_fails_midway_removes_its_temps(pair: tuple[Device, Device], p
     pull(b)
     assert temps(b.root) == []
     assert b.files() == a.files()
+
+
+# --- a file saved where the pull is about to make a folder -----------------------------------
+
+# Loaded into the pull (PYTHONPATH): right before the pull makes folder BOX_PAUSE_MKDIR, it touches
+# BOX_PAUSE_DIR/paused and waits for BOX_PAUSE_DIR/go, so the test saves a file at that name exactly
+# between the pull clearing the way (kinds.make_room) and making the folder.
+PAUSE_SITE = '''
+import os, time
+_mkdir = os.mkdir
+_state = {"paused": False}
+
+def mkdir(path, *args, **kw):
+    pause = os.environ.get("BOX_PAUSE_DIR")
+    if pause and not _state["paused"] and kw.get("dir_fd") is not None \\
+            and os.fsdecode(path) == os.environ.get("BOX_PAUSE_MKDIR"):
+        _state["paused"] = True
+        open(os.path.join(pause, "paused"), "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(pause, "go")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return _mkdir(path, *args, **kw)
+
+os.mkdir = mkdir
+'''
+
+
+@pytest.mark.parametrize("remote", ["new folder", "file in a folder"])
+def test_file_saved_where_a_pull_makes_a_folder_is_kept_and_the_folder_comes_next(
+        pair: tuple[Device, Device], tmp_path: Path, remote: str) -> None:
+    """Model run 187: desk's unsynced file `b` is moved aside for the laptop's folder `b`, and the user saves
+    `b` again before the pull makes the folder. The pull cannot make it; it must not move its cursor past
+    it (the folder and its files would never come, and every later push of `b` is refused, exit 4)."""
+    a, b = pair
+    if remote == "file in a folder":  # desk had the folder, and turned it into a file (not pushed yet)
+        a.write("b/old.txt", "in the folder desk turns into a file\n")
+        push(a)
+        pull(b)
+        shutil.rmtree(b.root / "b")
+        a.write("b/c.txt", "new in the folder, from the laptop\n")
+    else:  # the folder is new on the server
+        a.write("b/b", rand(64 << 10, 7))
+    b.write("b", "e2: desk's file b, never pushed\n")
+    push(a)
+
+    site = tmp_path / "pause-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(PAUSE_SITE)
+    env = b.env() | {"PYTHONPATH": str(site), "BOX_PAUSE_DIR": str(site), "BOX_PAUSE_MKDIR": "b"}
+    proc = start(b, "pull", "--json", env=env)
+    wait_for(proc, lambda: (site / "paused").exists(), "the pull to make folder b")
+    b.write("b", "e4: saved on desk while the pull ran\n")
+    (site / "go").touch()
+    code, out, err = finish(proc)
+    assert code == 0 and "Traceback" not in err, (code, out, err)
+    first = json.loads(out)
+    assert b.read("b") == b"e4: saved on desk while the pull ran\n"  # never overwritten nor dropped
+    wanted = {"b", "b/b"} if remote == "new folder" else {"b/c.txt"}
+    assert wanted <= {r["path"] for r in first["refused"]}, first
+
+    # The next sync brings the folder (the save is kept as a conflicted copy) and pushes both copies.
+    second = pull(b)
+    assert (b.root / "b").is_dir(), second
+    pushed = push(b)  # not refused (exit 4): the index knows folder b
+    assert isinstance(pushed["seq"], int), pushed
+    pull(a)
+    assert a.files() == b.files()
+    texts = set(a.files().values())
+    assert {b"e2: desk's file b, never pushed\n", b"e4: saved on desk while the pull ran\n"} <= texts
+    if remote == "new folder":
+        assert a.read("b/b") == b.read("b/b") == rand(64 << 10, 7)
+    else:
+        assert b.read("b/c.txt") == b"new in the folder, from the laptop\n"
+        assert "b/old.txt" not in a.files()  # desk's delete (folder b became a file) went through
+    for device in (a, b):
+        st = status(device)
+        assert (st["added"], st["modified"], st["deleted"], st["remote_waiting"]) == ([], [], [], 0), st
+    assert temps(a.root) == temps(b.root) == []
