@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -62,3 +63,16 @@ class IntegrityError(BoxError):
     """Data failed its checksum: a block damaged on the server, or a damaged local index or file."""
 
     exit_code = 9
+
+
+REPAIR_HINT = "boxctl check --repair"
+
+
+class IndexDamaged(IntegrityError):
+    """The index database is damaged (overwritten, truncated, not a database): every command stops with
+    one line naming the command that rebuilds it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"the index {path} is damaged ({reason}); rebuild it with '{REPAIR_HINT}' "
+                         "(no local edit is lost)", path=str(path), reason=reason)
+        self.reason = reason

@@ -318,18 +318,58 @@ def test_an_index_cut_short_while_it_is_made_leaves_no_file_without_tables(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A clone killed while it makes its index: the next command must find no index (and make one), never a
     file without tables, which it would take for a damaged index."""
-    import boxctl.local.index as index_module
+    import boxctl.local.index_schema as schema
 
     path = tmp_path / "index.db"
-    good = index_module.SCHEMA
-    monkeypatch.setattr(index_module, "SCHEMA", good + "CREATE TABLE cut short here;")  # fails after the tables
-    with pytest.raises(sqlite3.OperationalError):
+    good = schema.MIGRATIONS
+    monkeypatch.setattr(schema, "MIGRATIONS", ((*good[0], "CREATE TABLE cut short here"), *good[1:]))
+    with pytest.raises(sqlite3.OperationalError):  # fails after the tables
         Index(path)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(index_module, "SCHEMA", good)
+    monkeypatch.setattr(schema, "MIGRATIONS", good)
     index = Index(path)
     try:
         assert index.cursor == 0 and index.entries() == {}
     finally:
         index.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.db"]
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_an_index_made_by_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """tests/fixtures/index-v0.db was made by the first release (no schema version; make_index_v0.py):
+    opened by this code it is upgraded to the current version and keeps every entry and its cursor."""
+    import shutil
+
+    from boxctl.local.index_schema import VERSION
+
+    path = tmp_path / "index.db"
+    shutil.copy(FIXTURES / "index-v0.db", path)
+    with sqlite3.connect(path) as old:
+        assert old.execute("PRAGMA user_version").fetchone()[0] == 0
+    index = Index(path)
+    try:
+        entries = index.entries()
+        assert sorted(entries) == ["docs", "docs/hello.txt", "docs/link"]
+        assert (entries["docs/hello.txt"].rev, entries["docs/hello.txt"].size) == (2, 6)
+        assert entries["docs/link"].target == "hello.txt"
+        assert index.cursor == 3 and index.verify() == []
+    finally:
+        index.close()
+    with sqlite3.connect(path) as upgraded:
+        assert upgraded.execute("PRAGMA user_version").fetchone()[0] == VERSION >= 1
+
+
+def test_an_index_made_by_a_newer_boxctl_is_refused_untouched(tmp_path: Path) -> None:
+    from boxctl.local.index_schema import VERSION, IndexTooNew
+
+    path = tmp_path / "index.db"
+    Index(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {VERSION + 1}")
+    before = path.read_bytes()
+    with pytest.raises(IndexTooNew, match="newer boxctl"):
+        Index(path)
+    assert path.read_bytes() == before

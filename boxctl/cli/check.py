@@ -12,7 +12,7 @@ from boxctl.cli.report import print_pull
 from boxctl.cli.session import make_api, open_engine
 from boxctl.config import BoxConfig, find_root, load_credentials
 from boxctl.engine import check as checker
-from boxctl.local.index import IndexDamaged
+from boxctl.errors import IndexDamaged
 from boxctl.output import Printer
 
 

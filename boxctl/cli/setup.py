@@ -26,9 +26,8 @@ from boxctl.config import (
     save_credentials,
     save_device,
 )
-from boxctl.engine import Engine
+from boxctl.engine import Engine, create_index
 from boxctl.errors import AuthError, ServerRefused, UsageError
-from boxctl.local.index import Index
 
 
 def login(
@@ -176,5 +175,5 @@ def _make_folder(root: Path, box: BoxInfo, server: str, device_id: int, device_n
                        avg_size=chunking["avg"], max_size=chunking["max"], prefix=box.get("prefix", ""),
                        only=only or [])
     config.save(root)
-    Index(root / BOX_DIR / "index.db").close()
+    create_index(root / BOX_DIR)
     return config

@@ -30,9 +30,9 @@ from boxctl.api import Api
 from boxctl.config import BOX_DIR, BoxConfig
 from boxctl.engine import Engine, Progress, PullResult
 from boxctl.engine.linkcheck import check_link_target
-from boxctl.errors import BoxError
+from boxctl.errors import BoxError, IndexDamaged
 from boxctl.local.durable import write_temp
-from boxctl.local.index import REBUILDING, Index, IndexDamaged, IndexEntry, pack_sizes, set_aside
+from boxctl.local.index import REBUILDING, Index, IndexEntry, pack_sizes, set_aside
 from boxctl.local.workspace import LocalEntry, UnsafePath
 from boxctl.transfer.download import download_blocks
 from boxctl.transfer.pipeline import ordered_map

@@ -20,18 +20,12 @@ from typing import Any, TypeVar
 from box_common.content import content_hash
 from box_common.paths import InvalidPath, normalize_path
 from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
-from boxctl.errors import IntegrityError
+from boxctl.errors import REPAIR_HINT, IndexDamaged
 from boxctl.local.durable import rename_noreplace
+from boxctl.local.index_schema import migrate
 
 STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL, mode INTEGER NOT NULL, rev INTEGER NOT NULL, content_hash TEXT NOT NULL,
-    blocks BLOB NOT NULL, target TEXT, sizes BLOB NOT NULL DEFAULT x'') WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
 # A file whose mtime is this close to "now" when we record it could still change within the same
 # timestamp tick without us noticing (git's "racily clean" problem): record it so it gets hashed again.
@@ -46,18 +40,7 @@ SCAN_ABOVE = 5000
 # SQLite's primary result codes for a file that is not (or no longer) a sound database.
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
-REPAIR_HINT = "boxctl check --repair"
 REBUILDING = "rebuilding"  # meta key set while check --repair fills a new index: a cut-short rebuild is damage
-
-
-class IndexDamaged(IntegrityError):
-    """The index database is damaged (overwritten, truncated, not a database): every command stops with
-    one line naming the command that rebuilds it."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"the index {path} is damaged ({reason}); rebuild it with '{REPAIR_HINT}' "
-                         "(no local edit is lost)", path=str(path), reason=reason)
-        self.reason = reason
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -141,7 +124,7 @@ def _create(path: Path) -> None:
         conn = sqlite3.connect(temp, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            migrate(conn, path)
         finally:
             conn.close()  # the last connection: SQLite folds the WAL in and removes it
         with contextlib.suppress(FileExistsError):
@@ -170,7 +153,7 @@ class Index:
             if existed and not {"entries", "meta"} <= tables:
                 # Every index is made with its tables: an existing file without them was emptied or cut short.
                 raise IndexDamaged(path, "its tables are missing")
-            self.conn.executescript(SCHEMA)
+            migrate(self.conn, path)
             if existed and self.conn.execute("SELECT value FROM meta WHERE key = ?", (REBUILDING,)).fetchone():
                 raise IndexDamaged(path, f"a rebuild by '{REPAIR_HINT}' was cut short")
         except (sqlite3.DatabaseError, UnicodeDecodeError, IndexDamaged) as exc:
