@@ -1,8 +1,9 @@
 """Many-row INSERTs that release the GIL once per few thousand rows instead of once per row.
 
 sqlite3's executemany releases the GIL around every row's step. While other threads run Python,
-each row then waits to get the GIL back: a convoy, measured at 3 ms a row (20,000 rows in 60 s)
-beside three busy threads. One multi-row VALUES statement binds thousands of rows in one call.
+each row then waits to get the GIL back, up to a switch interval of the busy threads: a convoy (a
+push writes its index beside its upload threads, and the server its journal beside other requests:
+W5 first push). One multi-row VALUES statement binds thousands of rows in one call.
 """
 
 from __future__ import annotations

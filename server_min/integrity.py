@@ -27,7 +27,8 @@ _FORMAT = b"%d\0%d\0%s\0%s\0%s\0%d\0%d\0%d\0%s\0%s"
 def entry_checksum(box_id: int, seq: int, path: str, op: str, kind: str, size: int, mtime_ns: int, mode: int,
                    blocks: bytes | None, target: str | None) -> bytes:
     """The 8-byte checksum of one journal entry (the same function is registered in SQLite for SQL inserts)."""
-    # One bytes format, no intermediate str: half the time of an f-string (0.2 s per 100,000 entries).
+    # One bytes format, no intermediate str: cheaper than an f-string, and a commit of many new files
+    # (W5 first push) makes one per entry.
     return _digest(_FORMAT % (
         box_id, seq, path.encode("utf-8", "surrogateescape"), op.encode(), kind.encode(), size, mtime_ns, mode,
         (target or "").encode("utf-8", "surrogateescape"), blocks or b""))

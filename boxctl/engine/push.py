@@ -107,8 +107,8 @@ class Push(Changes):
             changes.sort(key=lambda c: c.path)
             if changes or same:
                 # The new index entries are written, in a transaction left open, while the last uploads
-                # finish and the server stores the commit (100,000 files: 1 s that the machine, waiting
-                # on both, has to spare); they are committed once it answers, with its seq as revision.
+                # finish and the server stores the commit (time the client would otherwise spend waiting on
+                # both: W5 first push); they are committed once it answers, with its seq as revision.
                 written = side.submit(self._write_entries, changes, same)
             stats = uploader.finish()
             stage = stager.wait()

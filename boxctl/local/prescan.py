@@ -1,10 +1,11 @@
 """Starting the walk of a big synced folder as the process starts, while the command line loads.
 
 `boxctl status` and `boxctl push` both begin by comparing every path on disk with the index. In
-a folder of 100,000 files that walk (a stat per path) and loading the program's modules each take
-about a third of a second on one core; started here, in forked children, the walk runs beside
-the loading instead of after it. The command then collects it with `take` (only as its very first
-look at the disk: nothing may have been written in between).
+a folder of 100,000 files (W5 no-op status and first push) that walk, a stat per path, and loading
+the program's modules are each a large part of the command and each keeps one core busy; started
+here, in forked children, the walk runs beside the loading instead of after it. The command then
+collects it with `take` (only as its very first look at the disk: nothing may have been written in
+between).
 """
 
 from __future__ import annotations

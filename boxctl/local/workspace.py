@@ -181,7 +181,7 @@ class Workspace:
 
         The top levels are walked here until there are folders enough to share out; each share is then
         walked in a child, the walk being mostly one stat system call per path, where threads would
-        only queue on the interpreter lock (two were slower than one). With `keep_share` the first
+        only queue on the interpreter lock (the workload: W5 no-op status). With `keep_share` the first
         share is left to walk here, when the result is collected.
         """
         walk = _Walk()
@@ -226,7 +226,8 @@ class Workspace:
 
     def _walk(self, folder: int | str, where: str, rel: str, walk: _Walk, depth: int) -> None:
         """Walk one folder, given as an open descriptor (each stat then looks up one name, not the
-        whole path: a tenth faster on a big tree) or as a path where descriptors cannot be listed."""
+        whole path, which counts on a big tree: W5 no-op status) or as a path where descriptors cannot be
+        listed."""
         try:
             with os.scandir(folder) as listing:
                 entries = list(listing)

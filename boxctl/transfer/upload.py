@@ -29,7 +29,7 @@ from boxctl.chunking import Block
 from boxctl.errors import NotFound
 
 # Fewer, larger requests: a batch costs a lookup, an upload, a pack and its fsyncs on the server,
-# whatever its size. 32 MiB batches cut a 1 GiB push's CPU by a fifth against 8 MiB ones. The first
+# whatever its size, so a big file goes in big batches (the workload: W1 first push). The first
 # batches are smaller (they double up to the full size), so the network starts while the rest is read.
 BATCH_BYTES = 32 << 20
 BATCH_BLOCKS = 2000
@@ -57,9 +57,9 @@ def default_jobs() -> int:
 def default_uploads() -> int:
     """Upload batches in flight by default, whatever the cores: a batch in flight mostly waits.
 
-    While the server checks one batch, the others are on their way or being compressed: with 4 rather
-    than 2 on a 2-core machine, a first push of 100,000 small files took a tenth less time (and a
-    1 GiB file a few percent less), for about 60 MB more client memory.
+    While the server checks one batch, the others are on their way or being compressed, so more are
+    in flight than a 2-core machine has cores (the workloads: W5 and W1 first push). Each batch in
+    flight is client memory, which W6 bounds.
     """
     return IN_FLIGHT
 

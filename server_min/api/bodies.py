@@ -100,7 +100,7 @@ def tune_malloc() -> bool:
     The HTTP server receives a body as a stream of 64-256 KiB pieces, copied a few times on the way
     (socket, parser, ASGI message), each a new bytes object. By default glibc gives the top of the heap
     back to the system whenever more than about twice the largest recent piece is free, and takes it
-    again for the next piece: a page fault per 4 KiB received, most of an upload's cost on a VM. With a
+    again for the next piece: a page fault per 4 KiB received (W1 first push, W7 uploads). With a
     64 MiB trim threshold (and up to 16 MiB served from the heap, not from fresh mmaps) those pieces
     reuse the same warm memory. Returns False where the C library is not glibc (nothing changes).
     """
@@ -123,7 +123,7 @@ def raise_flow_limit(limit: int = BODY_HIGH_WATER) -> bool:
     uvicorn pauses reading once more than 64 KiB of body wait for the app, and asyncio reads up to
     256 KiB at a time, so every read of an upload paused the socket and the app's next receive resumed
     it: two epoll calls and the selector's bookkeeping per piece. With 1 MiB it pauses only when the
-    app really falls behind (a 1 GiB push: 4% less server CPU, 2-3% less time, A/B of 9 pairs); a slow
+    app really falls behind (the workloads: W1 first push, W7 uploads); a slow
     upload still holds at most about 1 MiB per connection. False if this uvicorn has no such limit.
     """
     changed = False

@@ -48,7 +48,7 @@ class CommitIn(BaseModel):
     key: str | None = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                             description="Client-chosen id that makes a retried commit apply once.")
     # Each change is checked once, by the service (paths, types, limits); a model per change here would
-    # double the cost of a large commit. The schema still documents a change's shape.
+    # check every change of a large commit twice (W5 first push). The schema still documents its shape.
     changes: list[dict[str, Any]] = Field(default=[], json_schema_extra={"items": ChangeIn.model_json_schema()})
     stage: int | None = Field(default=None, ge=1, lt=1 << 62,
                               description="Also apply every change staged there (POST .../stages).")

@@ -2,9 +2,10 @@
 
 A push uploads a batch of blocks, then stages the changes that use them: checking those changes
 asks the database again about blocks this process recorded a moment before (two index lookups per
-block, a tenth of the server's work in a first push of many small files). What this process saw a
-user prove is remembered here, bounded; anything else is asked of the database as before. Blocks
-are never taken from the store nor from a user who proved them, so a remembered block stays true.
+block, a real share of the server's work in a first push of many small files: the workload is W5).
+What this process saw a user prove is remembered here, bounded; anything else is asked of the
+database as before. Blocks are never taken from the store nor from a user who proved them, so a
+remembered block stays true.
 """
 
 from __future__ import annotations
