@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if (ctx.errors or failed_checks or problems) else 0
 
 
-KEPT_SECTIONS = ("analysis", "watch")
+KEPT_SECTIONS = ("analysis", "watch", "tricks")
 
 
 def write_docs(doc: dict[str, Any], targets: list[report.TargetResult]) -> None:
