@@ -57,8 +57,9 @@ def kill_at(proc: subprocess.Popen[str], rng: random.Random, longest: float,
 
 # At least this share of the scheduled kill points must really kill (the rest: the process ended first), so
 # that the count of kill points a run claims is the count of SIGKILLs it sent. Checked once a test has
-# scheduled MIN_POINTS points; fewer (the small set of `make test`) vary too much by luck.
-MIN_KILLED = 0.6
+# scheduled MIN_POINTS points; fewer (the small set of `make test`) vary too much by luck. Pulls and clones
+# of small folders often end before a late point (59-92% land, by run), pushes 79-100%.
+MIN_KILLED = 0.5
 MIN_POINTS = 6
 
 

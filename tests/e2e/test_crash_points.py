@@ -4,7 +4,7 @@ a seeded RNG, bounded by how long the operation takes.
 
 After each kill and rerun: the rerun exits 0 (never 4, refused), every version a push reported restores
 byte for byte, no device folder holds a half-written file, no local edit is lost, and no `.box-tmp-*`
-is left. BOX_CRASH_POINTS sets the kill points per kind (`make test-crash`: 24, about 110 in all);
+is left. BOX_CRASH_POINTS sets the kill points per kind (`make test-crash`: 32, 144 scheduled, over 100 landing);
 `make test` runs 2 of each kind but the staged one. A kill point is scheduled, and counted killed only
 if the process was still running at that point; at least MIN_KILLED of the points must kill (from
 MIN_POINTS points up). Each test ends with one summary line (printed, shown with -s, and in the run's
