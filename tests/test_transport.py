@@ -70,7 +70,7 @@ def test_a_delete_sends_only_the_params_given_and_parses_the_answer(server: str)
         "deleted": "/v1/boxes/1/members/bob?path=docs"}
 
 
-class _Scripted(BaseHTTPRequestHandler):
+class _Scripted(_Echo):
     """Answers every request with the server's `answer` (status, content type, body) and counts them."""
 
     def do_GET(self) -> None:
@@ -83,15 +83,7 @@ class _Scripted(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         server = self.server
         server.count += 1  # type: ignore[attr-defined]
-        status, kind, body = server.answer  # type: ignore[attr-defined]
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self._send(*server.answer)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
