@@ -54,3 +54,12 @@ bench: install
 bench-quick: install
 	bash bench/setup.sh
 	$(PY) -m bench.run --quick
+
+.PHONY: bench-scale bench-scale-quick
+# Scale-out (issue 20): commits per second on SQLite, PostgreSQL, and two processes behind nginx; a big
+# file's push and clone with blocks on the local folder and on SeaweedFS. Needs nginx (apt-get install nginx-light).
+bench-scale: install
+	$(PY) -m bench.scale
+
+bench-scale-quick: install
+	$(PY) -m bench.scale --quick

@@ -56,11 +56,67 @@ def _data_folder(data: Path) -> Path:
         raise CliError(str(exc)) from None
 
 
-def _meta(data: Path) -> Any:
-    """The metadata store of a data folder, alone (no block store: its temp files stay untouched)."""
-    from server_min import wiring
+class Stores:
+    """Where a command finds the server's stores: `--data DIR` (the embedded default: meta.db and blocks/
+    inside it), or `--meta URL` and `--blocks URL` for shared engines (docs/scaling.md); a URL given
+    beside `--data` replaces that part of the folder."""
 
-    return wiring.open_meta(wiring.data_urls(_data_folder(data)).meta)
+    def __init__(self, data: Path | None, meta: str | None, blocks: str | None = None, notify: str | None = None,
+                 s3_endpoint: str | None = None, cache: str | None = None) -> None:
+        self.data = data
+        self.meta = meta
+        self.blocks = blocks
+        self.notify = notify
+        self.s3_endpoint = s3_endpoint
+        self.cache = cache
+
+    def folder(self) -> Path | None:
+        """The data folder, made or checked (0700, files 0600), when one is given."""
+        return _data_folder(self.data) if self.data is not None else None
+
+    def urls(self, need_blocks: bool = True) -> Any:
+        """The StoreUrls of these options; a usage error naming what is missing."""
+        from server_min import wiring
+
+        folder = self.folder()
+        if folder is None and (self.meta is None or (need_blocks and self.blocks is None)):
+            raise usage("say where the server's data is: --data DIR, or --meta URL"
+                        + (" and --blocks URL" if need_blocks else "") + " (or BOX_META, BOX_BLOCKS)")
+        base = wiring.data_urls(folder) if folder is not None else None
+        try:
+            return wiring.store_urls(
+                meta=self.meta or (base.meta if base else ""), blocks=self.blocks or (base.blocks if base else ""),
+                notify=self.notify, s3_endpoint=self.s3_endpoint, cache=self.cache, folder=folder)
+        except wiring.BadStoreUrl as exc:
+            raise usage(str(exc)) from None
+
+    def open_meta(self) -> Any:
+        """The metadata store alone (no block store: a live server's temp files stay untouched). Its schema
+        must be current: only `migrate` (and a new embedded data folder) creates or upgrades one."""
+        from server_min import wiring
+
+        urls = self.urls(need_blocks=False)
+        try:
+            return wiring.open_meta(urls.meta, upgrade=wiring.is_new_embedded(urls.meta))
+        except (wiring.StoreUnavailable, wiring.BadStoreUrl) as exc:
+            raise CliError(str(exc)) from None
+
+
+DataOptional = Annotated[Path | None, typer.Option(
+    "--data", envvar="BOX_DATA", help="The server's data folder (the embedded default: SQLite and a block folder).")]
+MetaOpt = Annotated[str | None, typer.Option(
+    "--meta", envvar="BOX_META", help="Metadata store URL: sqlite:///PATH or postgresql://USER@HOST/DB.")]
+BlocksOpt = Annotated[str | None, typer.Option(
+    "--blocks", envvar="BOX_BLOCKS", help="Block store URL: file:///PATH or s3://BUCKET/PREFIX.")]
+NotifyOpt = Annotated[str | None, typer.Option(
+    "--notify", envvar="BOX_NOTIFY", help="How server processes wake each other's long polls: memory (one "
+    "process, the default), postgresql (the --meta database) or redis://HOST:PORT.")]
+S3EndpointOpt = Annotated[str | None, typer.Option(
+    "--s3-endpoint", envvar="BOX_S3_ENDPOINT", help="The S3 store's URL (default: AWS, or AWS_ENDPOINT_URL); "
+    "credentials are read the way boto3 reads them (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles).")]
+CacheOpt = Annotated[str | None, typer.Option(
+    "--block-cache", envvar="BOX_BLOCK_CACHE", help="Size of the local disk cache of recently read blocks "
+    "in front of an S3 store, e.g. 2G (default 1G; 0 for none).")]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -85,7 +141,12 @@ def _check_port(host: str, port: int) -> None:
 
 @app.command()
 def serve(
-    data: Annotated[Path, typer.Option("--data", help="Folder for the database and blocks (created if absent).")],
+    data: DataOptional = None,
+    meta: MetaOpt = None,
+    blocks: BlocksOpt = None,
+    notify: NotifyOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
+    block_cache: CacheOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     log_level: Annotated[str, typer.Option(help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")] = "warning",
@@ -95,7 +156,8 @@ def serve(
         "--trust-proxy", help="Address of a reverse proxy whose X-Forwarded-For to believe (repeatable; "
         "default: none, every client is its own address).")] = None,
 ) -> None:
-    """Run the Box server in the foreground until interrupted."""
+    """Run the Box server in the foreground until interrupted: on a data folder (--data DIR), or as one of
+    several processes on shared stores (--meta postgresql://... --blocks s3://... --notify postgresql)."""
     if log_level.lower() not in LOG_LEVELS:
         raise usage(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     if (tls_cert is None) != (tls_key is None):
@@ -103,61 +165,79 @@ def serve(
     for pem in (tls_cert, tls_key):
         if pem is not None and not pem.is_file():
             raise usage(f"{pem} is not a file")
-    folder = _data_folder(data)
+    stores = Stores(data, meta, blocks, notify, s3_endpoint, block_cache)
+    urls = stores.urls()
     _check_port(host, port)
     from server_min import wiring
     from server_min.api import create_app
     from server_min.api.serve import run
 
-    service = wiring.build_service(wiring.data_urls(folder))
+    try:
+        service = wiring.build_service(urls, upgrade=wiring.is_new_embedded(urls.meta))
+    except (wiring.StoreUnavailable, wiring.BadStoreUrl) as exc:
+        raise CliError(str(exc)) from None
     service.store.drop_unfinished()  # only a starting server: the uploads it finds cut off are its own
     scheme = "https" if tls_cert else "http"
-    print(f"box server on {scheme}://{host}:{port} (data in {folder}); Ctrl-C to stop", file=sys.stderr, flush=True)
+    where = f"data in {urls.folder}" if urls.folder else f"metadata {wiring.redact(urls.meta)}, blocks {urls.blocks}"
+    print(f"box server on {scheme}://{host}:{port} ({where}); Ctrl-C to stop", file=sys.stderr, flush=True)
     run(create_app(service), host, port, log_level.lower(), tls_cert, tls_key, tuple(trust_proxy or ()))
 
 
 @app.command()
-def migrate(data: DataOpt) -> None:
-    """Create or upgrade the server's database schema (the server also does it when it starts)."""
-    from server_min.meta.sqlite import migrate as migrations
+def migrate(
+    data: DataOptional = None,
+    meta: MetaOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")] = False,
+) -> None:
+    """Create or upgrade the metadata schema (a server refuses to start on an older one). Safe to run
+    while servers run: the steps are taken under the database's own lock, each once."""
+    from server_min import wiring
 
-    meta = _meta(data)
+    urls = Stores(data, meta).urls(need_blocks=False)
     try:
-        print(f"schema version {migrations.version(meta.conn)} (latest {migrations.latest()})")
-    finally:
-        meta.close()
+        before, applied, latest = wiring.migrate_meta(urls.meta)
+    except (wiring.StoreUnavailable, wiring.BadStoreUrl) as exc:
+        raise CliError(str(exc)) from None
+    if json_out:
+        print(json.dumps({"from": before, "applied": applied, "version": latest}))
+    elif applied:
+        print(f"schema upgraded from version {before} to {latest}: {', '.join(applied)}")
+    else:
+        print(f"schema version {latest}: up to date")
 
 
 @admin_app.command("add-user")
-def add_user(name: Annotated[str, typer.Argument(help="The new user's name.")], data: DataOpt) -> None:
+def add_user(name: Annotated[str, typer.Argument(help="The new user's name.")], data: DataOptional = None,
+             meta: MetaOpt = None) -> None:
     """Create a user and print its first device token (alone on stdout)."""
     from server_min.notify.memory import MemoryNotifier
     from server_min.service.access import Rights
     from server_min.service.accounts import Accounts
 
-    meta = _meta(data)
+    store = Stores(data, meta).open_meta()
     try:
-        token = Accounts(meta, Rights(meta), MemoryNotifier()).add_user(name)
+        token = Accounts(store, Rights(store), MemoryNotifier()).add_user(name)
     except ServerError as exc:
         raise usage(exc.message) from None
     finally:
-        meta.close()
+        store.close()
     sys.stdout.write(token + "\n")
 
 
 @admin_app.command("passwd")
-def passwd(name: Annotated[str, typer.Argument(help="The user whose password is set.")], data: DataOpt) -> None:
+def passwd(name: Annotated[str, typer.Argument(help="The user whose password is set.")], data: DataOptional = None,
+           meta: MetaOpt = None) -> None:
     """Set a user's password (asked twice on a terminal, else read from stdin); stored as an argon2 hash."""
     from server_min.service.passwords import Passwords
 
     password = _read_password(f"new password for {name}: ")
-    meta = _meta(data)
+    store = Stores(data, meta).open_meta()
     try:
-        Passwords(meta).set_password(name, password)
+        Passwords(store).set_password(name, password)
     except ServerError as exc:
         raise usage(exc.message) from None
     finally:
-        meta.close()
+        store.close()
     print(f"password set for {name}", file=sys.stderr)
 
 

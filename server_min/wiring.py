@@ -23,6 +23,18 @@ class BadStoreUrl(ValueError):
     """A store URL this server cannot open; the message is one line for the operator."""
 
 
+class StoreUnavailable(RuntimeError):
+    """A store that cannot be used now (its schema is outdated, its server unreachable): one line saying
+    what to do."""
+
+
+# The URL schemes each kind of store accepts, and how to write them (for messages).
+META_SCHEMES = {"sqlite": "sqlite:///PATH", "postgresql": "postgresql://USER@HOST/DB", "postgres": "postgres://...",
+                "memory": "memory:"}
+BLOCK_SCHEMES = {"file": "file:///PATH", "s3": "s3://BUCKET/PREFIX", "memory": "memory:"}
+NOTIFY_SCHEMES = {"memory": "memory", "postgresql": "postgresql", "redis": "redis://HOST:PORT"}
+
+
 @dataclass(frozen=True)
 class StoreUrls:
     """Where the server keeps its metadata and blocks, and how its processes wake each other."""
@@ -30,6 +42,32 @@ class StoreUrls:
     meta: str
     blocks: str
     notify: str = "memory:"
+    folder: Path | None = None  # the data folder the URLs come from, if any
+
+
+def store_urls(meta: str, blocks: str, notify: str | None = None, s3_endpoint: str | None = None,
+               cache: str | None = None, folder: Path | None = None) -> StoreUrls:
+    """The StoreUrls of a command line's options (BadStoreUrl for a malformed one)."""
+    notify_url = {"": "memory:", "memory": "memory:"}.get(notify or "", notify or "memory:")
+    for url, what, schemes in ((meta, "metadata store", META_SCHEMES), (blocks, "block store", BLOCK_SCHEMES),
+                               (notify_url, "notifier", NOTIFY_SCHEMES)):
+        if url and urlsplit(url).scheme not in schemes:
+            raise BadStoreUrl(f"unknown {what} {redact(url)!r}: use {' or '.join(schemes.values())}")
+    return StoreUrls(meta, blocks, notify_url, folder)
+
+
+def is_new_embedded(meta_url: str) -> bool:
+    """True for a SQLite database that does not exist yet: the embedded default creates its schema when
+    it starts; every other store is created and upgraded by `box-server migrate` alone."""
+    return meta_url.startswith("sqlite:") and not _path(meta_url, "sqlite").exists()
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def data_urls(data: Path) -> StoreUrls:
@@ -82,9 +120,28 @@ def open_notifier(url: str) -> Notifier:
     raise BadStoreUrl(f"unknown notifier {url!r}: use memory:")
 
 
-def build_service(urls: StoreUrls) -> Service:
-    """A service over the stores at `urls`."""
-    return Service(open_meta(urls.meta), open_blocks(urls.blocks), open_notifier(urls.notify))
+def build_service(urls: StoreUrls, upgrade: bool = True) -> Service:
+    """A service over the stores at `urls` (the metadata schema created or upgraded first unless not
+    `upgrade`: then an outdated one is StoreUnavailable)."""
+    return Service(open_meta(urls.meta, upgrade), open_blocks(urls.blocks), open_notifier(urls.notify))
+
+
+def migrate_meta(url: str) -> tuple[int, list[str], int]:
+    """Create or upgrade the metadata schema at `url`: (version before, files applied, version now)."""
+    if url.startswith("sqlite:"):
+        from server_min.meta.sqlite import migrate
+        from server_min.meta.sqlite.conn import Connections
+
+        path = _path(url, "sqlite")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conns = Connections(path)
+        try:
+            before = migrate.version(conns.conn)
+            applied = migrate.upgrade(conns.conn)
+            return before, applied, migrate.version(conns.conn)
+        finally:
+            conns.close()
+    raise BadStoreUrl(f"cannot migrate {redact(url)!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
 def service_for_data(data: Path) -> Service:

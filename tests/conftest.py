@@ -8,16 +8,23 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
 
 BOXCTL = [sys.executable, "-m", "boxctl"]
+
+# Which stores the servers of a run use: "embedded" (SQLite and a block folder, the default) or "shared"
+# (PostgreSQL, SeaweedFS's S3 and the PostgreSQL bus: the scale-out deployment). `--store` or BOX_TEST_STORE.
+STORES = ("embedded", "shared")
+store_mode = os.environ.get("BOX_TEST_STORE", "embedded")
 
 
 def free_port() -> int:
@@ -52,22 +59,37 @@ class Result:
 
 @dataclass
 class ServerProc:
-    """A running `boxctl serve` process and its data folder."""
+    """A running `boxctl serve` process and its data folder; in a shared-store run, its own PostgreSQL
+    database and S3 bucket too (made at its first start, kept across restarts)."""
 
     data: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     extra: list[str] = field(default_factory=list)  # more `boxctl serve` options
+    shared: SharedStores | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def store_args(self) -> list[str]:
+        """The options naming this server's stores (`--data`, and the shared stores' URLs)."""
+        return ["--data", str(self.data), *(self.shared.serve_args() if self.shared else [])]
+
+    def admin_args(self) -> list[str]:
+        """The options an admin command needs to reach this server's metadata."""
+        return ["--meta", self.shared.meta] if self.shared else ["--data", str(self.data)]
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, **(self.shared.env if self.shared else {}))
+
     def start(self) -> None:
+        if self.shared is None and store_mode == "shared":
+            self.shared = SharedStores.make()
         self.proc = subprocess.Popen(
-            [*BOXCTL, "serve", "--data", str(self.data), "--port", str(self.port), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [*BOXCTL, "serve", *self.store_args(), "--port", str(self.port), *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env(),
         )
 
         def up() -> bool:
@@ -87,11 +109,87 @@ class ServerProc:
         self.proc = None
 
     def add_user(self, name: str) -> str:
-        res = subprocess.run([*BOXCTL, "admin", "add-user", name, "--data", str(self.data)],
-                             capture_output=True, text=True, check=True)
+        res = subprocess.run([*BOXCTL, "admin", "add-user", name, *self.admin_args()],
+                             capture_output=True, text=True, check=True, env=self.env())
         token = res.stdout.strip()
         self.tokens[name] = token
         return token
+
+
+@dataclass
+class SharedStores:
+    """One server's PostgreSQL database and S3 bucket (on the run's one SeaweedFS), bus on PostgreSQL."""
+
+    meta: str
+    bucket: str
+    endpoint: str
+    env: dict[str, str]
+
+    made: ClassVar[list[SharedStores]] = []
+    s3: ClassVar[Any] = None
+
+    @classmethod
+    def make(cls) -> SharedStores:
+        from tests.pg import create_database
+        from tests.s3 import S3Server
+
+        if cls.s3 is None:
+            cls.s3 = S3Server(Path(tempfile.mkdtemp(prefix="box-test-s3-")))
+            cls.s3.start()
+        bucket = f"box-{uuid.uuid4().hex[:12]}"
+        cls.s3.make_bucket(bucket)
+        stores = cls(create_database(), bucket, cls.s3.endpoint, dict(cls.s3.env))
+        subprocess.run([*BOXCTL, "migrate", "--meta", stores.meta], check=True, capture_output=True,
+                       env=dict(os.environ, **stores.env))
+        cls.made.append(stores)
+        return stores
+
+    def serve_args(self) -> list[str]:
+        return ["--meta", self.meta, "--blocks", f"s3://{self.bucket}/blocks", "--s3-endpoint", self.endpoint,
+                "--notify", "postgresql"]
+
+    def objects(self) -> dict[str, int]:
+        """Every object of the bucket, as key -> size."""
+        return self.s3.objects(self.bucket)
+
+    @classmethod
+    def clean_up(cls) -> None:
+        from tests.pg import drop_database
+
+        for stores in cls.made:
+            drop_database(stores.meta)
+        cls.made.clear()
+        if cls.s3 is not None:
+            cls.s3.stop()
+            cls.s3 = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store", choices=STORES, default=None,
+                     help="the servers' stores: embedded (SQLite and a block folder) or shared (PostgreSQL, S3 "
+                     "on SeaweedFS, the PostgreSQL bus); default BOX_TEST_STORE, else embedded")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global store_mode
+    store_mode = config.getoption("--store") or store_mode
+    if store_mode not in STORES:
+        raise pytest.UsageError(f"BOX_TEST_STORE must be one of {', '.join(STORES)}, not {store_mode!r}")
+    config.addinivalue_line("markers", "embedded_only: the test reads the embedded store's files (meta.db, "
+                            "packs) directly; a shared-store run leaves it out and says so")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if store_mode != "shared":
+        return
+    left_out = [item for item in items if item.get_closest_marker("embedded_only")]
+    if left_out:
+        items[:] = [item for item in items if not item.get_closest_marker("embedded_only")]
+        config.hook.pytest_deselected(items=left_out)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    SharedStores.clean_up()
 
 
 @pytest.fixture
@@ -189,6 +287,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines = [str(value) for kind in ("passed", "failed") for report in terminalreporter.stats.get(kind, [])
              if getattr(report, "when", "") == "call"
              for name, value in getattr(report, "user_properties", []) if name in SUMMARY_PROPERTIES]
+    if store_mode == "shared":
+        lines.insert(0, "stores: shared (PostgreSQL metadata, S3 blocks on SeaweedFS, PostgreSQL bus); tests "
+                     "marked embedded_only were deselected")
     if lines:
         terminalreporter.write_sep("-", "run summaries")
         for line in lines:

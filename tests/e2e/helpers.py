@@ -57,7 +57,10 @@ def sync_file(a: Device, b: Device, rel: str, data: bytes | str) -> int:
 
 
 def packs(server: ServerProc) -> dict[str, int]:
-    """Every pack file the server's block store holds, as relative path -> size."""
+    """Every pack the server's block store holds (files of the block folder, or objects of its bucket), as
+    name -> size."""
+    if server.shared is not None:
+        return server.shared.objects()
     root = server.data / "blocks" / "packs"
     return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
