@@ -180,7 +180,10 @@ def serve(
     scheme = "https" if tls_cert else "http"
     where = f"data in {urls.folder}" if urls.folder else f"metadata {wiring.redact(urls.meta)}, blocks {urls.blocks}"
     print(f"box server on {scheme}://{host}:{port} ({where}); Ctrl-C to stop", file=sys.stderr, flush=True)
-    run(create_app(service), host, port, log_level.lower(), tls_cert, tls_key, tuple(trust_proxy or ()))
+    try:
+        run(create_app(service), host, port, log_level.lower(), tls_cert, tls_key, tuple(trust_proxy or ()))
+    finally:
+        service.close()  # the bus's listener and the stores' connections
 
 
 @app.command()

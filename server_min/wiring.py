@@ -2,7 +2,10 @@
 
   metadata  sqlite:///PATH (a file; sqlite:////abs/path as usual)  |  memory:
   blocks    file:///PATH (a folder of packs)                        |  memory:
-  notify    memory: (one process)
+  notify    memory: (one process)  |  postgresql (the metadata's database)  |  postgresql://...
+            |  redis://HOST:PORT[/DB]; a bus URL may end in ?channel=NAME (default box_wake)
+  logins    the wrong-password counts: in Redis when the notifier is, else in PostgreSQL when the
+            metadata is, else in memory
 
 `--data DIR` means sqlite:///DIR/meta.db and file:///DIR/blocks.
 """
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from server_min.blocks.base import BlockStore
+from server_min.limits.base import AttemptLog
 from server_min.meta.base import MetaStore
 from server_min.notify.base import Notifier
 from server_min.service import Service
@@ -51,7 +55,7 @@ def store_urls(meta: str, blocks: str, notify: str | None = None, s3_endpoint: s
     notify_url = {"": "memory:", "memory": "memory:"}.get(notify or "", notify or "memory:")
     for url, what, schemes in ((meta, "metadata store", META_SCHEMES), (blocks, "block store", BLOCK_SCHEMES),
                                (notify_url, "notifier", NOTIFY_SCHEMES)):
-        if url and urlsplit(url).scheme not in schemes:
+        if url and url not in schemes and urlsplit(url).scheme not in schemes:
             raise BadStoreUrl(f"unknown {what} {redact(url)!r}: use {' or '.join(schemes.values())}")
     return StoreUrls(meta, blocks, notify_url, folder)
 
@@ -111,19 +115,75 @@ def open_blocks(url: str) -> BlockStore:
     raise BadStoreUrl(f"unknown block store {url!r}: use file:///PATH or memory:")
 
 
-def open_notifier(url: str) -> Notifier:
-    """The notifier at `url`."""
+_POSTGRES = ("postgresql:", "postgres:")
+_REDIS = ("redis:", "rediss:")
+
+
+def _channel(url: str) -> tuple[str, str]:
+    """`url` without its ?channel=NAME, and the channel (box_wake if none)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    channel = next((v for k, v in query if k == "channel"), "box_wake")
+    rest = urlencode([(k, v) for k, v in query if k != "channel"])
+    return urlunsplit(parts._replace(query=rest)), channel
+
+
+def open_notifier(url: str, meta_url: str | None = None) -> Notifier:
+    """The notifier at `url`; `postgresql` alone means the database of the metadata at `meta_url`.
+    A bus that cannot be reached fails now (BadStoreUrl), not at the first commit."""
     if url == "memory:":
         from server_min.notify.memory import MemoryNotifier
 
         return MemoryNotifier()
-    raise BadStoreUrl(f"unknown notifier {url!r}: use memory:")
+    if url == "postgresql" or url.startswith(_POSTGRES):
+        from server_min.notify.bus import BusUnavailable
+        from server_min.notify.postgres import PostgresNotifier
+
+        if url == "postgresql":
+            if meta_url is None or not meta_url.startswith(_POSTGRES):
+                raise BadStoreUrl("the notifier 'postgresql' uses the metadata's database, but the metadata is "
+                                  "not on PostgreSQL: give a postgresql:// URL")
+            url = meta_url
+        try:
+            return PostgresNotifier(*_channel(url))
+        except (BusUnavailable, ValueError) as exc:
+            raise BadStoreUrl(str(exc)) from None
+    if url.startswith(_REDIS):
+        from server_min.notify.bus import BusUnavailable
+        from server_min.notify.redis import RedisNotifier
+
+        try:
+            return RedisNotifier(*_channel(url))
+        except (BusUnavailable, ValueError) as exc:
+            raise BadStoreUrl(str(exc)) from None
+    raise BadStoreUrl(f"unknown notifier {url!r}: use memory:, postgresql, postgresql://... or redis://HOST:PORT")
+
+
+def open_attempts(notify_url: str, meta_url: str) -> AttemptLog:
+    """Where wrong passwords are counted: where every process sees them, as the notifier and metadata are."""
+    if notify_url.startswith(_REDIS):
+        from server_min.limits.redis import RedisAttempts
+
+        return RedisAttempts(_channel(notify_url)[0])
+    if meta_url.startswith(_POSTGRES):
+        from server_min.limits.postgres import PostgresAttempts
+
+        return PostgresAttempts(meta_url)
+    from server_min.limits.memory import MemoryAttempts
+
+    return MemoryAttempts()
 
 
 def build_service(urls: StoreUrls, upgrade: bool = True) -> Service:
     """A service over the stores at `urls` (the metadata schema created or upgraded first unless not
     `upgrade`: then an outdated one is StoreUnavailable)."""
-    return Service(open_meta(urls.meta, upgrade), open_blocks(urls.blocks), open_notifier(urls.notify))
+    meta = open_meta(urls.meta, upgrade)
+    try:
+        return Service(meta, open_blocks(urls.blocks), open_notifier(urls.notify, meta_url=urls.meta),
+                       open_attempts(urls.notify, urls.meta))
+    except BaseException:  # a bus that cannot be reached, a bad URL: leave nothing open behind
+        meta.close()
+        raise
 
 
 def migrate_meta(url: str) -> tuple[int, list[str], int]:
@@ -155,5 +215,5 @@ def memory_service() -> Service:
     return build_service(StoreUrls("memory:", "memory:", "memory:"))
 
 
-__all__ = ["BadStoreUrl", "StoreUrls", "build_service", "data_urls", "memory_service", "open_blocks", "open_meta",
-           "open_notifier", "service_for_data"]
+__all__ = ["BadStoreUrl", "StoreUrls", "build_service", "data_urls", "memory_service", "open_attempts", "open_blocks",
+           "open_meta", "open_notifier", "service_for_data"]

@@ -1,14 +1,37 @@
-"""server_min/service/passwords.py: argon2 hashes, the rate limiter's lock-outs, and login answers."""
+"""server_min/service/passwords.py: argon2 hashes, the rate limiter's lock-outs, and login answers.
+
+The limiter's tests run on every login attempt log (limits/: memory, Redis, PostgreSQL); with a shared
+one, two limiters stand for two server processes.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from server_min.errors import BadRequest, Unauthorized
+from server_min.limits.base import AttemptLog
+from server_min.limits.memory import MemoryAttempts
 from server_min.service.passwords import Passwords, RateLimiter, TooManyAttempts, hash_password, verify_password
 from server_min.wiring import service_for_data
+from tests.bus_servers import attempt_logs
+
+Logs = Callable[[], AttemptLog]
+
+
+@pytest.fixture(params=["memory", "redis", "postgres"])
+def logs(request: pytest.FixtureRequest) -> Iterator[Logs]:
+    """Makes attempt logs over one store: each call is another server process's."""
+    with attempt_logs(request.param) as make:
+        yield make
+
+
+@pytest.fixture
+def log(logs: Logs) -> AttemptLog:
+    return logs()
 
 
 class Clock:
@@ -34,9 +57,9 @@ def test_password_rules(bad: str) -> None:
         hash_password(bad)
 
 
-def test_rate_limiter_locks_and_doubles() -> None:
+def test_rate_limiter_locks_and_doubles(log: AttemptLog) -> None:
     clock = Clock()
-    limiter = RateLimiter(limit=3, window=60, lock=10, max_lock=25, clock=clock)
+    limiter = RateLimiter(log, limit=3, window=60, lock=10, max_lock=25, clock=clock)
     for _ in range(2):
         limiter.failure("k")
     assert limiter.wait("k") == 0
@@ -55,9 +78,9 @@ def test_rate_limiter_locks_and_doubles() -> None:
     assert limiter.wait("k") == 0
 
 
-def test_failures_outside_the_window_are_forgotten() -> None:
+def test_failures_outside_the_window_are_forgotten(log: AttemptLog) -> None:
     clock = Clock()
-    limiter = RateLimiter(limit=3, window=60, lock=10, clock=clock)
+    limiter = RateLimiter(log, limit=3, window=60, lock=10, clock=clock)
     limiter.failure("k")
     limiter.failure("k")
     clock.now += 61
@@ -66,17 +89,18 @@ def test_failures_outside_the_window_are_forgotten() -> None:
 
 
 def test_rate_limiter_memory_is_bounded() -> None:
-    limiter = RateLimiter(limit=3, max_keys=100)
+    log = MemoryAttempts(max_keys=100)
+    limiter = RateLimiter(log, limit=3)
     for i in range(1000):
         limiter.failure(f"addr:{i}")
-    assert len(limiter._buckets) <= 100
+    assert len(log) <= 100
 
 
-def test_login_answers(tmp_path: Path) -> None:
+def test_login_answers(tmp_path: Path, log: AttemptLog) -> None:
     service = service_for_data(tmp_path / "data")
     service.add_user("alice")
     clock = Clock()
-    accounts = Passwords(service.meta, per_user=2, per_addr=3, clock=clock)
+    accounts = Passwords(service.meta, log, per_user=2, per_addr=3, clock=clock)
     accounts.set_password("alice", "alice's password")
     with pytest.raises(BadRequest):
         accounts.set_password("nobody", "some password")
@@ -99,11 +123,11 @@ def test_login_answers(tmp_path: Path) -> None:
     assert accounts.login("alice", "alice's password", "10.0.0.1", lambda: ("t2", "h2"))["token"] == "t2"
 
 
-def test_a_user_under_attack_slows_down_the_addresses_that_failed(tmp_path: Path) -> None:
+def test_a_user_under_attack_slows_down_the_addresses_that_failed(tmp_path: Path, log: AttemptLog) -> None:
     service = service_for_data(tmp_path / "data")
     service.add_user("alice")
     clock = Clock()
-    accounts = Passwords(service.meta, per_user=3, per_addr=10, per_pair=5, clock=clock)
+    accounts = Passwords(service.meta, log, per_user=3, per_addr=10, per_pair=5, clock=clock)
     accounts.set_password("alice", "alice's password")
     for i in range(3):  # three addresses, one wrong guess each: none reaches its own limit
         with pytest.raises(Unauthorized):
@@ -117,3 +141,54 @@ def test_a_user_under_attack_slows_down_the_addresses_that_failed(tmp_path: Path
             accounts.login(f"user{i}", "guess", "10.0.3.1", lambda: ("x", "y"))
     with pytest.raises(TooManyAttempts):
         accounts.login("alice", "alice's password", "10.0.3.1", lambda: ("x", "y"))
+
+
+def test_two_processes_share_the_count(tmp_path: Path, logs: Logs) -> None:
+    """Wrong passwords sent to two server processes in turn lock the pair as if sent to one."""
+    service = service_for_data(tmp_path / "data")
+    service.add_user("alice")
+    clock = Clock()
+    one, two = (Passwords(service.meta, logs(), per_pair=4, clock=clock) for _ in range(2))
+    one.set_password("alice", "alice's password")
+    for i in range(4):
+        with pytest.raises(Unauthorized):
+            (one, two)[i % 2].login("alice", f"guess {i}", "10.0.5.1", lambda: ("x", "y"))
+    for server in (one, two):
+        with pytest.raises(TooManyAttempts):
+            server.login("alice", "alice's password", "10.0.5.1", lambda: ("x", "y"))
+    clock.now += 31
+    assert two.login("alice", "alice's password", "10.0.5.1", lambda: ("t", "h"))["token"] == "t"
+
+
+def test_failures_counted_at_once_by_two_processes_are_all_counted(logs: Logs) -> None:
+    """Each failure is one atomic update: 2 processes x 4 threads x 10 failures lock at exactly 80."""
+    clock = Clock()
+    limiters = [RateLimiter(logs(), limit=81, window=60, lock=10, clock=clock) for _ in range(2)]
+    threads = [threading.Thread(target=lambda lim=limiters[i % 2]: [lim.failure("k") for _ in range(10)])
+               for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert limiters[0].wait("k") == 0 and limiters[1].has_failed("k")
+    limiters[1].failure("k")  # the 81st: none of the 80 was lost, or this one would not lock
+    assert limiters[0].wait("k") == 10
+
+
+def test_a_user_name_of_any_length_or_code_point_is_counted(logs: Logs) -> None:
+    """Names are the client's: a long one, or one with a lone surrogate from JSON, still counts."""
+    clock = Clock()
+    limiter = RateLimiter(logs(), limit=2, lock=10, clock=clock)
+    for key in ("user:" + "x" * 100_000, "user:\ud800"):
+        limiter.failure(key)
+        limiter.failure(key)
+        assert limiter.wait(key) == 10
+
+
+def test_login_without_an_attempt_log_is_refused_but_passwords_can_be_set(tmp_path: Path) -> None:
+    service = service_for_data(tmp_path / "data")
+    service.add_user("alice")
+    passwords = Passwords(service.meta)  # as `box-server admin passwd` builds it
+    passwords.set_password("alice", "alice's password")
+    with pytest.raises(RuntimeError, match="attempt log"):
+        passwords.login("alice", "alice's password", "10.0.0.1", lambda: ("x", "y"))

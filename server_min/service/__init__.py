@@ -1,7 +1,7 @@
 """What the server decides: who may do what, which blocks are missing, atomic commits, what members see.
 
-`Service` is built from a metadata store, a block store and a notifier (see wiring.py); it knows
-no SQL, no HTTP and no file paths. Each concept is its own module and object:
+`Service` is built from a metadata store, a block store, a notifier and a login attempt log (see
+wiring.py); it knows no SQL, no HTTP and no file paths. Each concept is its own module and object:
 
   access     Caller, Access, Rights: the access rules, and a folder member's view of the head
   accounts   users, tokens, devices, passwords (passwords.py: hashing and the login rate limit)
@@ -19,6 +19,7 @@ from __future__ import annotations
 from server_min.blocks.base import BlockStore
 from server_min.errors import Damaged, ServerError
 from server_min.integrity import out_of_space
+from server_min.limits.base import AttemptLog
 from server_min.meta.base import MetaStore
 from server_min.notify.base import Notifier
 from server_min.service.access import Access, Caller, Rights
@@ -36,12 +37,16 @@ from server_min.service.wakeups import Wakeups
 class Service:
     """The server's rules over the stores it is given."""
 
-    def __init__(self, meta: MetaStore, blocks: BlockStore, notifier: Notifier) -> None:
+    def __init__(self, meta: MetaStore, blocks: BlockStore, notifier: Notifier,
+                 attempts: AttemptLog | None = None) -> None:
+        """`attempts` counts wrong passwords, shared by every process when the wiring picks a shared one;
+        without it, logins with a password are refused (tokens work)."""
         self.meta = meta
         self.store = blocks
         self.notifier = notifier
+        self.attempts = attempts
         self.rights = Rights(meta)
-        self.accounts = Accounts(meta, self.rights, notifier)
+        self.accounts = Accounts(meta, self.rights, notifier, attempts)
         self.boxes = Boxes(meta, self.rights)
         self.blocks = Blocks(meta, blocks, ProvedBlocks())
         self.commits = Commits(meta, self.rights, self.accounts, self.blocks.proved, notifier)
@@ -78,7 +83,10 @@ class Service:
         return None
 
     def close(self) -> None:
-        """Release the stores' connections."""
+        """Stop listening for wake-ups and release the stores' connections."""
+        self.notifier.close()
+        if self.attempts is not None:
+            self.attempts.close()
         self.meta.close()
 
 

@@ -8,6 +8,7 @@ import secrets
 from typing import Any
 
 from server_min.errors import BadRequest, Conflict, NotFound, Unauthorized
+from server_min.limits.base import AttemptLog
 from server_min.meta.base import AlreadyExists, MetaStore
 from server_min.notify.base import Notifier
 from server_min.service.access import Caller, Rights
@@ -30,11 +31,12 @@ def new_token() -> str:
 class Accounts:
     """Users, their tokens and devices."""
 
-    def __init__(self, meta: MetaStore, rights: Rights, notifier: Notifier) -> None:
+    def __init__(self, meta: MetaStore, rights: Rights, notifier: Notifier, attempts: AttemptLog | None = None) -> None:
+        """`attempts` counts wrong passwords (see passwords.py); without it, logins with a password are refused."""
         self.meta = meta
         self.rights = rights
         self.notifier = notifier
-        self.passwords = Passwords(meta)
+        self.passwords = Passwords(meta, attempts)
 
     def add_user(self, name: str) -> str:
         """Create a user and return its first token (shown once; only the hash is kept)."""

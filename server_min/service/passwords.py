@@ -1,5 +1,6 @@
 """Passwords: slow salted hashes (argon2id), password login that hands out a new token, and a
-rate limit on wrong passwords (in memory, per server process).
+rate limit on wrong passwords, counted in an attempt log (limits.base) that every server process may
+share: the wiring picks one in memory, in Redis or in PostgreSQL.
 
 The limit is by (user, address) and by address, never by user alone: when wrong passwords for a
 user came from anywhere, anyone could lock that user out (5 wrong passwords, then even the right one
@@ -14,12 +15,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from server_min.errors import BadRequest, ServerError, Unauthorized
+from server_min.limits.base import AttemptLog, Attempts
 from server_min.meta.base import AccountStore
 
 MIN_PASSWORD = 8
@@ -70,65 +72,75 @@ def verify_password(stored: str | None, password: str) -> bool:
         return stored is not None
 
 
-@dataclass
-class _Bucket:
-    failures: list[float] = field(default_factory=list)
-    locked_until: float = 0.0
-    strikes: int = 0
-
-
 class RateLimiter:
     """Counts wrong passwords per key ('user:NAME', 'addr:IP'); past `limit` in `window` seconds a key is
-    locked for `lock` seconds, doubling with each further lock-out up to `max_lock`."""
+    locked for `lock` seconds, doubling with each further lock-out up to `max_lock`.
 
-    def __init__(self, limit: int, window: float = 900.0, lock: float = 30.0, max_lock: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+    The counts live in `log`, which several processes may share; a key is forgotten `max(window,
+    max_lock)` seconds after its last failure or lock-out, and with it its doubling. `clock` is wall-clock
+    time, the only one processes share.
+    """
+
+    def __init__(self, log: AttemptLog, limit: int, window: float = 900.0, lock: float = 30.0,
+                 max_lock: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+        self.log = log
         self.limit = limit
         self.window = window
         self.lock = lock
         self.max_lock = max_lock
         self.clock = clock
-        self.max_keys = max_keys
-        self._buckets: dict[str, _Bucket] = {}
-        self._mutex = threading.Lock()
 
     def wait(self, key: str) -> float:
         """Seconds until `key` may try again (0 if it may now)."""
-        with self._mutex:
-            bucket = self._buckets.get(key)
-            return max(0.0, bucket.locked_until - self.clock()) if bucket else 0.0
+        now = self.clock()
+        record = self.log.get(key, now)
+        return max(0.0, record.locked_until - now) if record else 0.0
 
     def failure(self, key: str) -> None:
         now = self.clock()
-        with self._mutex:
-            if len(self._buckets) >= self.max_keys:
-                self._prune(now)
-            bucket = self._buckets.setdefault(key, _Bucket())
-            bucket.failures = [t for t in bucket.failures if now - t < self.window] + [now]
-            if len(bucket.failures) >= self.limit:
-                bucket.locked_until = now + min(self.max_lock, self.lock * (2**bucket.strikes))
-                bucket.strikes += 1
-                bucket.failures = []
+        self.log.update(key, now, partial(self._failed, now=now))
 
     def has_failed(self, key: str) -> bool:
         """True if `key` has failed within the window, or is locked."""
         now = self.clock()
-        with self._mutex:
-            bucket = self._buckets.get(key)
-            return bucket is not None and (bucket.locked_until > now or any(
-                now - t < self.window for t in bucket.failures))
+        record = self.log.get(key, now)
+        return record is not None and (record.locked_until > now or any(
+            now - t < self.window for t in record.failures))
 
     def success(self, key: str) -> None:
-        with self._mutex:
-            self._buckets.pop(key, None)
+        self.log.forget(key)
 
-    def _prune(self, now: float) -> None:
-        for key in [k for k, b in self._buckets.items() if b.locked_until <= now
-                    and all(now - t >= self.window for t in b.failures)]:
-            del self._buckets[key]
-        if len(self._buckets) >= self.max_keys:  # still full: forget the oldest half rather than grow
-            for key in list(self._buckets)[: self.max_keys // 2]:
-                del self._buckets[key]
+    def _failed(self, record: Attempts | None, now: float) -> Attempts:
+        """`record` after one more failure at `now` (pure: a shared log may run it twice)."""
+        record = record or Attempts()
+        failures = [t for t in record.failures if now - t < self.window] + [now]
+        locked_until, strikes = record.locked_until, record.strikes
+        if len(failures) >= self.limit:
+            # min(strikes, 32): past that the lock is max_lock anyway, and 2**strikes stays a small float
+            locked_until = now + min(self.max_lock, self.lock * 2 ** min(strikes, 32))
+            strikes += 1
+            failures = []
+        expires = max([locked_until, *failures]) + max(self.window, self.max_lock)
+        return Attempts(tuple(failures), locked_until, strikes, expires)
+
+
+class _NoLog:
+    """Stands for a missing attempt log: setting passwords works, checking one refuses loudly."""
+
+    def get(self, key: str, now: float) -> Attempts | None:
+        raise RuntimeError(_NO_LOG)
+
+    def update(self, key: str, now: float, change: Callable[[Attempts | None], Attempts]) -> None:
+        raise RuntimeError(_NO_LOG)
+
+    def forget(self, key: str) -> None:
+        raise RuntimeError(_NO_LOG)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_NO_LOG = "password login needs an attempt log (the wiring builds one: wiring.open_attempts)"
 
 
 class Passwords:
@@ -137,14 +149,18 @@ class Passwords:
     `per_pair` wrong passwords for one user from one address lock that pair; `per_addr` from one
     address, whatever the users, lock the address; `per_user` from anywhere slow the user down: while
     it lasts, every address that has failed for it waits (each lock doubles, up to an hour).
+
+    `attempts` keeps the counts (the wiring picks it; keys of the three limits never meet); without
+    it, passwords can be set but not checked.
     """
 
-    def __init__(self, store: AccountStore, per_user: int = 5, per_addr: int = 20, per_pair: int = 5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: AccountStore, attempts: AttemptLog | None = None, per_user: int = 5,
+                 per_addr: int = 20, per_pair: int = 5, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.users = RateLimiter(per_user, clock=clock)
-        self.addrs = RateLimiter(per_addr, clock=clock)
-        self.pairs = RateLimiter(per_pair, clock=clock)
+        log: AttemptLog = attempts if attempts is not None else _NoLog()
+        self.users = RateLimiter(log, per_user, clock=clock)
+        self.addrs = RateLimiter(log, per_addr, clock=clock)
+        self.pairs = RateLimiter(log, per_pair, clock=clock)
 
     def set_password(self, name: str, password: str) -> None:
         user = self.store.user_by_name(name)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from server_min.blocks.base import BlockStore
+from server_min.limits.base import AttemptLog
 from server_min.meta.base import MetaStore
 from server_min.notify.base import Notifier
+from tests import bus_servers
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -37,8 +39,32 @@ def blocks(request: pytest.FixtureRequest, tmp_path: Path) -> BlockStore:
     return MemoryBlocks()
 
 
-@pytest.fixture(params=["memory"])
-def notifier(request: pytest.FixtureRequest) -> Notifier:
+def open_notifier(kind: str, channel: str) -> Notifier:
+    """A notifier of `kind` (memory, postgres, redis) on `channel`, as one server process would hold it."""
+    if kind == "postgres":
+        from server_min.notify.postgres import PostgresNotifier
+
+        bus_servers.pg_connect().close()  # fail with a clear message when the server is not there
+        return PostgresNotifier(bus_servers.PG_URL, channel)
+    if kind == "redis":
+        from server_min.notify.redis import RedisNotifier
+
+        bus_servers.redis_connect().close()
+        return RedisNotifier(bus_servers.REDIS_URL, channel)
     from server_min.notify.memory import MemoryNotifier
 
     return MemoryNotifier()
+
+
+@pytest.fixture(params=["memory", "postgres", "redis"])
+def notifier(request: pytest.FixtureRequest) -> Iterator[Notifier]:
+    made = open_notifier(request.param, bus_servers.unique("box_wake"))
+    yield made
+    made.close()
+
+
+@pytest.fixture(params=["memory", "redis", "postgres"])
+def attempts(request: pytest.FixtureRequest) -> Iterator[Callable[[], AttemptLog]]:
+    """Makes login attempt logs over one store; each call stands for another server process."""
+    with bus_servers.attempt_logs(request.param) as make:
+        yield make
