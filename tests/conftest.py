@@ -154,6 +154,8 @@ class SharedStores:
 
     @classmethod
     def clean_up(cls) -> None:
+        if not cls.made and cls.s3 is None:
+            return
         from tests.pg import drop_database
 
         for stores in cls.made:

@@ -25,8 +25,12 @@ class LocalWaiter:
         self._future: asyncio.Future[None] | None = None
 
     def wake(self, head: int) -> None:
-        """On the event loop: note the wake-up (a kick wins over a head) and release a wait in progress."""
-        self._woken = head if self._woken != KICKED else KICKED
+        """On the event loop: note the wake-up and release a wait in progress. Wake-ups collapse into one: a
+        kick wins, else the highest head (a bus delivers heads out of order when several threads publish)."""
+        if self._woken is None or head == KICKED:
+            self._woken = head
+        elif self._woken != KICKED:
+            self._woken = max(self._woken, head)
         if self._future is not None and not self._future.done():
             self._future.set_result(None)
 
