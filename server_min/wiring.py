@@ -1,7 +1,9 @@
 """The one module that names concrete stores: builds them, and the service, from URLs.
 
   metadata  sqlite:///PATH (a file; sqlite:////abs/path as usual)  |  memory:
-  blocks    file:///PATH (a folder of packs)                        |  memory:
+  blocks    file:///PATH (a folder of packs)  |  s3://BUCKET/PREFIX  |  memory:
+            (s3: endpoint from StoreUrls.s3_endpoint, else boto3's AWS_ENDPOINT_URL; credentials and region
+            as boto3 finds them; with cache_dir and cache_bytes, recently read blocks stay on local disk)
   notify    memory: (one process)
 
 `--data DIR` means sqlite:///DIR/meta.db and file:///DIR/blocks.
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from server_min.blocks.base import BlockStore
+from server_min.blocks.base import BlockStore, StoreUnavailable
 from server_min.meta.base import MetaStore
 from server_min.notify.base import Notifier
 from server_min.service import Service
@@ -30,6 +32,9 @@ class StoreUrls:
     meta: str
     blocks: str
     notify: str = "memory:"
+    s3_endpoint: str | None = None  # the S3-compatible store's URL for an s3:// blocks URL
+    cache_dir: Path | None = None  # a local cache of recently read blocks (any blocks URL) ...
+    cache_bytes: int = 0  # ... of at most this many bytes per server process; 0: no cache
 
 
 def data_urls(data: Path) -> StoreUrls:
@@ -60,8 +65,15 @@ def open_meta(url: str, upgrade: bool = True) -> MetaStore:
     raise BadStoreUrl(f"unknown metadata store {url!r}: use sqlite:///PATH or memory:")
 
 
-def open_blocks(url: str) -> BlockStore:
+def open_blocks(url: str, s3_endpoint: str | None = None) -> BlockStore:
     """The block store at `url`. It never drops anything: see BlockStore.drop_unfinished."""
+    if url.startswith("s3:"):
+        from server_min.blocks.s3 import S3Blocks
+
+        try:
+            return S3Blocks.from_url(url, endpoint=s3_endpoint)
+        except (ValueError, StoreUnavailable) as exc:  # a missing bucket, refused credentials: one line
+            raise BadStoreUrl(str(exc)) from None
     if url == "memory:":
         from server_min.blocks.memory import MemoryBlocks
 
@@ -70,7 +82,7 @@ def open_blocks(url: str) -> BlockStore:
         from server_min.blocks.local import LocalBlocks
 
         return LocalBlocks(_path(url, "file"))
-    raise BadStoreUrl(f"unknown block store {url!r}: use file:///PATH or memory:")
+    raise BadStoreUrl(f"unknown block store {url!r}: use file:///PATH, s3://BUCKET/PREFIX or memory:")
 
 
 def open_notifier(url: str) -> Notifier:
@@ -84,7 +96,12 @@ def open_notifier(url: str) -> Notifier:
 
 def build_service(urls: StoreUrls) -> Service:
     """A service over the stores at `urls`."""
-    return Service(open_meta(urls.meta), open_blocks(urls.blocks), open_notifier(urls.notify))
+    blocks = open_blocks(urls.blocks, urls.s3_endpoint)
+    if urls.cache_dir is not None and urls.cache_bytes > 0:
+        from server_min.blocks.cache import CachedBlocks
+
+        blocks = CachedBlocks(blocks, urls.cache_dir, urls.cache_bytes)
+    return Service(open_meta(urls.meta), blocks, open_notifier(urls.notify))
 
 
 def service_for_data(data: Path) -> Service:
