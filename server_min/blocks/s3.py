@@ -66,7 +66,7 @@ class S3Blocks:
     """
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None,
-                 connections: int = CONNECTIONS, max_attempts: int = 5, connect_timeout: float = 5.0,
+                 connections: int = CONNECTIONS, attempts: int = 5, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, multipart_threshold: int = MULTIPART_THRESHOLD,
                  part_size: int = PART_SIZE, clock: Callable[[], datetime] = _now) -> None:
         if part_size < MIN_PART or multipart_threshold < part_size:
@@ -76,7 +76,8 @@ class S3Blocks:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self._clock = clock
-        config = Config(retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=connect_timeout,
+        # `attempts` counts the first try too (botocore's "max_attempts" counts only the retries).
+        config = Config(retries={"mode": "standard", "total_max_attempts": attempts}, connect_timeout=connect_timeout,
                         read_timeout=read_timeout, max_pool_connections=connections)
         try:
             # A session of our own: boto3's default one is shared module state, and sessions are not thread-safe.
