@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import stat
@@ -13,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from box_common.frames import CODEC_RAW, Frame, encode_frames
 from server_min.blocks.base import BlockUnreadable, Location
 from server_min.blocks.cache import HEAD, CachedBlocks
 from server_min.blocks.memory import MemoryBlocks
+from server_min.errors import Damaged
+from server_min.meta.memory import MemoryMeta
+from server_min.notify.memory import MemoryNotifier
+from server_min.service import Service
 
 KiB = 1024
 
@@ -30,6 +36,19 @@ class CountingBlocks(MemoryBlocks):
     def get(self, location: Location) -> bytes:
         self.reads += 1
         return super().get(location)
+
+
+class BadReadBlocks(CountingBlocks):
+    """Gives `bad` wrong answers (a byte flipped, as a read gone wrong on its way), then good ones."""
+
+    bad = 0
+
+    def get(self, location: Location) -> bytes:
+        data = super().get(location)
+        if self.bad:
+            self.bad -= 1
+            return bytes([data[0] ^ 1]) + data[1:]
+        return data
 
 
 def cache_files(folder: Path) -> list[Path]:
@@ -213,3 +232,26 @@ def test_a_live_process_keeps_its_slot(store: CountingBlocks, tmp_path: Path) ->
         child.communicate("", timeout=30)
     heir = CachedBlocks(store, folder, 1000)
     assert heir.root in (theirs, mine.root) and len(list(folder.glob("slot-*"))) == 1
+
+
+@pytest.mark.parametrize("bad_reads", [1, 2])
+def test_a_bad_read_the_cache_kept_is_read_again_before_it_is_called_damage(tmp_path: Path, bad_reads: int) -> None:
+    """The cache keeps what the store answered, checked by its own xxh3 against the disk only. When the store
+    answered wrong bytes once, the service's SHA-256 check fails on the cached copy: it drops it (forget) and
+    reads the store itself once more. Only a second failure makes the block damaged."""
+    store = BadReadBlocks()
+    service = Service(MemoryMeta(), CachedBlocks(store, tmp_path / "cache", 1 << 20), MemoryNotifier())
+    caller = service.authenticate(service.add_user("ann"))
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    service.blocks.store_pack(caller, encode_frames([Frame(sha, CODEC_RAW, data)]))
+    store.bad = bad_reads
+    if bad_reads == 1:
+        assert service.blocks.read(caller, sha) == data
+        assert service.meta.damaged_of([bytes.fromhex(sha)]) == set()
+        reads = store.reads
+        assert service.blocks.read(caller, sha) == data and store.reads == reads  # the good copy is cached now
+    else:
+        with pytest.raises(Damaged, match="SHA-256 does not match"):
+            service.blocks.read(caller, sha)
+        assert service.meta.damaged_of([bytes.fromhex(sha)]) == {bytes.fromhex(sha)}

@@ -62,6 +62,11 @@ class BlockStore(Protocol):
         """The payload at `location`, exactly as stored, or BlockUnreadable."""
         ...
 
+    def forget(self, locations: Sequence[Location]) -> None:
+        """Drop any copy of `locations` kept beside the store (blocks.cache), so that the next `get` reads the
+        store itself. The service calls it when a payload fails its SHA-256, before reading it once more."""
+        ...
+
     def discard(self, locations: Sequence[Location]) -> None:
         """Take back the locations of one `put` that no metadata points to (its bytes may be freed now)."""
         ...

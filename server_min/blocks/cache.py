@@ -12,7 +12,9 @@ mismatch for damage in the store: the block is marked damaged in the metadata an
 for it again. And blocks streamed to clients are not hashed on the server at all, only by the clients. So a
 cache file damaged on the local disk must never get that far: each file carries the xxh3-128 of its payload,
 checked on every hit (tens of GB/s), and a file that fails it, is cut short or is gone is dropped and read from
-the store again: a miss, like any other. `forget` drops entries by hand; `discard` drops those of its packs.
+the store again: a miss, like any other. That leaves a wrong answer of the store itself, kept here faithfully:
+when a payload fails its SHA-256, the service calls `forget` (BlockStore.forget) and reads once more before it
+calls the block damaged, and that read comes from the store. `discard` drops the copies of its locations too.
 
 Processes: each CachedBlocks takes a slot of its own under `folder` (`slot-*`, held by an flock), so no two
 processes write the same index; a slot whose process has ended is taken over by the next one to start, warm,

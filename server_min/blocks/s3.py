@@ -203,6 +203,9 @@ class S3Blocks:
         except BotoCoreError as exc:
             raise self._unavailable(f"read of pack {pack}", exc) from None
 
+    def forget(self, locations: Sequence[Location]) -> None:
+        """Nothing to drop: every read is a GET (a local cache is blocks.cache, in front of this store)."""
+
     def discard(self, locations: Sequence[Location]) -> None:
         """Delete the pack objects of `locations`. Best effort: a pack left behind is harmless (nothing points
         to it), and the caller is usually handling another error that must not be hidden by this one."""
