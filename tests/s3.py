@@ -60,6 +60,14 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGKILL it when the test process dies, even killed outright."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class S3Server:
     """One `weed server` with an S3 gateway on 127.0.0.1, its data in `folder`, one identity with full rights."""
 
@@ -84,6 +92,7 @@ class S3Server:
             weed_binary(), "server", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             *(f"-{name}={port}" for name, port in self.ports.items()),
             "-filer", "-s3", f"-s3.config={self.folder / 's3.json'}",
+            f"-filer.localSocket={self.folder / 'filer.sock'}", f"-s3.localSocket={self.folder / 's3.sock'}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # extra listeners on fixed ports otherwise
             "-master.telemetry=false",  # no phoning home from a test
             "-master.volumeSizeLimitMB=256", "-volume.max=0",  # small volumes, as many as the disk allows
@@ -100,7 +109,7 @@ class S3Server:
         self.ports = dict(zip(PORTS, _free_ports(len(PORTS)), strict=True))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.folder, start_new_session=True)
+                                         cwd=self.folder, start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.timeout
         error: Exception | None = None
         while time.monotonic() < deadline:
@@ -145,7 +154,7 @@ class S3Server:
 
     def stop(self) -> None:
         """Stop the weed process this object started: SIGTERM, then SIGKILL after 2 s (its graceful stop can
-        hang); then remove the unix sockets it made under /tmp for its own ports."""
+        hang); then remove the gRPC unix sockets it made under /tmp for its own ports (no flag moves those)."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -156,8 +165,8 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        socket_names = {"master.port.grpc": "master-grpc", "volume.port.grpc": "volume-grpc", "filer.port": "filer",
-                        "filer.port.grpc": "filer-grpc", "s3.port": "s3", "s3.port.grpc": "s3-grpc"}
+        socket_names = {"master.port.grpc": "master-grpc", "volume.port.grpc": "volume-grpc",
+                        "filer.port.grpc": "filer-grpc", "s3.port.grpc": "s3-grpc"}  # (the others are in `folder`)
         for name, kind in socket_names.items():
             if name in self.ports:
                 Path(tempfile.gettempdir(), f"seaweedfs-{kind}-{self.ports[name]}.sock").unlink(missing_ok=True)
