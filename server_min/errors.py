@@ -63,6 +63,14 @@ class Damaged(ServerError):
     code = "damaged"
 
 
+class Unavailable(ServerError):
+    """A store the server needs does not answer now (its connection is lost, it is restarting): retried."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 2
+
+
 class OutOfSpace(ServerError):
     """The server's disk is full: the upload was dropped and its bytes freed; not transient."""
 

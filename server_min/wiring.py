@@ -1,7 +1,9 @@
 """The one module that names concrete stores: builds them, and the service, from URLs.
 
   metadata  sqlite:///PATH (a file; sqlite:////abs/path as usual)  |  memory:
-  blocks    file:///PATH (a folder of packs)                        |  memory:
+  blocks    file:///PATH (a folder of packs)  |  s3://BUCKET/PREFIX  |  memory:
+            (s3: endpoint from StoreUrls.s3_endpoint, else boto3's AWS_ENDPOINT_URL; credentials and region
+            as boto3 finds them; with cache_dir and cache_bytes, recently read blocks stay on local disk)
   notify    memory: (one process)  |  postgresql (the metadata's database)  |  postgresql://...
             |  redis://HOST:PORT[/DB]; a bus URL may end in ?channel=NAME (default box_wake)
   logins    the wrong-password counts: in Redis when the notifier is, else in PostgreSQL when the
@@ -12,11 +14,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from box_common.units import parse_size
 from server_min.blocks.base import BlockStore
+from server_min.blocks.base import StoreUnavailable as BlocksUnavailable
 from server_min.limits.base import AttemptLog
 from server_min.meta.base import MetaStore
 from server_min.notify.base import Notifier
@@ -46,7 +51,20 @@ class StoreUrls:
     meta: str
     blocks: str
     notify: str = "memory:"
+    s3_endpoint: str | None = None  # the S3-compatible store's URL for an s3:// blocks URL
+    cache_dir: Path | None = None  # a local cache of recently read blocks (any blocks URL) ...
+    cache_bytes: int = 0  # ... of at most this many bytes per server process; 0: no cache
     folder: Path | None = None  # the data folder the URLs come from, if any
+
+
+DEFAULT_CACHE = 1 << 30  # the block cache in front of an S3 store, per server process
+
+
+def default_cache_dir() -> Path:
+    """Where a server with no data folder keeps its block cache: the user's cache folder (each process
+    takes its own slot inside it)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "box-server" / "blocks"
 
 
 def store_urls(meta: str, blocks: str, notify: str | None = None, s3_endpoint: str | None = None,
@@ -57,7 +75,13 @@ def store_urls(meta: str, blocks: str, notify: str | None = None, s3_endpoint: s
                                (notify_url, "notifier", NOTIFY_SCHEMES)):
         if url and url not in schemes and urlsplit(url).scheme not in schemes:
             raise BadStoreUrl(f"unknown {what} {redact(url)!r}: use {' or '.join(schemes.values())}")
-    return StoreUrls(meta, blocks, notify_url, folder)
+    try:
+        cache_bytes = parse_size(cache) if cache is not None else DEFAULT_CACHE
+    except ValueError as exc:
+        raise BadStoreUrl(f"--block-cache: {exc}") from None
+    cache_dir = (folder / "block-cache") if folder is not None else default_cache_dir()
+    return StoreUrls(meta, blocks, notify_url, s3_endpoint, cache_dir if blocks.startswith("s3:") else None,
+                     cache_bytes, folder)
 
 
 def is_new_embedded(meta_url: str) -> bool:
@@ -102,8 +126,15 @@ def open_meta(url: str, upgrade: bool = True) -> MetaStore:
     raise BadStoreUrl(f"unknown metadata store {url!r}: use sqlite:///PATH or memory:")
 
 
-def open_blocks(url: str) -> BlockStore:
+def open_blocks(url: str, s3_endpoint: str | None = None) -> BlockStore:
     """The block store at `url`. It never drops anything: see BlockStore.drop_unfinished."""
+    if url.startswith("s3:"):
+        from server_min.blocks.s3 import S3Blocks
+
+        try:
+            return S3Blocks.from_url(url, endpoint=s3_endpoint)
+        except (ValueError, BlocksUnavailable) as exc:  # a missing bucket, refused credentials: one line
+            raise BadStoreUrl(str(exc)) from None
     if url == "memory:":
         from server_min.blocks.memory import MemoryBlocks
 
@@ -112,7 +143,7 @@ def open_blocks(url: str) -> BlockStore:
         from server_min.blocks.local import LocalBlocks
 
         return LocalBlocks(_path(url, "file"))
-    raise BadStoreUrl(f"unknown block store {url!r}: use file:///PATH or memory:")
+    raise BadStoreUrl(f"unknown block store {url!r}: use file:///PATH, s3://BUCKET/PREFIX or memory:")
 
 
 _POSTGRES = ("postgresql:", "postgres:")
@@ -179,7 +210,12 @@ def build_service(urls: StoreUrls, upgrade: bool = True) -> Service:
     `upgrade`: then an outdated one is StoreUnavailable)."""
     meta = open_meta(urls.meta, upgrade)
     try:
-        return Service(meta, open_blocks(urls.blocks), open_notifier(urls.notify, meta_url=urls.meta),
+        blocks = open_blocks(urls.blocks, urls.s3_endpoint)
+        if urls.cache_dir is not None and urls.cache_bytes > 0:
+            from server_min.blocks.cache import CachedBlocks
+
+            blocks = CachedBlocks(blocks, urls.cache_dir, urls.cache_bytes)
+        return Service(meta, blocks, open_notifier(urls.notify, meta_url=urls.meta),
                        open_attempts(urls.notify, urls.meta))
     except BaseException:  # a bus that cannot be reached, a bad URL: leave nothing open behind
         meta.close()

@@ -20,7 +20,7 @@ from server_min.api.limits import JSON_LIMIT
 from server_min.api.models import AckIn, BoxId, BoxIn, CommitIn, CommitKey, DeviceIn, HashesIn, StageId, StageIn
 from server_min.api.routes_sharing import install as install_sharing
 from server_min.api.slots import LONG_POLLS_PER_USER, UPLOADS_PER_USER, PerUser, TooBusy, UploadThreads
-from server_min.errors import BadRequest, ServerError, TooLarge
+from server_min.errors import BadRequest, ServerError, TooLarge, Unavailable
 from server_min.service import Service
 
 MAX_JSON_BODY = 256 << 20
@@ -196,7 +196,8 @@ def _install_errors(app: FastAPI, service: Service) -> None:
         error = service.explain(exc)
         if error is None:
             raise exc
-        return JSONResponse(error.body(), status_code=error.status)
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Unavailable) else None
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
     for kind in service.store_errors:
         app.add_exception_handler(kind, store_error)

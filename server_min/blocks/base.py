@@ -34,8 +34,25 @@ class BlockUnreadable(Exception):
         self.reason = reason
 
 
+class StoreUnavailable(OSError):
+    """A store that cannot be reached or refuses this server now (network down, credentials refused,
+    throttled past its retries), or cannot be opened at all (a bucket that does not exist).
+
+    Not damage: nothing is lost, so no block is marked damaged and the request may succeed later. An OSError,
+    as a failing disk under blocks.local would raise. `reason` is one line for the operator.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class BlockStore(Protocol):
-    """Where block payloads rest. Implementations: blocks.local (a folder), blocks.memory (tests)."""
+    """Where block payloads rest. Implementations: blocks.local (a folder), blocks.s3 (an S3 bucket),
+    blocks.memory (tests); blocks.cache keeps recently read payloads of any of them on a local disk."""
 
     def put(self, payloads: Sequence[bytes | memoryview]) -> list[Location]:
         """Store `payloads` durably (all of them or none) and return the location of each, in order."""
@@ -43,6 +60,11 @@ class BlockStore(Protocol):
 
     def get(self, location: Location) -> bytes:
         """The payload at `location`, exactly as stored, or BlockUnreadable."""
+        ...
+
+    def forget(self, locations: Sequence[Location]) -> None:
+        """Drop any copy of `locations` kept beside the store (blocks.cache), so that the next `get` reads the
+        store itself. The service calls it when a payload fails its SHA-256, before reading it once more."""
         ...
 
     def discard(self, locations: Sequence[Location]) -> None:
@@ -55,4 +77,4 @@ class BlockStore(Protocol):
         ...
 
 
-__all__ = ["BlockStore", "BlockUnreadable", "Location"]
+__all__ = ["BlockStore", "BlockUnreadable", "Location", "StoreUnavailable"]

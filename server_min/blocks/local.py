@@ -44,6 +44,9 @@ class LocalBlocks:
     def _pack_path(self, pack: str) -> Path:
         return pack_file(self.packs, pack)
 
+    def forget(self, locations: Sequence[Location]) -> None:
+        """Nothing to drop: every read comes from the store itself."""
+
     def discard(self, locations: Sequence[Location]) -> None:
         """Delete the packs of `locations` (an upload whose metadata could not be written, or was not needed)."""
         for pack in {loc.pack for loc in locations}:

@@ -38,6 +38,9 @@ class MemoryBlocks:
             raise BlockUnreadable(f"pack {location.pack} is shorter than the index says")
         return data
 
+    def forget(self, locations: Sequence[Location]) -> None:
+        """Nothing to drop: every read comes from the store itself."""
+
     def discard(self, locations: Sequence[Location]) -> None:
         with self._lock:
             for loc in locations:

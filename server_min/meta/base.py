@@ -41,7 +41,7 @@ from server_min.meta.records import (
 # A stage not committed within this many seconds is dropped (its client gave up or died).
 STAGE_TTL = 24 * 3600
 
-Fault = Literal["full", "damaged"]
+Fault = Literal["full", "damaged", "unavailable"]
 
 
 class AlreadyExists(Exception):
@@ -343,7 +343,8 @@ class MetaStore(AccountStore, BoxStore, BlockIndex, JournalStore, LinkStore, Pro
     errors: tuple[type[BaseException], ...]  # the store's own exceptions, which `fault` may explain
 
     def fault(self, exc: BaseException) -> Fault | None:
-        """'full' if `exc` says the store's disk is full, 'damaged' if its data is damaged, else None."""
+        """'full' if `exc` says the store's disk is full, 'damaged' if its data is damaged, 'unavailable' if
+        the store does not answer now (a lost connection: the client retries), else None."""
         ...
 
     def close(self) -> None:

@@ -16,8 +16,8 @@ wiring.py); it knows no SQL, no HTTP and no file paths. Each concept is its own 
 
 from __future__ import annotations
 
-from server_min.blocks.base import BlockStore
-from server_min.errors import Damaged, ServerError
+from server_min.blocks.base import BlockStore, StoreUnavailable
+from server_min.errors import Damaged, ServerError, Unavailable
 from server_min.integrity import out_of_space
 from server_min.limits.base import AttemptLog
 from server_min.meta.base import MetaStore
@@ -69,12 +69,16 @@ class Service:
 
     @property
     def store_errors(self) -> tuple[type[BaseException], ...]:
-        """The metadata store's own exceptions, which `explain` may turn into answers."""
-        return self.meta.errors
+        """The stores' own exceptions, which `explain` may turn into answers."""
+        return (*self.meta.errors, StoreUnavailable)
 
     def explain(self, exc: BaseException) -> ServerError | None:
         """The answer for a store error that says what it is (a full disk, damaged metadata), or None."""
+        if isinstance(exc, StoreUnavailable):
+            return Unavailable(f"the block store does not answer ({exc}); try again shortly")
         fault = self.meta.fault(exc)
+        if fault == "unavailable":
+            return Unavailable("the metadata store does not answer; try again shortly")
         if fault == "full":
             return out_of_space()
         if fault == "damaged":

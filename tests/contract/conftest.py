@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from server_min.limits.base import AttemptLog
 from server_min.meta.base import MetaStore
 from server_min.notify.base import Notifier
 from tests import bus_servers
+from tests.s3 import S3Server, s3_server  # noqa: F401  (a fixture: SeaweedFS, started once, for "s3" and "cached")
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -28,15 +30,31 @@ def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetaStore]:
     store.close()
 
 
-@pytest.fixture(params=["local", "memory"])
-def blocks(request: pytest.FixtureRequest, tmp_path: Path) -> BlockStore:
+@pytest.fixture(params=["local", "memory", "s3", "cached"])
+def blocks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlockStore]:
     if request.param == "local":
         from server_min.blocks.local import LocalBlocks
 
-        return LocalBlocks(tmp_path / "blocks")
-    from server_min.blocks.memory import MemoryBlocks
+        yield LocalBlocks(tmp_path / "blocks")
+        return
+    if request.param == "memory":
+        from server_min.blocks.memory import MemoryBlocks
 
-    return MemoryBlocks()
+        yield MemoryBlocks()
+        return
+    from server_min.blocks.s3 import S3Blocks
+
+    s3: S3Server = request.getfixturevalue("s3_server")  # started only when an S3 case runs
+    # A prefix of its own per test, in one bucket: tests never see each other's packs.
+    store = S3Blocks(s3.make_bucket("contract"), f"t-{uuid.uuid4().hex}", endpoint=s3.endpoint)
+    if request.param == "s3":
+        yield store
+        return
+    from server_min.blocks.cache import CachedBlocks
+
+    cached = CachedBlocks(store, tmp_path / "cache", 1 << 20)  # over S3: a hit and a miss must read the same
+    yield cached
+    cached.close()
 
 
 def open_notifier(kind: str, channel: str) -> Notifier:

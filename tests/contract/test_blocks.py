@@ -64,3 +64,15 @@ def test_concurrent_puts(blocks: BlockStore) -> None:
     for t in threads:
         t.join()
     assert len(found) == 80 and all(blocks.get(loc) == data for data, loc in found)
+
+
+def test_reads_repeat_until_discarded(blocks: BlockStore) -> None:
+    """A payload reads the same every time (a cache in front answers the second), and not after a discard."""
+    payloads = [os.urandom(5000), b"tail"]
+    locations = blocks.put(payloads)
+    for _ in range(3):
+        assert [blocks.get(loc) for loc in locations] == payloads
+    blocks.discard(locations)
+    for loc in locations:
+        with pytest.raises(BlockUnreadable, match="missing"):
+            blocks.get(loc)
