@@ -1,0 +1,66 @@
+"""PostgreSQL for tests: throwaway databases on the server at BOX_TEST_PG (default: 127.0.0.1:5432, user
+postgres, trust auth). A server that cannot be reached FAILS the tests that need it, with the reason:
+a CI run must never pass by skipping them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from server_min.meta.postgres import migrate
+
+ADMIN_URL = os.environ.get("BOX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def admin() -> psycopg.Connection[Any]:
+    """An autocommit connection to the server's maintenance database, or the test fails saying why."""
+    try:
+        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL} ({reason}): start it (user postgres, trust "
+                    "auth) or point BOX_TEST_PG at one", pytrace=False)
+
+
+def url_of(name: str) -> str:
+    """The URL of database `name` on the test server."""
+    parts = urlsplit(ADMIN_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@contextmanager
+def database(upgrade: bool = True) -> Iterator[str]:
+    """A new, uniquely named database (`box_test_<random>`), its schema made unless `upgrade` is off; its URL.
+    Dropped at the end, whoever is still connected."""
+    name = f"box_test_{secrets.token_hex(6)}"
+    with admin() as conn:
+        # template0: copying template1 fails while anyone else is connected to it.
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+    try:
+        url = url_of(name)
+        if upgrade:
+            migrate.upgrade(url)
+        yield url
+    finally:
+        with admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def empty(url: str) -> None:
+    """Delete every row of every table but the schema version, and restart the ids: one TRUNCATE."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename != 'box_schema'")]
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+            sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+
+
+__all__ = ["ADMIN_URL", "admin", "database", "empty", "url_of"]
