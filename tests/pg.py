@@ -25,9 +25,10 @@ def admin() -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL} ({reason}): start it (user postgres, trust "
-                    "auth) or point BOX_TEST_PG at one", pytrace=False)
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    # Outside the except block: the failure reads as one message, without the chained traceback.
+    pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL} ({reason}): start it (user postgres, trust auth) "
+                "or point BOX_TEST_PG at one", pytrace=False)
 
 
 def url_of(name: str) -> str:
@@ -37,13 +38,17 @@ def url_of(name: str) -> str:
 
 
 @contextmanager
-def database(upgrade: bool = True) -> Iterator[str]:
+def database(upgrade: bool = True, icu_locale: str | None = None) -> Iterator[str]:
     """A new, uniquely named database (`box_test_<random>`), its schema made unless `upgrade` is off; its URL.
-    Dropped at the end, whoever is still connected."""
+    With `icu_locale`, its default collation is that ICU locale's. Dropped at the end, whoever is still
+    connected."""
     name = f"box_test_{secrets.token_hex(6)}"
+    # template0: copying template1 fails while anyone else is connected to it.
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+    if icu_locale:
+        create += sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu_locale))
     with admin() as conn:
-        # template0: copying template1 fails while anyone else is connected to it.
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+        conn.execute(create)
     try:
         url = url_of(name)
         if upgrade:
