@@ -60,12 +60,37 @@ def database(upgrade: bool = True, icu_locale: str | None = None) -> Iterator[st
 
 
 def empty(url: str) -> None:
-    """Delete every row of every table but the schema version, and restart the ids: one TRUNCATE."""
+    """Delete every row of every table but the schema version, and restart the ids, in one script.
+
+    DELETE, children before the tables they refer to, rather than TRUNCATE: on tables of a few rows it is
+    an order of magnitude faster (TRUNCATE makes new files for every table, as a new database does)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename != 'box_schema'")]
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-            sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+        conn.execute(_empty_script(url, conn))
+
+
+_scripts: dict[str, sql.Composed] = {}
+
+
+def _empty_script(url: str, conn: psycopg.Connection[Any]) -> sql.Composed:
+    if url not in _scripts:
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename != 'box_schema'")}
+        refers: dict[str, set[str]] = {t: set() for t in tables}
+        for child, parent in conn.execute(
+                "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"):
+            if child != parent:
+                refers[child].add(parent)
+        ordered: list[str] = []  # every table after all the tables that refer to it
+        while refers:
+            leaves = sorted(t for t in refers if not any(t in parents for parents in refers.values()))
+            ordered += leaves
+            for t in leaves:
+                del refers[t]
+        sequences = [r[0] for r in conn.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")]
+        _scripts[url] = sql.SQL("").join(
+            [sql.SQL("DELETE FROM {};").format(sql.Identifier(t)) for t in ordered]
+            + [sql.SQL("ALTER SEQUENCE {} RESTART;").format(sql.Identifier(q)) for q in sequences])
+    return _scripts[url]
 
 
 __all__ = ["ADMIN_URL", "admin", "database", "empty", "url_of"]

@@ -1,7 +1,8 @@
 """SQL for the block index: where each block rests, who proved to hold it, which were found damaged.
 
-A list of digests travels as one BYTEA[] parameter (`= ANY(%s)`, or `unnest` for inserts): one statement
-and one round trip for thousands of blocks, where SQLite needs batches of bound variables.
+A list of digests travels as one BYTEA[] parameter (`= ANY(...)`, or `unnest(...)` for inserts): one statement
+and one round trip for thousands of blocks, where SQLite needs batches of bound variables. See conn.py for
+why such parameters are sent in binary (%b).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def block_sizes(conn: psycopg.Connection[Any], digests: Sequence[bytes]) -> dict
     """The plain size of each of `digests` the block store holds (a commit checks many at once)."""
     if not digests:
         return {}
-    rows = conn.execute("SELECT sha256, size FROM blocks WHERE sha256 = ANY(%s)", (sorted(digests),)).fetchall()
+    rows = conn.execute("SELECT sha256, size FROM blocks WHERE sha256 = ANY(%b::bytea[])", (sorted(digests),),
+                        binary=True).fetchall()
     return dict(rows)  # type: ignore[arg-type]
 
 
@@ -47,7 +49,8 @@ def readable_blocks(conn: psycopg.Connection[Any], user_id: int, digests: Sequen
     for sql, params in queries:
         if not rest:
             break
-        readable.update(r[0] for r in conn.execute(f"{sql} AND sha256 = ANY(%s)", (*params, rest)))
+        readable.update(r[0] for r in conn.execute(f"{sql} AND sha256 = ANY(%b::bytea[])", (*params, rest),
+                                                           binary=True))
         rest = [d for d in rest if d not in readable]
     return readable
 
@@ -62,7 +65,7 @@ class BlocksPg(Connections):
     def stored_blocks(self, digests: Sequence[bytes]) -> dict[bytes, StoredBlock]:
         if not digests:
             return {}
-        return {r[0]: _stored(r) for r in self.rows(f"{BLOCK} WHERE sha256 = ANY(%s)", (list(digests),))}
+        return {r[0]: _stored(r) for r in self.rows(f"{BLOCK} WHERE sha256 = ANY(%b::bytea[])", (list(digests),))}
 
     def block_sizes(self, digests: Sequence[bytes]) -> dict[bytes, int]:
         with self.read() as conn:
@@ -75,7 +78,7 @@ class BlocksPg(Connections):
     def damaged_of(self, digests: Sequence[bytes]) -> set[bytes]:
         if not digests:
             return set()
-        return {r[0] for r in self.rows("SELECT sha256 FROM damaged WHERE sha256 = ANY(%s)", (list(digests),))}
+        return {r[0] for r in self.rows("SELECT sha256 FROM damaged WHERE sha256 = ANY(%b::bytea[])", (list(digests),))}
 
     def add_blocks(self, user_id: int, new: Sequence[StoredBlock], proved: Iterable[bytes],
                    healed: Sequence[bytes] = ()) -> None:
@@ -83,24 +86,24 @@ class BlocksPg(Connections):
         proved = sorted(set(proved))
         with self.write() as conn:
             if healed:
-                conn.execute("DELETE FROM blocks WHERE sha256 = ANY(%s)", (list(healed),))
-                conn.execute("DELETE FROM damaged WHERE sha256 = ANY(%s)", (list(healed),))
+                conn.execute("DELETE FROM blocks WHERE sha256 = ANY(%b::bytea[])", (list(healed),))
+                conn.execute("DELETE FROM damaged WHERE sha256 = ANY(%b::bytea[])", (list(healed),))
             if rows:
                 # Sorted, and one statement: a block known already keeps its first home.
                 conn.execute(
                     "INSERT INTO blocks (sha256, size, stored_size, codec, pack, pack_offset) "
-                    "SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[], %s::int[], %s::text[], "
-                    "%s::bigint[]) ON CONFLICT DO NOTHING", [list(c) for c in zip(*rows, strict=True)])
+                    "SELECT * FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[], %b::int[], %b::text[], "
+                    "%b::bigint[]) ON CONFLICT DO NOTHING", [list(c) for c in zip(*rows, strict=True)])
             if proved:
-                conn.execute("INSERT INTO uploads (user_id, sha256) SELECT %s, d FROM unnest(%s::bytea[]) d "
+                conn.execute("INSERT INTO uploads (user_id, sha256) SELECT %s, d FROM unnest(%b::bytea[]) d "
                              "ON CONFLICT DO NOTHING", (user_id, proved))
 
     def mark_damaged(self, found: Iterable[tuple[bytes, str]]) -> None:
         found = list(found)
         if not found:
             return
-        self.execute("INSERT INTO damaged (sha256, found, reason) SELECT d, %s, r FROM unnest(%s::bytea[], "
-                     "%s::text[]) AS f(d, r) ON CONFLICT DO NOTHING",
+        self.execute("INSERT INTO damaged (sha256, found, reason) SELECT d, %s, r FROM unnest(%b::bytea[], "
+                     "%b::text[]) AS f(d, r) ON CONFLICT DO NOTHING",
                      (time.time(), [d for d, _ in found], [r for _, r in found]))
 
 

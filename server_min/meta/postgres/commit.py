@@ -69,7 +69,7 @@ class PostgresCommitTx:
         self.box_id = box_id
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql, params).fetchall()
+        return self.conn.execute(sql, params, binary=True).fetchall()
 
     def block_sizes(self, digests: Sequence[bytes]) -> dict[bytes, int]:
         return blocks.block_sizes(self.conn, digests)
@@ -84,7 +84,7 @@ class PostgresCommitTx:
     def heads_of(self, paths: Sequence[str]) -> dict[str, PathHead]:
         if not paths:
             return {}
-        rows = self._rows("SELECT path, rev, present FROM files WHERE box_id = %s AND path = ANY(%s::text[])",
+        rows = self._rows("SELECT path, rev, present FROM files WHERE box_id = %s AND path = ANY(%b::text[])",
                           (self.box_id, list(paths)))
         return {path: PathHead(rev, present) for path, rev, present in rows}
 
@@ -93,7 +93,7 @@ class PostgresCommitTx:
             return {}
         return dict(self._rows(  # type: ignore[arg-type]
             "SELECT f.path, j.kind FROM files f JOIN journal j ON j.box_id = f.box_id AND j.seq = f.rev "
-            "AND j.path = f.path WHERE f.box_id = %s AND f.present AND f.path = ANY(%s::text[])",
+            "AND j.path = f.path WHERE f.box_id = %s AND f.present AND f.path = ANY(%b::text[])",
             (self.box_id, list(paths))))
 
     def holding(self, paths: Sequence[str], deeper: bool = False) -> set[str]:
@@ -107,7 +107,7 @@ class PostgresCommitTx:
             deep = " AND strpos(substr(f.path, length(q.folder) + 2), '/') > 0" if deeper else ""
             # One statement, one index seek per folder.
             found.update(r[0] for r in self._rows(
-                "SELECT q.folder FROM unnest(%s::text[]) q(folder) WHERE EXISTS (SELECT 1 FROM files f "
+                "SELECT q.folder FROM unnest(%b::text[]) q(folder) WHERE EXISTS (SELECT 1 FROM files f "
                 "WHERE f.box_id = %s AND f.path >= q.folder || '/' AND f.path < q.folder || '0' "
                 f"AND f.present{deep})", (rest, self.box_id)))
         return found
@@ -147,7 +147,9 @@ class PostgresCommitTx:
     # --- stages -------------------------------------------------------------------------------
 
     def stage(self, stage: int) -> Stage | None:
-        row = self.conn.execute("SELECT id, box_id, user_id, created FROM stages WHERE id = %s", (stage,)).fetchone()
+        # Locked for the rest of the transaction: create_stage, dropping expired stages, skips one in use.
+        row = self.conn.execute("SELECT id, box_id, user_id, created FROM stages WHERE id = %s FOR UPDATE",
+                                (stage,)).fetchone()
         return None if row is None else Stage(*row)
 
     def add_staged(self, stage: int, entries: Sequence[NewEntry], parents: Sequence[int]) -> int:
@@ -158,8 +160,8 @@ class PostgresCommitTx:
                                  for e, parent in latest.values()), strict=True))
             self.conn.execute(
                 f"INSERT INTO stage_changes (stage, {STAGE_COLUMNS}, parent_rev) SELECT %s, * FROM unnest("
-                "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::int[], %s::bytea[], "
-                "%s::text[], %s::bigint[]) ON CONFLICT (stage, path) DO UPDATE SET op = excluded.op, "
+                "%b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::int[], %b::bytea[], "
+                "%b::text[], %b::bigint[]) ON CONFLICT (stage, path) DO UPDATE SET op = excluded.op, "
                 "kind = excluded.kind, size = excluded.size, mtime_ns = excluded.mtime_ns, mode = excluded.mode, "
                 "blocks = excluded.blocks, target = excluded.target, parent_rev = excluded.parent_rev",
                 (stage, *map(list, columns)))
@@ -171,7 +173,7 @@ class PostgresCommitTx:
             return
         names = sorted(folders)
         self.conn.execute(
-            "INSERT INTO stage_folders (stage, folder, leaves) SELECT %s, * FROM unnest(%s::text[], %s::bool[]) "
+            "INSERT INTO stage_folders (stage, folder, leaves) SELECT %s, * FROM unnest(%b::text[], %b::bool[]) "
             "ON CONFLICT (stage, folder) DO UPDATE SET leaves = stage_folders.leaves OR excluded.leaves",
             (stage, names, [bool(folders[f]) for f in names]))
 
@@ -183,7 +185,7 @@ class PostgresCommitTx:
         if not paths:
             return {}
         return {r[0]: (r[1], r[2]) for r in self._rows(
-            "SELECT path, op, kind FROM stage_changes WHERE stage = %s AND path = ANY(%s::text[])",
+            "SELECT path, op, kind FROM stage_changes WHERE stage = %s AND path = ANY(%b::text[])",
             (stage, list(paths)))}
 
     def staged_under(self, stage: int, folder: str, limit: int = -1) -> list[tuple[str, str, str]]:
@@ -203,7 +205,7 @@ class PostgresCommitTx:
         rest = [f for f in folders if f]
         if rest:
             found += [r[0] for r in self._rows(
-                "SELECT s.path FROM unnest(%s::text[]) f(folder) JOIN stage_changes s ON s.stage = %s "
+                "SELECT s.path FROM unnest(%b::text[]) f(folder) JOIN stage_changes s ON s.stage = %s "
                 "AND s.path >= f.folder || '/' AND s.path < f.folder || '0' WHERE s.op = 'put' AND s.kind != 'dir' "
                 f"AND strpos(substr(s.path, length(f.folder) + 2), '/') = 0 AND {holds}",
                 (rest, stage, self.box_id))]

@@ -1,10 +1,15 @@
 """PostgreSQL connections of the metadata store: one pool per process, every write one transaction.
 
 Connections are in autocommit mode: a read of one statement costs one round trip (no BEGIN, no COMMIT),
-and a write opens its transaction explicitly (`write()`). Isolation is PostgreSQL's default, READ
-COMMITTED: each statement sees what was committed before it started, which is what a commit needs once
-it holds its box's row lock (see commit.py); the journal is append-only, so reads of several statements
-need no snapshot of their own.
+and a write opens its transaction explicitly (`write()`).
+
+Long lists (digests, paths) travel as one array parameter sent in binary (`%b`), and results come back
+in binary: psycopg then copies bytes instead of writing and parsing hex, which is most of the cost of
+the lists of a first push of many small files (the W5 first-push benchmark).
+
+Isolation is PostgreSQL's default, READ COMMITTED: each statement sees what was committed before it
+started, which is what a commit needs once it holds its box's row lock (see commit.py); the journal is
+append-only, so reads of several statements need no snapshot of their own.
 """
 
 from __future__ import annotations
@@ -84,12 +89,12 @@ class Connections:
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of a query (or of an INSERT ... RETURNING), if any."""
         with self.pool.connection() as conn:
-            return conn.execute(sql, params).fetchone()
+            return conn.execute(sql, params, binary=True).fetchone()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""
         with self.pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()
+            return conn.execute(sql, params, binary=True).fetchall()
 
     def entries(self, sql: str, params: Sequence[Any] = ()) -> list[Entry]:
         """The journal entries a query selects (its columns: ENTRY or J_ENTRY)."""
@@ -103,7 +108,7 @@ class Connections:
 
 def entries(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> list[Entry]:
     """The journal entries a query on `conn` selects (its columns: ENTRY or J_ENTRY)."""
-    with conn.cursor(row_factory=entry_rows) as cur:
+    with conn.cursor(row_factory=entry_rows, binary=True) as cur:
         return cur.execute(sql, params).fetchall()
 
 

@@ -41,9 +41,9 @@ class JournalPg(Connections):
                                (now - STAGE_TTL,)).fetchall()
             if old:
                 ids = [r[0] for r in old]
-                conn.execute("DELETE FROM stage_changes WHERE stage = ANY(%s)", (ids,))
-                conn.execute("DELETE FROM stage_folders WHERE stage = ANY(%s)", (ids,))
-                conn.execute("DELETE FROM stages WHERE id = ANY(%s)", (ids,))
+                conn.execute("DELETE FROM stage_changes WHERE stage = ANY(%b::bigint[])", (ids,))
+                conn.execute("DELETE FROM stage_folders WHERE stage = ANY(%b::bigint[])", (ids,))
+                conn.execute("DELETE FROM stages WHERE id = ANY(%b::bigint[])", (ids,))
             row = conn.execute("INSERT INTO stages (box_id, user_id, created) VALUES (%s, %s, %s) RETURNING id",
                                (box_id, user_id, now)).fetchone()
             assert row is not None
