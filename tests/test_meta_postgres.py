@@ -135,6 +135,38 @@ def test_a_commit_to_another_box_does_not_wait_for_an_open_one(one: PostgresMeta
     assert one.head(box1) == 1
 
 
+def test_a_share_a_stage_or_a_link_of_a_box_does_not_wait_for_its_open_commit(one: PostgresMeta,
+                                                                               two: PostgresMeta) -> None:
+    """The commit's lock (FOR NO KEY UPDATE) lets rows that refer to the box go in meanwhile."""
+    alice = one.add_user("alice", "hash-a")
+    bob = one.add_user("bob", "hash-b")
+    box = one.create_box(alice, "docs", SIZES)
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with one.commit_tx(box) as tx:
+            tx.append(alice, None, "slow", [put("a", digest(1))])
+            holding.set()
+            assert release.wait(TIMEOUT)
+
+    def refer() -> None:
+        two.put_member(box, bob, "", "viewer")
+        two.create_stage(box, bob)
+        two.add_link("link-hash", box, "", alice, None)
+        done.set()
+
+    holder, holder_errors = run(hold)
+    try:
+        assert holding.wait(TIMEOUT)
+        other, other_errors = run(refer)
+        assert done.wait(TIMEOUT), "a share, stage or link waited for the box's commit"
+    finally:
+        release.set()
+        holder.join(TIMEOUT)
+    other.join(TIMEOUT)
+    assert holder_errors == [] and other_errors == [] and one.head(box) == 1
+
+
 def test_a_second_commit_to_the_same_box_waits_for_the_first(one: PostgresMeta, two: PostgresMeta, url: str) -> None:
     alice = one.add_user("alice", "hash-a")
     box = one.create_box(alice, "docs", SIZES)

@@ -28,7 +28,9 @@ log = logging.getLogger("server_min")
 DISK_FULL = frozenset({"53100"})  # disk_full
 DAMAGED = frozenset({"XX001", "XX002"})  # data_corrupted, index_corrupted
 
-# Connections per process: a few requests at once each hold one, a commit for the whole of its transaction.
+# Connections per process. A request holds one for a statement, a commit for its whole transaction (also
+# while it waits for its box's lock); more worker threads than this queue for a connection, for up to the
+# pool's timeout. Several processes multiply it: keep their sum under the server's max_connections.
 POOL_SIZE = 10
 
 

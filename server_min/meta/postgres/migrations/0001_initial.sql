@@ -4,7 +4,9 @@
 -- * digests are BYTEA, ids BIGINT (BIGSERIAL where the database hands them out), times DOUBLE PRECISION
 --   (seconds since the epoch, as the SQLite schema's REAL), flags BOOLEAN;
 -- * the journal has no content_hash column (SQLite's always holds ''), and blocks.offset is pack_offset
---   (OFFSET is reserved in PostgreSQL).
+--   (OFFSET is reserved in PostgreSQL);
+-- * SQLite's indexes, plus four on columns that its queries look up by (devices and members of a user,
+--   tokens of a device, stages by age): PostgreSQL does not index a foreign key by itself.
 CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY, name TEXT COLLATE "C" NOT NULL UNIQUE, password_hash TEXT,
     created DOUBLE PRECISION NOT NULL);
