@@ -1,6 +1,7 @@
 """The one module that names concrete stores: builds them, and the service, from URLs.
 
   metadata  sqlite:///PATH (a file; sqlite:////abs/path as usual)  |  memory:
+            postgresql://USER@HOST:PORT/DB (or postgres://...; several server processes on one database)
   blocks    file:///PATH (a folder of packs)  |  s3://BUCKET/PREFIX  |  memory:
             (s3: endpoint from StoreUrls.s3_endpoint, else boto3's AWS_ENDPOINT_URL; credentials and region
             as boto3 finds them; with cache_dir and cache_bytes, recently read blocks stay on local disk)
@@ -112,7 +113,8 @@ def _path(url: str, scheme: str) -> Path:
 
 
 def open_meta(url: str, upgrade: bool = True) -> MetaStore:
-    """The metadata store at `url` (its schema brought up to date unless `upgrade` is off)."""
+    """The metadata store at `url` (its schema brought up to date unless `upgrade` is off: then a schema older
+    than the code raises meta.base.SchemaOutdated)."""
     if url == "memory:":
         from server_min.meta.memory import MemoryMeta
 
@@ -123,7 +125,12 @@ def open_meta(url: str, upgrade: bool = True) -> MetaStore:
         path = _path(url, "sqlite")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return SqliteMeta(path, upgrade=upgrade)
-    raise BadStoreUrl(f"unknown metadata store {url!r}: use sqlite:///PATH or memory:")
+    if url.startswith(("postgresql:", "postgres:")):
+        from server_min.meta.postgres import PostgresMeta
+
+        return PostgresMeta(url, upgrade=upgrade)
+    raise BadStoreUrl(f"unknown metadata store {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB "
+                      "or memory:")
 
 
 def open_blocks(url: str, s3_endpoint: str | None = None) -> BlockStore:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from server_min.meta.base import SchemaOutdated, SchemaTooNew
 from server_min.meta.records import NewEntry
 from server_min.meta.sqlite import SqliteMeta, migrate
 from server_min.meta.sqlite.conn import BATCH, WAL_TRIM_BYTES, batched
@@ -68,6 +69,21 @@ def test_a_database_from_a_newer_box_is_refused_untouched(tmp_path: Path) -> Non
         conn.execute(f"PRAGMA user_version = {migrate.latest() + 1}")
     with pytest.raises(migrate.SchemaTooNew, match="newer"):
         SqliteMeta(db)
+
+
+def test_without_upgrade_an_older_schema_is_refused_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "meta.db"
+    with pytest.raises(SchemaOutdated) as caught:
+        SqliteMeta(db, upgrade=False)
+    assert f"box-server migrate --meta sqlite:///{db.resolve()}" in str(caught.value)
+    with sqlite3.connect(db) as conn:
+        assert migrate.version(conn) == 0
+    SqliteMeta(db).close()  # upgrade=True, as before: brought up to date
+    SqliteMeta(db, upgrade=False).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {migrate.latest() + 1}")
+    with pytest.raises(SchemaTooNew, match="newer"):
+        SqliteMeta(db, upgrade=False)
 
 
 def test_the_previous_release_s_data_folder_is_upgraded_and_serves_the_same_files(tmp_path: Path) -> None:

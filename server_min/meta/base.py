@@ -7,8 +7,11 @@ in which no other commit of the same box can run. That is the whole concurrency 
 with one global writer (SQLite) gets it for free, a store with many (PostgreSQL) takes a lock on the
 box, and commits to different boxes may then run in parallel.
 
-Implementations: meta.sqlite (the default), meta.memory (tests, and the reference of the contract
-suite in tests/contract/).
+Implementations: meta.sqlite (the default), meta.postgres (several server processes), meta.memory
+(tests, and the reference of the contract suite in tests/contract/).
+
+A store refuses a database whose schema is newer than its code (SchemaTooNew) and, opened without
+upgrading, one older than its code (SchemaOutdated), before it reads or writes anything.
 """
 
 from __future__ import annotations
@@ -46,6 +49,20 @@ Fault = Literal["full", "damaged", "unavailable"]
 
 class AlreadyExists(Exception):
     """A user or box name that is taken: nothing was written."""
+
+
+class SchemaOutdated(RuntimeError):
+    """The database's schema is older than this code and the store was opened without upgrading it: it is
+    not touched. The message is one line naming the command that upgrades it."""
+
+    def __init__(self, url: str, version: int, latest: int) -> None:
+        self.url, self.version, self.latest = url, version, latest
+        super().__init__(f"the metadata database is at schema version {version}, older than this server "
+                         f"({latest}): run 'box-server migrate --meta {url}'")
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was made by a newer Box than this one: it is not touched."""
 
 
 class BlockReads(Protocol):
@@ -354,5 +371,5 @@ class MetaStore(AccountStore, BoxStore, BlockIndex, JournalStore, LinkStore, Pro
 
 __all__ = [
     "STAGE_TTL", "AccountStore", "AlreadyExists", "BlockIndex", "BlockReads", "BoxStore", "CommitTx", "Fault",
-    "JournalStore", "LinkStore", "MetaStore",
+    "JournalStore", "LinkStore", "MetaStore", "SchemaOutdated", "SchemaTooNew",
 ]

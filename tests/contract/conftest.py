@@ -16,12 +16,28 @@ from tests import bus_servers
 from tests.s3 import S3Server, s3_server  # noqa: F401  (a fixture: SeaweedFS, started once, for "s3" and "cached")
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """One PostgreSQL database for the session, emptied before each test that uses it (tests/pg.py)."""
+    from tests import pg
+
+    with pg.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetaStore]:
     if request.param == "sqlite":
         from server_min.meta.sqlite import SqliteMeta
 
         store: MetaStore = SqliteMeta(tmp_path / "meta.db")
+    elif request.param == "postgres":
+        from server_min.meta.postgres import PostgresMeta
+        from tests import pg
+
+        url = request.getfixturevalue("pg_database")
+        pg.empty(url)  # emptied, not made anew: far faster than a database per test
+        store = PostgresMeta(url, pool_size=4)
     else:
         from server_min.meta.memory import MemoryMeta
 

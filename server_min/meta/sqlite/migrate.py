@@ -11,11 +11,9 @@ import re
 import sqlite3
 from importlib import resources
 
+from server_min.meta.base import SchemaTooNew
+
 NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was made by a newer Box than this one: it is not touched."""
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -49,8 +47,7 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
     try:
         current = version(conn)
         if current > len(steps):
-            raise SchemaTooNew(f"the metadata database is at schema version {current}, newer than this "
-                               f"server ({len(steps)}): run the newer Box, or restore a backup")
+            raise too_new(current, len(steps))
         applied = []
         for number, name, sql in steps[current:]:
             for statement in statements(sql):
@@ -64,6 +61,12 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
     return applied
 
 
+def too_new(current: int, latest: int) -> SchemaTooNew:
+    """The refusal of a database at schema version `current`, above this code's `latest`."""
+    return SchemaTooNew(f"the metadata database is at schema version {current}, newer than this "
+                        f"server ({latest}): run the newer Box, or restore a backup")
+
+
 def statements(sql: str) -> list[str]:
     """The statements of a script, one by one (executescript would commit the transaction)."""
     found, buffer = [], ""
@@ -75,4 +78,4 @@ def statements(sql: str) -> list[str]:
     return found
 
 
-__all__ = ["SchemaTooNew", "latest", "migrations", "upgrade", "version"]
+__all__ = ["SchemaTooNew", "latest", "migrations", "too_new", "upgrade", "version"]

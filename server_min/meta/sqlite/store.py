@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from server_min.meta.base import Fault
+from server_min.meta.base import Fault, SchemaOutdated
 from server_min.meta.sqlite import migrate
 from server_min.meta.sqlite.accounts import AccountsSql
 from server_min.meta.sqlite.blocks import BlocksSql
@@ -47,9 +47,11 @@ class SqliteMeta(AccountsSql, BlocksSql, JournalSql, FoldersSql):
     errors: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
 
     def __init__(self, path: Path, upgrade: bool = True) -> None:
-        """Open (or create) the database at `path`, bringing its schema up to date unless `upgrade` is off."""
+        """Open (or create) the database at `path`, bringing its schema up to date; with `upgrade` off, a
+        schema older than the code raises SchemaOutdated (and one newer SchemaTooNew) instead."""
         super().__init__(path)
         if not upgrade:
+            self._check_schema()
             return
         try:
             applied = migrate.upgrade(self.conn)
@@ -62,6 +64,21 @@ class SqliteMeta(AccountsSql, BlocksSql, JournalSql, FoldersSql):
             return
         if applied:
             log.info("meta.db upgraded: %s", ", ".join(applied))
+
+    def _check_schema(self) -> None:
+        """SchemaOutdated or SchemaTooNew (the connection closed) unless the schema is the code's own."""
+        try:
+            current, latest = migrate.version(self.conn), migrate.latest()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            log.error("meta.db is damaged (%s): run 'box-server admin check --data %s'", exc, self.path.parent)
+            return
+        if current != latest:
+            self.close()
+            if current < latest:
+                raise SchemaOutdated(f"sqlite:///{self.path.resolve()}", current, latest)
+            raise migrate.too_new(current, latest)
 
     def fault(self, exc: BaseException) -> Fault | None:
         if is_full(exc):
