@@ -254,7 +254,7 @@ def sqlite_shape(work: Path, blocks: list[str] | None = None, env: dict[str, str
 @contextmanager
 def postgres_shape(work: Path, s3: S3Server, processes: int) -> Iterator[Shape]:
     meta = create_database()
-    env = dict(os.environ, **s3.env)
+    env = dict(os.environ, **s3.env())
     bucket = f"scale{uuid.uuid4().hex[:8]}"
     s3.make_bucket(bucket)
     args = ["--meta", meta, "--blocks", f"s3://{bucket}/blocks", "--s3-endpoint", s3.endpoint,
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         stores = {"local folder (file:///)": [],
                   "SeaweedFS (s3://)": ["--blocks", f"s3://{bucket}/blocks", "--s3-endpoint", s3.endpoint]}
         for i, (name, blocks) in enumerate(stores.items()):
-            with sqlite_shape(work / f"big-{i}", blocks, dict(os.environ, **s3.env)) as shape:
+            with sqlite_shape(work / f"big-{i}", blocks, dict(os.environ, **s3.env())) as shape:
                 log(f"big file: {name}")
                 doc["big_file"][name] = result = measure_big_file(shape.url, shape.add_user, work / f"dev-{i}", source)
                 log(f"  push {result['push']['mb_per_s']} MB/s, clone {result['pull']['mb_per_s']} MB/s")

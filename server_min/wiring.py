@@ -24,7 +24,7 @@ from box_common.units import parse_size
 from server_min.blocks.base import BlockStore
 from server_min.blocks.base import StoreUnavailable as BlocksUnavailable
 from server_min.limits.base import AttemptLog
-from server_min.meta.base import MetaStore
+from server_min.meta.base import MetaStore, SchemaOutdated, SchemaTooNew
 from server_min.notify.base import Notifier
 from server_min.service import Service
 
@@ -91,6 +91,10 @@ def is_new_embedded(meta_url: str) -> bool:
     return meta_url.startswith("sqlite:") and not _path(meta_url, "sqlite").exists()
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def redact(url: str) -> str:
     """`url` without its password, for logs and messages."""
     parts = urlsplit(url)
@@ -113,8 +117,18 @@ def _path(url: str, scheme: str) -> Path:
 
 
 def open_meta(url: str, upgrade: bool = True) -> MetaStore:
-    """The metadata store at `url` (its schema brought up to date unless `upgrade` is off: then a schema older
-    than the code raises meta.base.SchemaOutdated)."""
+    """The metadata store at `url` (its schema brought up to date unless `upgrade` is off). A schema older
+    or newer than the code, or a database that cannot be reached, is StoreUnavailable: one line that says
+    what to do."""
+    try:
+        return _open_meta(url, upgrade)
+    except (SchemaOutdated, SchemaTooNew) as exc:
+        raise StoreUnavailable(str(exc)) from None
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open the metadata store {redact(url)}: {exc}") from None
+
+
+def _open_meta(url: str, upgrade: bool) -> MetaStore:
     if url == "memory:":
         from server_min.meta.memory import MemoryMeta
 
@@ -125,10 +139,15 @@ def open_meta(url: str, upgrade: bool = True) -> MetaStore:
         path = _path(url, "sqlite")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return SqliteMeta(path, upgrade=upgrade)
-    if url.startswith(("postgresql:", "postgres:")):
+    if url.startswith(_POSTGRES):
+        import psycopg
+
         from server_min.meta.postgres import PostgresMeta
 
-        return PostgresMeta(url, upgrade=upgrade)
+        try:
+            return PostgresMeta(url, upgrade=upgrade)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {redact(url)}: {_first_line(exc)}") from None
     raise BadStoreUrl(f"unknown metadata store {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB "
                       "or memory:")
 
@@ -244,6 +263,20 @@ def migrate_meta(url: str) -> tuple[int, list[str], int]:
             return before, applied, migrate.version(conns.conn)
         finally:
             conns.close()
+    if url.startswith(_POSTGRES):
+        import psycopg
+
+        from server_min.meta.postgres import migrate as pg_migrate
+
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                before = pg_migrate.version(conn)
+            applied = pg_migrate.upgrade(url)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {redact(url)}: {_first_line(exc)}") from None
+        except SchemaTooNew as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return before, applied, pg_migrate.latest()
     raise BadStoreUrl(f"cannot migrate {redact(url)!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
 
 

@@ -138,7 +138,7 @@ class SharedStores:
             cls.s3.start()
         bucket = f"box-{uuid.uuid4().hex[:12]}"
         cls.s3.make_bucket(bucket)
-        stores = cls(create_database(), bucket, cls.s3.endpoint, dict(cls.s3.env))
+        stores = cls(create_database(), bucket, cls.s3.endpoint, cls.s3.env())
         subprocess.run([*BOXCTL, "migrate", "--meta", stores.meta], check=True, capture_output=True,
                        env=dict(os.environ, **stores.env))
         cls.made.append(stores)
@@ -150,7 +150,7 @@ class SharedStores:
 
     def objects(self) -> dict[str, int]:
         """Every object of the bucket, as key -> size."""
-        return self.s3.objects(self.bucket)
+        return type(self).s3.objects(self.bucket)
 
     @classmethod
     def clean_up(cls) -> None:

@@ -152,6 +152,14 @@ class S3Server:
             client.create_bucket(Bucket=name)
         return name
 
+    def objects(self, bucket: str) -> dict[str, int]:
+        """Every object of `bucket`, as key -> size."""
+        found: dict[str, int] = {}
+        with contextlib.closing(self.client()) as client:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                found.update((item["Key"], item["Size"]) for item in page.get("Contents", []))
+        return found
+
     def stop(self) -> None:
         """Stop the weed process this object started: SIGTERM, then SIGKILL after 2 s (its graceful stop can
         hang); then remove the gRPC unix sockets it made under /tmp for its own ports (no flag moves those)."""
