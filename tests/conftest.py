@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,6 +85,20 @@ class ServerProc:
     def env(self) -> dict[str, str]:
         return dict(os.environ, **(self.shared.env if self.shared else {}))
 
+    def count_rows(self, table: str) -> int:
+        """How many rows a table of the server's metadata database holds (meta.db, or its PostgreSQL)."""
+        if self.shared is not None:
+            import psycopg
+
+            with psycopg.connect(self.shared.meta) as conn:
+                row = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        else:
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(self.data / "meta.db")) as db:
+                row = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
     def start(self) -> None:
         if self.shared is None and store_mode == "shared":
             self.shared = SharedStores.make()
@@ -139,8 +154,8 @@ class SharedStores:
         bucket = f"box-{uuid.uuid4().hex[:12]}"
         cls.s3.make_bucket(bucket)
         stores = cls(create_database(), bucket, cls.s3.endpoint, cls.s3.env())
-        subprocess.run([*BOXCTL, "migrate", "--meta", stores.meta], check=True, capture_output=True,
-                       env=dict(os.environ, **stores.env))
+        subprocess.run([sys.executable, "-m", "server_min.cli", "migrate", "--meta", stores.meta], check=True,
+                       capture_output=True, env=dict(os.environ, **stores.env))
         cls.made.append(stores)
         return stores
 

@@ -18,6 +18,7 @@ from psycopg import sql
 from server_min.meta.postgres import migrate
 
 ADMIN_URL = os.environ.get("BOX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = ADMIN_URL
 
 
 def admin() -> psycopg.Connection[Any]:
@@ -37,11 +38,9 @@ def url_of(name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-@contextmanager
-def database(upgrade: bool = True, icu_locale: str | None = None) -> Iterator[str]:
-    """A new, uniquely named database (`box_test_<random>`), its schema made unless `upgrade` is off; its URL.
-    With `icu_locale`, its default collation is that ICU locale's. Dropped at the end, whoever is still
-    connected."""
+def create_database(icu_locale: str | None = None) -> str:
+    """A new, empty, uniquely named database (`box_test_<random>`); its URL. With `icu_locale`, its default
+    collation is that ICU locale's."""
     name = f"box_test_{secrets.token_hex(6)}"
     # template0: copying template1 fails while anyone else is connected to it.
     create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
@@ -49,14 +48,26 @@ def database(upgrade: bool = True, icu_locale: str | None = None) -> Iterator[st
         create += sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu_locale))
     with admin() as conn:
         conn.execute(create)
+    return url_of(name)
+
+
+def drop_database(url: str) -> None:
+    """Drop the database at `url`, whoever is still connected."""
+    name = urlsplit(url).path.lstrip("/")
+    with admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def database(upgrade: bool = True, icu_locale: str | None = None) -> Iterator[str]:
+    """A new database (create_database), its schema made unless `upgrade` is off; its URL. Dropped at the end."""
+    url = create_database(icu_locale)
     try:
-        url = url_of(name)
         if upgrade:
             migrate.upgrade(url)
         yield url
     finally:
-        with admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(url)
 
 
 def empty(url: str) -> None:

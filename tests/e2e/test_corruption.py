@@ -21,6 +21,9 @@ import pytest
 from tests.conftest import BOXCTL, Device, Result, ServerProc, free_port
 from tests.e2e.helpers import one_line_error, push, random_bytes, remote_paths
 
+# damage is injected into meta.db and the pack files of the embedded store.
+pytestmark = pytest.mark.embedded_only
+
 TEXT = ("the quick brown fox jumps over the lazy dog\n" * 2000).encode()  # compresses: stored as zstd
 NOISE = random_bytes(150_000, 7)  # does not compress: stored raw
 

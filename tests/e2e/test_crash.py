@@ -22,6 +22,9 @@ from boxctl.chunking import Chunker
 from tests.conftest import BOXCTL, Device, ServerProc, wait_until
 from tests.e2e.crashkit import AnswerLoser, start
 
+# the server's data folder is inspected after each kill.
+pytestmark = pytest.mark.embedded_only
+
 MB = 1 << 20
 
 

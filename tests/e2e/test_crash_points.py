@@ -40,6 +40,9 @@ from tests.e2e.crashkit import (
 )
 from tests.e2e.test_crash import Api, run_json
 
+# kill points are scheduled inside the embedded store's writes.
+pytestmark = pytest.mark.embedded_only
+
 MB = 1 << 20
 SMALL = 2
 

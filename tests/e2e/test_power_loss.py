@@ -29,6 +29,9 @@ from tests.e2e.powercut import PowerCut, build
 from tests.e2e.test_crash import check_restores_of, run_json
 from tests.e2e.test_crash_points import commit_in_flight, edit, new_device, run_json_out
 
+# the power cut keeps only what was fsynced in the embedded store's folder.
+pytestmark = pytest.mark.embedded_only
+
 
 def check_store(data: Path) -> dict[str, int]:
     """meta.db is whole and every block a journal entry names is in the blocks table and inside its pack."""

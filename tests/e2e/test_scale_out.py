@@ -118,7 +118,7 @@ def test_a_long_poll_on_one_process_wakes_for_a_push_through_the_other(cluster: 
     # The poll is registered on process 1 once its connection is held there.
     wait_until(lambda: first_holds_a_poll(first), what="the long poll to be held by process 1")
     sent = time.monotonic()
-    done = api2.commit(box["id"], {"message": "one", "device": device["id"], "key": "k1", "changes": [
+    done = api2.commit(box["id"], {"message": "one", "device": device["id"], "key": "key-one-0001", "changes": [
         {"path": "a.txt", "op": "put", "kind": "file", "parent_rev": 0, "size": 0, "mtime_ns": 1, "mode": 0o644,
          "blocks": []}]})
     poll.join(30)
@@ -148,12 +148,13 @@ def test_blocks_uploaded_on_one_process_commit_and_stage_on_the_other(cluster: C
     assert api2.missing([digest(data)]) == set()
     change = {"path": "a.bin", "op": "put", "kind": "file", "parent_rev": 0, "size": len(data), "mtime_ns": 1,
               "mode": 0o644, "blocks": [digest(data)]}
-    done = api2.commit(box["id"], {"message": "across", "device": device["id"], "key": "k1", "changes": [change]})
+    done = api2.commit(box["id"], {"message": "across", "device": device["id"], "key": "key-one-0001",
+                                   "changes": [change]})
     assert api1.block(digest(data)) == data
     # A staged commit: the stage made on process 2, a part staged on process 1, committed on process 2.
     stage = api2.new_stage(box["id"])
     api1.stage(box["id"], stage, [dict(change, path="b.bin")])
-    staged = api2.commit(box["id"], {"message": "staged", "device": device["id"], "key": "k2", "changes": [],
+    staged = api2.commit(box["id"], {"message": "staged", "device": device["id"], "key": "key-two-0002", "changes": [],
                                      "stage": stage})
     assert staged["seq"] == done["seq"] + 1
     assert {e["path"] for e in api1.tree(box["id"])["entries"]} == {"a.bin", "b.bin"}
@@ -176,6 +177,7 @@ def test_a_process_killed_mid_push_leaves_one_commit_and_every_version_whole(clu
                             env=a.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: len(cluster.servers[0].shared.objects()) > objects,  # type: ignore[union-attr]
                timeout=60, what="the push's first pack to land")
+    assert push.poll() is None, "the push ended before the kill"
     cluster.servers[0].kill(signal.SIGKILL)
     out, err = push.communicate(timeout=300)
     assert push.returncode == 0, f"push exited {push.returncode}: {out}\n{err}"

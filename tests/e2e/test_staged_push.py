@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from boxctl.transfer.staging import STAGE_PART
 from tests.conftest import Device
 from tests.e2e.helpers import commits, push
@@ -25,8 +23,7 @@ def test_many_files_push_in_staged_parts_as_one_commit(two_devices: tuple[Device
     assert [c["changes"] for c in commits(a)][:1] == [count + folders + 1]  # one commit for the whole push
     b.run("pull")
     assert b.files() == a.files()
-    with sqlite3.connect(a.server.data / "meta.db") as db:  # the stage was applied and dropped
-        assert db.execute("SELECT COUNT(*) FROM stage_changes").fetchone()[0] == 0
+    assert a.server.count_rows("stage_changes") == 0  # the stage was applied and dropped
 
     (a.root / "old.txt").unlink()
     a.write("d00/f00000.txt", "changed\n")

@@ -107,6 +107,7 @@ def test_long_poll_of_a_revoked_device_ends_with_401(server: ServerProc) -> None
 # --- the data folder ------------------------------------------------------------------------------------
 
 
+@pytest.mark.embedded_only  # the modes of the embedded data folder and its files
 def test_data_folder_is_private(server: ServerProc) -> None:
     token = server.add_user("alice")
     data = b"private bytes"
