@@ -90,14 +90,21 @@ class Stores:
         except wiring.BadStoreUrl as exc:
             raise usage(str(exc)) from None
 
+    def upgrades(self, urls: Any) -> bool:
+        """Whether opening the metadata may create or upgrade its schema: the embedded default (a data
+        folder's meta.db) does, as it always has; a store named by --meta is created and upgraded only by
+        `box-server migrate`, which every process sharing it then waits for."""
+        from server_min import wiring
+
+        return self.meta is None or wiring.is_new_embedded(urls.meta)
+
     def open_meta(self) -> Any:
-        """The metadata store alone (no block store: a live server's temp files stay untouched). Its schema
-        must be current: only `migrate` (and a new embedded data folder) creates or upgrades one."""
+        """The metadata store alone (no block store: a live server's temp files stay untouched)."""
         from server_min import wiring
 
         urls = self.urls(need_blocks=False)
         try:
-            return wiring.open_meta(urls.meta, upgrade=wiring.is_new_embedded(urls.meta))
+            return wiring.open_meta(urls.meta, upgrade=self.upgrades(urls))
         except (wiring.StoreUnavailable, wiring.BadStoreUrl) as exc:
             raise CliError(str(exc)) from None
 
@@ -173,7 +180,7 @@ def serve(
     from server_min.api.serve import run
 
     try:
-        service = wiring.build_service(urls, upgrade=wiring.is_new_embedded(urls.meta))
+        service = wiring.build_service(urls, upgrade=stores.upgrades(urls))
     except (wiring.StoreUnavailable, wiring.BadStoreUrl) as exc:
         raise CliError(str(exc)) from None
     service.store.drop_unfinished()  # only a starting server: the uploads it finds cut off are its own

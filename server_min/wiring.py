@@ -86,8 +86,7 @@ def store_urls(meta: str, blocks: str, notify: str | None = None, s3_endpoint: s
 
 
 def is_new_embedded(meta_url: str) -> bool:
-    """True for a SQLite database that does not exist yet: the embedded default creates its schema when
-    it starts; every other store is created and upgraded by `box-server migrate` alone."""
+    """True for a SQLite database that does not exist yet (its schema is made when it is first opened)."""
     return meta_url.startswith("sqlite:") and not _path(meta_url, "sqlite").exists()
 
 
