@@ -40,11 +40,11 @@ from typing import Any
 
 import psutil
 import requests
-from tests.pg import PG_ADMIN_URL, create_database, drop_database
-from tests.s3 import S3Server
 
 from bench.watch_latency import ROOT, free_port, run, wait_until
 from tests.nginx import Nginx
+from tests.pg import PG_ADMIN_URL, create_database, drop_database
+from tests.s3 import S3Server
 
 BOX_SERVER = [sys.executable, "-m", "server_min.cli"]
 BOXCTL = [sys.executable, "-m", "boxctl"]
