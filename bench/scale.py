@@ -219,7 +219,7 @@ def measure_big_file(url: str, add_user: Any, work: Path, source: Path) -> dict[
         (work / device).mkdir(parents=True)
     env = dict(os.environ, BOX_CONFIG_DIR=str(work / "a-config"))
     run([*BOXCTL, "login", url, "--user", "big", "--token", token], env=env, cwd=work)
-    run([*BOXCTL, "init", url, "big", str(work / "a")], env=env, cwd=work)
+    run([*BOXCTL, "init", str(work / "a"), "--server", url, "--box", "big"], env=env, cwd=work)
     shutil.copyfile(source, work / "a" / source.name)
     began = time.perf_counter()
     run([*BOXCTL, "push", "-q"], env=env, cwd=work / "a")
