@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test test-all test-crash test-model lint bench bench-quick
+.PHONY: install services demo test test-all test-crash test-model lint bench bench-quick
 
 # An editable install leaves our own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
 # (CI images often do) every command would compile them again: a sixth of a short command's time.
@@ -15,8 +15,15 @@ install:
 demo: install
 	bash examples/two_devices.sh
 
-test: install
+# Everything on the embedded stores, then the end-to-end suite again on the shared ones (PostgreSQL,
+# S3 on SeaweedFS, the PostgreSQL bus). `services` installs nginx if it is missing and checks that
+# PostgreSQL and Redis answer on 127.0.0.1 (starting them if it can): no test skips for want of one.
+services:
+	bash scripts/ci_services.sh
+
+test: install services
 	$(PY) -m pytest -q -x -m "not slow and not crash"
+	BOX_TEST_STORE=shared $(PY) -m pytest -q -x -m "not slow and not crash" tests/e2e
 
 test-all: install
 	$(PY) -m pytest -q
