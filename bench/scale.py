@@ -202,7 +202,7 @@ def measure_commits(shape: Shape, seconds: float) -> dict[str, Any]:
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
         "polls_held": CLIENTS * POLLS_PER_BOX, "poll_wakes": wakes,
-        "server_cpu_s": round(server_cpu, 1), "postgres_cpu_s": round(pg_cpu, 1),
+        "server_cpu_s": round(server_cpu, 1), "postgres_cpu_s": round(max(0.0, pg_cpu), 1),
         "server_cpu_ms_per_commit": round(server_cpu / commits * 1000, 2) if commits else None,
     }
 
