@@ -23,9 +23,6 @@ def main() -> None:
         # The same process (same pid, signals and exit code) turns into the server's own command.
         os.execv(sys.executable, [sys.executable, "-m", "server_min.cli", *sys.argv[1:]])
     gc.set_threshold(*GC_THRESHOLDS)
-    from boxctl.local import prescan
-
-    prescan.start(sys.argv[1:])  # a big folder's walk runs in other processes while the rest loads
     from boxctl.cli import main as cli_main  # after the thresholds: importing is most of a short command
 
     cli_main()

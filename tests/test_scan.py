@@ -1,5 +1,5 @@
-"""Scanning a synced folder: the walk shared out among forked children, the walk begun at start-up
-(boxctl.local.prescan), and what the engine makes of a scan (folders it could not list)."""
+"""Scanning a synced folder: the walk shared out among forked children, and what the engine makes of a
+scan (folders it could not list)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from boxctl.config import BoxConfig
 from boxctl.engine import Engine
 from boxctl.errors import UsageError
-from boxctl.local import prescan
-from boxctl.local.index import STATS_CACHE, IndexEntry
+from boxctl.local.index import IndexEntry
 from boxctl.local.workspace import IGNORE_FILE, PARTIAL_PREFIX, TEMP_PREFIX, Workspace
 from boxctl.transport import Transport
 from tests.test_workspace import put
@@ -26,7 +25,6 @@ linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the shared walk
 def forks_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fork even if earlier tests left idle threads behind (they hold no lock a child needs)."""
     monkeypatch.setattr("boxctl.local.workspace.can_fork", lambda: True)
-    monkeypatch.setattr("boxctl.local.prescan.can_fork", lambda: True)
 
 
 @pytest.fixture
@@ -142,8 +140,8 @@ def index_everything(engine: Engine) -> None:
         engine.index.put(entries, conn)
 
 
-def changed(engine: Engine, started: prescan.PendingScan | None = None) -> dict[str, list[str]]:
-    sure, maybe = engine._candidates(started)
+def changed(engine: Engine) -> dict[str, list[str]]:
+    sure, maybe = engine._candidates()
     out: dict[str, list[str]] = {"put": [], "delete": [], "maybe": sorted(c.path for c in maybe)}
     for c in sure:
         out[c.op].append(c.path)
@@ -184,57 +182,4 @@ def test_a_big_index_compares_through_the_shared_walk(root: Path, monkeypatch: p
     assert changed(engine) == {"put": ["new", "new/file.txt"], "delete": ["photos/s0/f2.txt"],
                                "maybe": ["docs/s0/f1.txt"]}
     assert calls, "the shared walk was not used"
-    engine.index.close()
-
-
-# --- the walk begun at start-up ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("argv", "command", "directory"), [
-    (["status"], "status", None),
-    (["push", "--json", "-m", "x"], "push", None),
-    (["-C", "some/where", "status"], "status", Path("some/where")),
-    (["-Cthere", "push"], "push", Path("there")),
-    (["-C=there", "push"], "push", Path("there")),
-    (["--timeout", "5", "--retries", "2", "-q", "status"], "status", None),
-    (["--", "push"], "push", None),
-    (["--version"], None, None),
-    ([], None, None),
-])
-def test_the_command_and_its_folder_are_read_from_the_arguments(argv: list[str], command: str | None,
-                                                                 directory: Path | None) -> None:
-    assert prescan.command_of(argv) == (command, directory)
-
-
-@linux_only
-def test_a_status_or_push_of_a_big_box_starts_its_walk_at_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = engine_for(root)
-    monkeypatch.chdir(root)
-    prescan.start(["push"])
-    first = prescan.take(root)  # never scanned: no snapshot yet, so the walk starts whatever the size
-    assert first is not None and first.result()[0] == Workspace(root).scan_stats()
-    index_everything(engine)
-    engine.index.stats()  # writes the snapshot whose size tells a big box
-    size = (root / ".box" / STATS_CACHE).stat().st_size
-    monkeypatch.chdir(root / "docs")
-
-    monkeypatch.setattr(prescan, "BIG_INDEX_BYTES", size + 1)
-    prescan.start(["status"])
-    assert prescan.take(root) is None  # too small: nothing started
-
-    monkeypatch.setattr(prescan, "BIG_INDEX_BYTES", size)
-    for other in (["sync"], ["pull"], ["watch"], ["log"]):
-        prescan.start(other)
-        assert prescan.take(root) is None  # sync and watch may write before they look
-    prescan.start(["status"])
-    started = prescan.take(root)
-    assert started is not None and prescan.take(root) is None  # taken once
-    (root / "docs/s2/f3.txt").unlink()  # after the walk began: that walk may or may not see it
-    assert changed(engine, started)["put"] == []
-    assert changed(engine) == {"put": [], "delete": ["docs/s2/f3.txt"], "maybe": []}  # the next look is new
-
-    prescan.start(["-C", str(root / "photos"), "push"])
-    started = prescan.take(root)
-    assert started is not None
-    assert started.result()[0] == Workspace(root).scan_stats()
     engine.index.close()
