@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 
 from box_common.content import content_hash
 from box_common.paths import InvalidPath, normalize_path
-from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
 from boxctl.errors import REPAIR_HINT, IndexDamaged
 from boxctl.local.durable import rename_noreplace
 from boxctl.local.index_schema import migrate
+
+# SQLite allows 32,766 bound variables per statement since 3.32 (999 before).
+MAX_VARIABLES = 30_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
 
@@ -33,9 +35,6 @@ RACY_NS = 2_000_000_000
 
 # The revision of entries a push writes before the server has named its commit (see Index.set_rev).
 PENDING_REV = -1
-# Naming more pending entries than this, one pass over the table beats looking up each path, and a
-# pass that matches nothing costs little (the workload: W5 first push, which names every file).
-SCAN_ABOVE = 5000
 
 # SQLite's primary result codes for a file that is not (or no longer) a sound database.
 SQLITE_CORRUPT = 11
@@ -143,8 +142,7 @@ class Index:
         existed = path.exists()
         if not existed:
             _create(path)
-        # A push writes its new entries from a helper thread while the main one waits for the server;
-        # the connection is never used by two threads at once.
+        # The connection may be used from another thread than the one that opened it, never by two at once.
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -288,16 +286,13 @@ class Index:
              e.content_hash, e.blocks, e.target, e.sizes)
             for e in entries
         ]
-        insert_rows(conn or self.conn, "INSERT OR REPLACE INTO entries", rows, 11)
+        (conn or self.conn).executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     @_guarded
     def set_rev(self, paths: list[str], rev: int, conn: sqlite3.Connection | None = None) -> None:
         """Give `paths` revision `rev`: a push writes its entries with PENDING_REV in an open transaction
         before the server names the commit; `paths` must be every entry written so."""
-        if len(paths) > SCAN_ABOVE:
-            (conn or self.conn).execute("UPDATE entries SET rev = ? WHERE rev = ?", (rev, PENDING_REV))
-        else:
-            self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
+        self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
 
     @_guarded
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:
