@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server_min.api.bodies import BODY_HIGH_WATER, Body, BodyBuffers, raise_flow_limit, tune_malloc
+from server_min.api.bodies import BODY_HIGH_WATER, Body, BodyBuffers, raise_flow_limit
 from server_min.errors import TooLarge
 
 
@@ -63,8 +63,6 @@ def test_pages_past_keep_bytes_are_given_back() -> None:
         assert buffer[(2 << 20)] == 0  # dropped: an anonymous page reads back as zeros
 
 
-def test_tune_malloc_is_harmless() -> None:
-    assert tune_malloc() in (True, False)
 
 
 def test_uvicorn_keeps_a_mebibyte_of_body_before_pausing_the_socket(monkeypatch) -> None:

@@ -10,8 +10,6 @@ it straight to disk (O_DIRECT) without going through the page cache.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import importlib
 import mmap
 import threading
@@ -21,9 +19,6 @@ from starlette.requests import Request
 
 from server_min.errors import TooLarge
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters of glibc
-MALLOC_TRIM = 64 << 20
-MALLOC_MMAP = 16 << 20
 KEEP_BUFFERS = 4  # as many as a client keeps uploads in flight
 KEEP_BYTES = 32 << 20  # pages of an idle buffer past this are given back to the system
 
@@ -92,26 +87,6 @@ class Body:
             self.high = max(self.high, size)
         self.size = size
         return self.view
-
-
-def tune_malloc() -> bool:
-    """Let glibc's malloc keep freed memory for the next request instead of handing it back at once.
-
-    The HTTP server receives a body as a stream of 64-256 KiB pieces, copied a few times on the way
-    (socket, parser, ASGI message), each a new bytes object. By default glibc gives the top of the heap
-    back to the system whenever more than about twice the largest recent piece is free, and takes it
-    again for the next piece: a page fault per 4 KiB received (W1 first push, W7 uploads). With a
-    64 MiB trim threshold (and up to 16 MiB served from the heap, not from fresh mmaps) those pieces
-    reuse the same warm memory. Returns False where the C library is not glibc (nothing changes).
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018  (glibc only: musl and macOS have other knobs)
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP)) and bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM))
 
 
 BODY_HIGH_WATER = 1 << 20  # body bytes uvicorn may hold for the app before it stops reading the socket
