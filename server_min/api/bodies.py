@@ -10,7 +10,6 @@ it straight to disk (O_DIRECT) without going through the page cache.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import mmap
 import threading
 from collections.abc import Iterator
@@ -87,27 +86,3 @@ class Body:
             self.high = max(self.high, size)
         self.size = size
         return self.view
-
-
-BODY_HIGH_WATER = 1 << 20  # body bytes uvicorn may hold for the app before it stops reading the socket
-
-
-def raise_flow_limit(limit: int = BODY_HIGH_WATER) -> bool:
-    """Let uvicorn keep up to `limit` bytes of a request body for the app before pausing the socket.
-
-    uvicorn pauses reading once more than 64 KiB of body wait for the app, and asyncio reads up to
-    256 KiB at a time, so every read of an upload paused the socket and the app's next receive resumed
-    it: two epoll calls and the selector's bookkeeping per piece. With 1 MiB it pauses only when the
-    app really falls behind (the workloads: W1 first push, W7 uploads); a slow
-    upload still holds at most about 1 MiB per connection. False if this uvicorn has no such limit.
-    """
-    changed = False
-    for name in ("httptools_impl", "h11_impl"):
-        try:
-            module = importlib.import_module(f"uvicorn.protocols.http.{name}")
-        except ImportError:
-            continue  # httptools is optional for uvicorn
-        if isinstance(getattr(module, "HIGH_WATER_LIMIT", None), int):
-            module.HIGH_WATER_LIMIT = max(module.HIGH_WATER_LIMIT, limit)
-            changed = True
-    return changed
