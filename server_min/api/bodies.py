@@ -4,7 +4,8 @@ Touching fresh memory is what an upload costs most: a page fault per 4 KiB, and 
 from its pieces is a new block of memory every time. A block upload is read instead into one of
 a few buffers that live as long as the server, so their pages stay mapped from one upload to the
 next. Each buffer is an anonymous mmap and so starts on a page boundary: the block store can write
-it straight to disk (O_DIRECT) without going through the page cache.
+it straight to disk (server_min.blocks.direct_io) without going through the page cache. A speed trick
+kept for the workloads W1 first push and W7 uploads.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class Blocks:
 
         A writable body (the server's upload buffer) is packed tight in place first, the frame headers and
         blocks stored already squeezed out (a memmove), so that a store writing neighbouring views as one
-        (blocks.local) writes the buffer itself: no copy.
+        (blocks.direct_io) writes the buffer itself: no copy.
         """
         if not body.readonly and all(start >= 0 for _, start in payloads):
             tight, end = [], 0
