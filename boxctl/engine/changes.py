@@ -11,10 +11,6 @@ from boxctl.local import temps as pull_temps
 from boxctl.local.index import IndexEntry
 from boxctl.local.workspace import IGNORE_FILE, LocalEntry
 
-# Indexed paths from which a scan is shared out among processes: below it, starting the forks costs more
-# than sharing the stats saves (the workload: W5 no-op status).
-PARALLEL_SCAN = 20_000
-
 
 class Changes(EngineBase):
     """Finding local changes (status, and the first step of a push)."""
@@ -22,9 +18,7 @@ class Changes(EngineBase):
     def _candidates(self) -> tuple[list[LocalChange], list[LocalChange]]:
         """Paths that surely changed, and files whose stat changed and that must be hashed to tell."""
         base = self.index.stats()
-        # Shared out when the folder is big, or unknown yet (a first push reads everything anyway).
-        shared = len(base) >= PARALLEL_SCAN or not base
-        scan = self.workspace.scan_stats(workers=self.threads if shared else 1)
+        scan = self.workspace.scan_stats()
         pull_temps.clean(self.root, self.workspace.temps)  # left by a pull that was cut off: never a user's file
         sure_paths: list[tuple[str, LocalEntry | None]] = []
         maybe_paths: list[tuple[str, LocalEntry]] = []
