@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import marshal
 import os
 import secrets
 import sqlite3
@@ -20,13 +19,14 @@ from typing import Any, TypeVar
 from box_common.content import content_hash
 from box_common.paths import InvalidPath, normalize_path
 from boxctl.errors import REPAIR_HINT, IndexDamaged
+from boxctl.local import stats_snapshot
 from boxctl.local.durable import rename_noreplace
 from boxctl.local.index_schema import migrate
+from boxctl.local.stats_snapshot import STATS_CACHE
 
 # SQLite allows 32,766 bound variables per statement since 3.32 (999 before).
 MAX_VARIABLES = 30_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
-STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
 
 
 # A file whose mtime is this close to "now" when we record it could still change within the same
@@ -223,19 +223,15 @@ class Index:
     def stats(self) -> dict[str, tuple[str, int, int, int, int, str | None]]:
         """(kind, size, mtime_ns, inode, mode, target) of every path: all a scan needs, loaded fast.
 
-        A marshal snapshot beside the database serves it when its generation matches the index's
-        (one unmarshal instead of a row per path from SQL: the workload is W5 no-op status); otherwise
-        SQL, and a new snapshot.
+        A snapshot beside the database (see stats_snapshot) serves it when its generation matches the
+        index's; otherwise SQL, and a new snapshot.
         """
         # Also keyed on the database file's own stat: a file changed behind SQLite's back (overwritten,
         # restored from a copy) is read again, so that damage in it shows instead of hiding behind the snapshot.
         key = (self.get_meta("generation", "0"), self._file_stamp())
-        try:
-            cached_key, stats = marshal.loads(self.cache_path.read_bytes())
-            if cached_key == key:
-                return stats
-        except (OSError, EOFError, ValueError, TypeError):
-            pass
+        saved = stats_snapshot.load(self.cache_path, key)
+        if saved is not None:
+            return saved
         # One shared string per kind, like a scan's: comparing two of them is then one pointer check.
         kinds = {"file": "file", "dir": "dir", "link": "link"}
         stats = {
@@ -243,10 +239,7 @@ class Index:
             for path, kind, size, mtime_ns, inode, mode, target
             in self.conn.execute("SELECT path, kind, size, mtime_ns, inode, mode, target FROM entries")
         }
-        temp = self.cache_path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):
-            temp.write_bytes(marshal.dumps((key, stats)))
-            os.replace(temp, self.cache_path)
+        stats_snapshot.save(self.cache_path, key, stats)
         return stats
 
     def _file_stamp(self) -> tuple[int, int, int]:
