@@ -5,12 +5,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install services demo test test-all test-crash test-model lint bench bench-quick
 
-# An editable install leaves our own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
-# (CI images often do) every command would compile them again: a sixth of a short command's time.
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m compileall -q boxctl server_min box_common
 
 demo: install
 	bash examples/two_devices.sh

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -48,6 +49,8 @@ class Run:
     server_rss: int | None = None  # bytes, peak of the server process tree while the command ran
     stdout: str = ""
     stderr: str = ""
+    client_cpu: float | None = None  # user + system seconds of the command and the children it waited for
+    server_cpu: float | None = None  # user + system seconds of the server process while the command ran
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Sample:
     seconds: float
     client_rss: int | None = None
     server_rss: int | None = None
+    client_cpu: float | None = None  # user + system seconds of the client (see Run)
+    server_cpu: float | None = None  # user + system seconds of the server over the operation
     wire_sent: int | None = None  # client -> server, bytes on the socket
     wire_received: int | None = None  # server -> client
     payload_sent: int | None = None  # what the tool itself says it sent (Box: block frames, --json)
@@ -71,13 +76,17 @@ class Sample:
         return (self.wire_sent or 0) + (self.wire_received or 0)
 
 
-NUMERIC = ("seconds", "wire_sent", "wire_received", "payload_sent", "repo_growth", "space")
+NUMERIC = ("seconds", "client_cpu", "server_cpu", "wire_sent", "wire_received", "payload_sent", "repo_growth", "space")
 PEAKS = ("client_rss", "server_rss")
 
 
 def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
     """Median of each number over the runs (peak memory: the highest run), plus every run's seconds."""
     out: dict[str, Any] = {"runs": len(samples), "seconds_all": [round(s.seconds, 4) for s in samples]}
+    for name in ("client_cpu", "server_cpu"):  # CPU time: far less moved than wall time by other load
+        values = [getattr(s, name) for s in samples]
+        if any(v is not None for v in values):
+            out[f"{name}_all"] = [None if v is None else round(v, 4) for v in values]
     for name in NUMERIC:
         values = [getattr(s, name) for s in samples if getattr(s, name) is not None]
         out[name] = statistics.median(values) if values else None
@@ -159,6 +168,18 @@ class Sampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system seconds a process (all its threads) has used so far, from /proc/PID/stat; None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime and stime, fields 14 and 15 of proc(5)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _reset_peak(pid: int) -> None:
@@ -297,7 +318,11 @@ class CountingRelay:
 
 def run_timed(tool: str, argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
               server: Sampler | None = None, timeout: float = 3600) -> Run:
-    """Run `argv` under GNU time: wall seconds, the client's peak RSS, and the server's peak meanwhile."""
+    """Run `argv` under GNU time: wall seconds, the client's peak RSS and CPU seconds, and the server's
+    peak RSS and CPU seconds meanwhile.
+
+    The client's CPU is this process's children's rusage before and after (GNU time, the command, and
+    every process the command waited for, its forks included); the server's is its /proc stat."""
     argv = [str(a) for a in argv]
     with tempfile.NamedTemporaryFile("r", suffix=".time", delete=False) as stats:
         stats_path = stats.name
@@ -306,10 +331,14 @@ def run_timed(tool: str, argv: Sequence[str], *, cwd: Path | None = None, env: M
     window = server.window() if server is not None else contextlib.nullcontext([])
     try:
         with window as peak:
+            server_before = process_cpu(server.pid) if server is not None else None
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             proc = subprocess.run(wrapped, cwd=cwd, env=dict(env) if env is not None else None, capture_output=True,
                                   text=True, errors="replace", timeout=timeout)
             seconds = time.perf_counter() - started
+            children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            server_after = process_cpu(server.pid) if server is not None else None
         report = Path(stats_path).read_text(errors="replace")
     finally:
         with contextlib.suppress(OSError):
@@ -318,7 +347,10 @@ def run_timed(tool: str, argv: Sequence[str], *, cwd: Path | None = None, env: M
         raise CommandFailed(tool, argv, proc.returncode, proc.stdout, proc.stderr)
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
     client_rss = int(match.group(1)) * 1024 if match else None
-    return Run(argv, seconds, client_rss, peak[0] if peak else None, proc.stdout, proc.stderr)
+    client_cpu = (children_after.ru_utime - children_before.ru_utime) + (children_after.ru_stime
+                                                                        - children_before.ru_stime)
+    server_cpu = server_after - server_before if server_before is not None and server_after is not None else None
+    return Run(argv, seconds, client_rss, peak[0] if peak else None, proc.stdout, proc.stderr, client_cpu, server_cpu)
 
 
 def run_quiet(argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,

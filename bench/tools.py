@@ -182,7 +182,7 @@ class BoxTarget(Target):
         else:  # no relay: what the client counted itself (request and answer bodies, without HTTP headers)
             sent, received = answer.get("wire_bytes_sent"), answer.get("wire_bytes_received")
         sample = Sample(run.seconds, client_rss=run.client_rss, server_rss=run.server_rss,
-                        wire_sent=sent, wire_received=received,
+                        client_cpu=run.client_cpu, server_cpu=run.server_cpu, wire_sent=sent, wire_received=received,
                         repo_growth=space - before_space, space=space)
         return answer, sample
 
@@ -261,7 +261,8 @@ class RsyncTarget(Target):
         run = run_timed("rsync", argv, server=self.tool.sampler)
         stats = {kind: int(value.replace(",", "").replace(".", "")) for kind, value in RSYNC_STATS.findall(run.stdout)}
         space = self.space()
-        return Sample(run.seconds, client_rss=run.client_rss, server_rss=run.server_rss,
+        # The daemon forks per connection: its own CPU is not the transfer's, so only the client's is kept.
+        return Sample(run.seconds, client_rss=run.client_rss, server_rss=run.server_rss, client_cpu=run.client_cpu,
                       wire_sent=stats.get("sent"), wire_received=stats.get("received"),
                       repo_growth=space - before, space=space)
 
@@ -369,7 +370,8 @@ class ResticTarget(Target):
         before = self.space()
         run = run_timed("restic", argv, cwd=cwd, env=self.env)
         space = self.space()
-        return Sample(run.seconds, client_rss=run.client_rss, repo_growth=space - before, space=space)
+        return Sample(run.seconds, client_rss=run.client_rss, client_cpu=run.client_cpu, repo_growth=space - before,
+                      space=space)
 
     def push(self) -> Sample:
         sample = self._measured(["restic", *self.tool.global_flags, "backup", "--host", "bench", "-q", "."], self.src)
@@ -435,7 +437,8 @@ class BorgTarget(Target):
         before = self.space()
         run = run_timed("borg", argv, cwd=cwd, env=self.env)
         space = self.space()
-        return Sample(run.seconds, client_rss=run.client_rss, repo_growth=space - before, space=space)
+        return Sample(run.seconds, client_rss=run.client_rss, client_cpu=run.client_cpu, repo_growth=space - before,
+                      space=space)
 
     def push(self) -> Sample:
         self.archives += 1
@@ -487,7 +490,8 @@ class CopyTarget(Target):
         before = self.space()
         run = run_timed("cp", ["sh", "-c", script], cwd=cwd)
         space = self.space()
-        return Sample(run.seconds, client_rss=run.client_rss, repo_growth=space - before, space=space)
+        return Sample(run.seconds, client_rss=run.client_rss, client_cpu=run.client_cpu, repo_growth=space - before,
+                      space=space)
 
     def push(self) -> Sample:
         size = int(run_quiet(["du", "-s", "-b", str(self.src)]).split()[0])

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from bench.measure import CommandFailed, Sample, remove, summarize
+from bench.measure import CommandFailed, Sample, process_cpu, remove, summarize
 from bench.tools import BoxServer, BoxTarget, Target, Tool
 from box_common.frames import CODEC_RAW, Frame, encode_frame
 
@@ -364,6 +364,7 @@ def w7(ctx: Context) -> None:
         rng = random.Random(7)
         with server.sampler.window() as peak:
             timings = []
+            cpu_started = process_cpu(server.proc.pid) or 0.0
             for r in range(repeats):
                 asked = rng.sample(known, 5_000) + [rng.randbytes(32).hex() for _ in range(5_000)]
                 rng.shuffle(asked)
@@ -373,14 +374,17 @@ def w7(ctx: Context) -> None:
                 if r == 0:
                     ctx.check("W7", box_tool, len(missing) == 5_000,
                               f"missing reports {len(missing)} of 10,000 hashes, expected 5,000")
+            lookup_cpu = (process_cpu(server.proc.pid) or 0.0) - cpu_started
             log(f"W7: uploads, {upload_one >> 20} MiB on one stream, {upload_four >> 20} MiB on four")
             one = [_pack([_block(f"one-{p}-{i}", MIB) for i in range(8)]) for p in range(upload_one // (8 * MIB))]
             four = [_pack([_block(f"four-{p}-{i}", MIB) for i in range(8)]) for p in range(upload_four // (8 * MIB))]
             frames_headers = {"Content-Type": "application/x-box-frames"}
+            cpu_started = process_cpu(server.proc.pid) or 0.0
             started = time.perf_counter()
             for body in one:
                 post("/blocks/pack", data=body, headers=frames_headers)
             one_seconds = time.perf_counter() - started
+            one_cpu = (process_cpu(server.proc.pid) or 0.0) - cpu_started
             sessions = [requests.Session() for _ in range(4)]
             for s in sessions:
                 s.headers.update(headers)
@@ -392,20 +396,25 @@ def w7(ctx: Context) -> None:
                 if answer.status_code >= 400:
                     raise CommandFailed("box", ["POST", "/blocks/pack"], answer.status_code, "", answer.text[:2000])
 
+            cpu_started = process_cpu(server.proc.pid) or 0.0
             started = time.perf_counter()
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(send, enumerate(four)))
             four_seconds = time.perf_counter() - started
+            four_cpu = (process_cpu(server.proc.pid) or 0.0) - cpu_started
         median = statistics.median(timings)
         result = {
             "preloaded_blocks": preload, "preload_seconds": round(preload_seconds, 3),
             "preload_blocks_per_s": round(preload / preload_seconds),
             "lookup_batch": 10_000, "lookup_repeats": repeats, "lookup_seconds_all": [round(t, 4) for t in timings],
             "lookup_seconds_median": round(median, 4), "lookups_per_s": round(10_000 / median),
+            "lookup_server_cpu": round(lookup_cpu, 3),
             "upload_one_stream_bytes": upload_one, "upload_one_stream_seconds": round(one_seconds, 3),
             "upload_one_stream_mb_s": round(upload_one / one_seconds / 1e6, 1),
+            "upload_one_stream_server_cpu": round(one_cpu, 3),
             "upload_four_streams_bytes": upload_four, "upload_four_streams_seconds": round(four_seconds, 3),
             "upload_four_streams_mb_s": round(upload_four / four_seconds / 1e6, 1),
+            "upload_four_streams_server_cpu": round(four_cpu, 3),
             "server_rss": peak[0] if peak else None,
         }
         log(f"W7: {result['lookups_per_s']:,} lookups/s, uploads {result['upload_one_stream_mb_s']} MB/s (1 stream), "

@@ -26,9 +26,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # the full check for almost every name (a compiled regex, not a Python loop over characters).
 _PLAIN_CHARS = r"[A-Za-z0-9 _.,+=@#%&()\[\]{}~!$'-]"
 _PLAIN_NAME = re.compile(_PLAIN_CHARS + "{1,255}")
-# Each name: not '.' or '..', 1-255 plain characters.
-_ONE = r"(?!\.\.?(?:\n|$))" + _PLAIN_CHARS + "{1,255}"
-_PLAIN_NAMES = re.compile(_ONE + r"(?:\n" + _ONE + ")*")
 # A whole path of plain names: canonical as it is, if not too long or deep (a commit checks many).
 _ONE_IN_PATH = r"(?!\.\.?(?:/|$))" + _PLAIN_CHARS + "{1,255}"
 _PLAIN_PATH = re.compile(_ONE_IN_PATH + r"(?:/" + _ONE_IN_PATH + ")*")
@@ -41,11 +38,6 @@ class InvalidPath(ValueError):
 def is_plain_name(name: str) -> bool:
     """True for a common ASCII file name that needs no further checks ('.' and '..' excluded)."""
     return name not in (".", "..") and _PLAIN_NAME.fullmatch(name) is not None
-
-
-def all_plain_names(names: str) -> bool:
-    """True if every line of `names` (names joined by newlines) is a plain name: one regex for a folder."""
-    return not names or _PLAIN_NAMES.fullmatch(names) is not None
 
 
 def is_plain_path(path: str) -> bool:

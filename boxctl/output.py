@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
-
 from boxctl.terminal import SafeConsole, console
-
-# Dates, dataclasses and other objects print as str() (what scripts got from json.dumps(default=str));
-# keys that are not strings are written as strings, as json.dumps does.
-_OPTIONS = (orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-            | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 def emit_json(data: Any) -> None:
-    """Write `data` as indented JSON (UTF-8) and a newline; orjson: a push of 100,000 files lists them."""
-    document = orjson.dumps(data, default=str, option=_OPTIONS) + b"\n"
+    """Write `data` as indented JSON (UTF-8) and a newline; dates, dataclasses and other objects as str()."""
+    document = (json.dumps(data, default=str, indent=2, ensure_ascii=False) + "\n").encode()
     stream = getattr(sys.stdout, "buffer", None)
     if stream is None:  # a text-only stream (some test runners): the same document as text
         sys.stdout.write(document.decode())

@@ -7,13 +7,13 @@ Errors come back as BoxError subclasses; nothing above this module sees `request
 from __future__ import annotations
 
 import email.utils
+import json as jsonlib  # `json` is the name of request()'s body argument
 import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -116,9 +116,7 @@ class Transport:
         Unless `stream`, the answer's body is read here, at most `max_bytes` of it (else ServerRefused)."""
         url = f"{self.server}/v1{path}"
         if json is not None:
-            # orjson, not json.dumps: the staged parts of a push of many files (W5 first push) encode in one
-            # short call, so the threads reading and uploading beside it wait less for the interpreter lock.
-            data, headers = orjson.dumps(json), {**(headers or {}), "Content-Type": "application/json"}
+            data, headers = _encoded(json), {**(headers or {}), "Content-Type": "application/json"}
         attempt = 0
         while True:
             try:
@@ -312,11 +310,16 @@ def _read_capped(response: requests.Response, limit: int) -> None:
     response._content_consumed = True
 
 
+def _encoded(value: Any) -> bytes:
+    """A request body: compact UTF-8 JSON."""
+    return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _parsed(response: requests.Response) -> Any:
-    """A JSON answer's value (orjson, as for request bodies: a pull of a big tree reads long change pages)."""
+    """A JSON answer's value."""
     try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
+        return jsonlib.loads(response.content)
+    except ValueError:  # (json.JSONDecodeError, and bytes that are not UTF-8)
         status = response.status_code
         raise BoxError(f"the server's answer ({status}) is not JSON; is {response.url} a Box server?") from None
 
@@ -334,8 +337,8 @@ def _final(response: requests.Response) -> bool:
     if response.headers.get("Content-Type", "").split(";")[0] != "application/json":
         return False
     try:
-        return orjson.loads(response.content).get("error") in ("damaged", "out_of_space")
-    except (orjson.JSONDecodeError, AttributeError):
+        return jsonlib.loads(response.content).get("error") in ("damaged", "out_of_space")
+    except (ValueError, AttributeError):
         return False
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server_min.blocks import local
+from server_min.blocks import direct_io
 from server_min.blocks.base import BlockUnreadable, Location
 from server_min.blocks.local import LocalBlocks
 
@@ -107,8 +107,8 @@ def test_a_failed_write_leaves_no_pack(tmp_path: Path) -> None:
 def test_page_aligned_memory_is_written_whole(tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A page-aligned buffer (as the server's upload buffers are) goes to disk past the page cache, tail too."""
     direct = []
-    set_direct = local._set_direct
-    monkeypatch.setattr(local, "_set_direct", lambda fd, on: direct.append(on) or set_direct(fd, on))
+    set_direct = direct_io._set_direct
+    monkeypatch.setattr(direct_io, "_set_direct", lambda fd, on: direct.append(on) or set_direct(fd, on))
     store = LocalBlocks(tmp_path / "blocks")
     buffer = mmap.mmap(-1, size + 8192)
     data = os.urandom(size)
@@ -117,7 +117,7 @@ def test_page_aligned_memory_is_written_whole(tmp_path: Path, size: int, monkeyp
     assert (where.offset, where.length) == (0, size)
     assert store.get(where) == data
     assert (tmp_path / "blocks" / "packs" / where.pack[:2] / f"{where.pack}.pack").stat().st_size == size
-    assert (True in direct) == (size >= 4096 and bool(local.DIRECT))  # whole pages were sent direct
+    assert (True in direct) == (size >= 4096 and bool(direct_io.DIRECT))  # whole pages were sent direct
 
 
 def test_unaligned_and_mixed_payloads_after_an_aligned_one(tmp_path: Path) -> None:
@@ -134,8 +134,8 @@ def test_neighbouring_views_of_one_buffer_go_to_disk_as_one_write(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The upload buffer packed tight in place: its blocks are views side by side, written as one."""
     writes = []
-    write = local._write
-    monkeypatch.setattr(local, "_write", lambda fd, data, at: writes.append(data.nbytes) or write(fd, data, at))
+    write = direct_io._write
+    monkeypatch.setattr(direct_io, "_write", lambda fd, data, at: writes.append(data.nbytes) or write(fd, data, at))
     store = LocalBlocks(tmp_path / "blocks")
     buffer = mmap.mmap(-1, 3 * 4096)
     buffer[:] = os.urandom(3 * 4096)
@@ -149,7 +149,7 @@ def test_neighbouring_views_of_one_buffer_go_to_disk_as_one_write(tmp_path: Path
 
 def test_without_o_direct_the_page_cache_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file system that refuses O_DIRECT (tmpfs on older kernels) still gets every byte."""
-    monkeypatch.setattr(local, "_set_direct", lambda fd, on: False)
+    monkeypatch.setattr(direct_io, "_set_direct", lambda fd, on: False)
     store = LocalBlocks(tmp_path / "blocks")
     buffer = mmap.mmap(-1, 3 * 4096)
     buffer[:] = os.urandom(3 * 4096)
@@ -164,7 +164,7 @@ def test_a_failed_write_removes_its_temp_file(tmp_path: Path, monkeypatch: pytes
     def full(fd: int, data: Any, position: int) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local, "_write", full)
+    monkeypatch.setattr(direct_io, "_write", full)
     with pytest.raises(OSError, match="No space"):
         store.put([b"x" * 10])
     assert packs_in(root) == [] and list((root / "tmp").iterdir()) == []

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server_min.api.bodies import BODY_HIGH_WATER, Body, BodyBuffers, raise_flow_limit, tune_malloc
+from server_min.api.bodies import Body, BodyBuffers
 from server_min.errors import TooLarge
 
 
@@ -61,76 +61,3 @@ def test_pages_past_keep_bytes_are_given_back() -> None:
     assert buffer[(1 << 20) - 1] == 0xFF
     if hasattr(mmap, "MADV_DONTNEED"):
         assert buffer[(2 << 20)] == 0  # dropped: an anonymous page reads back as zeros
-
-
-def test_tune_malloc_is_harmless() -> None:
-    assert tune_malloc() in (True, False)
-
-
-def test_uvicorn_keeps_a_mebibyte_of_body_before_pausing_the_socket(monkeypatch) -> None:
-    from uvicorn.protocols.http import h11_impl, httptools_impl
-
-    monkeypatch.setattr(httptools_impl, "HIGH_WATER_LIMIT", 65536)
-    monkeypatch.setattr(h11_impl, "HIGH_WATER_LIMIT", 65536)
-    assert raise_flow_limit()
-    assert httptools_impl.HIGH_WATER_LIMIT == h11_impl.HIGH_WATER_LIMIT == BODY_HIGH_WATER == 1 << 20
-    assert raise_flow_limit(1024)  # never lowered
-    assert httptools_impl.HIGH_WATER_LIMIT == 1 << 20
-
-
-class RecordingTransport(asyncio.Transport):
-    """What uvicorn's protocol sees of a socket: here it only counts the pauses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pauses = 0
-
-    def pause_reading(self) -> None:
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def pauses_for_one_read(piece: int) -> int:
-    """Feed uvicorn's HTTP protocol one socket read of an upload (headers and `piece` body bytes)."""
-    from uvicorn.config import Config
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    from uvicorn.server import ServerState
-
-    async def app(scope, receive, send) -> None:  # never reads: the body waits in the protocol
-        await asyncio.sleep(3600)
-
-    async def feed() -> int:
-        transport = RecordingTransport()
-        protocol = HttpToolsProtocol(Config(app=app, lifespan="off", log_level="error"), ServerState(), {})
-        protocol.connection_made(transport)
-        protocol.data_received(b"POST /v1/blocks/pack HTTP/1.1\r\nHost: box\r\nContent-Length: 33554432\r\n\r\n"
-                               + bytes(piece))
-        for task in list(protocol.tasks):
-            task.cancel()
-        return transport.pauses
-
-    return asyncio.run(feed())
-
-
-def test_a_socket_read_of_an_upload_no_longer_pauses_reading(monkeypatch) -> None:
-    from uvicorn.protocols.http import httptools_impl
-
-    monkeypatch.setattr(httptools_impl, "HIGH_WATER_LIMIT", 65536)
-    assert pauses_for_one_read(256 << 10) == 1  # uvicorn's own limit: every 256 KiB read pauses the socket
-    raise_flow_limit()
-    assert pauses_for_one_read(256 << 10) == 0
-    assert pauses_for_one_read(2 << 20) == 1  # an app that falls behind still stops the reading

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from boxctl.local.index import (
+    MAX_VARIABLES,
     PENDING_REV,
     RACY_NS,
     REBUILDING,
-    SCAN_ABOVE,
     STATS_CACHE,
     Index,
     IndexDamaged,
@@ -149,10 +149,10 @@ def test_entries_written_from_a_helper_thread_get_their_rev_when_committed(index
     assert index.get_meta("generation", "0") != generation  # the stat cache sees the change
 
 
-def test_a_big_push_names_its_pending_entries_in_one_pass(index: Index) -> None:
-    """Past SCAN_ABOVE paths, set_rev updates the pending entries by their mark, not path by path."""
+def test_a_big_push_names_every_pending_entry(index: Index) -> None:
+    """More paths than one statement may bind: set_rev names them all, and nothing else."""
     index.put([entry("old/a", rev=3), entry("old/b", rev=4)])
-    paths = [f"new/{i:06d}" for i in range(SCAN_ABOVE + 1)]
+    paths = [f"new/{i:06d}" for i in range(MAX_VARIABLES + 1)]
     index.begin()
     index.put([entry(p, rev=PENDING_REV) for p in paths])
     index.set_rev(paths, 9)

@@ -1,10 +1,9 @@
-"""Scanning a synced folder: the walk shared out among forked children, the walk begun at start-up
-(boxctl.local.prescan), and what the engine makes of a scan (folders it could not list)."""
+"""Scanning a synced folder: what a walk finds, and what the engine makes of a scan (folders it could
+not list)."""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -13,26 +12,15 @@ import pytest
 from boxctl.config import BoxConfig
 from boxctl.engine import Engine
 from boxctl.errors import UsageError
-from boxctl.local import prescan
-from boxctl.local.index import STATS_CACHE, IndexEntry
+from boxctl.local.index import IndexEntry
 from boxctl.local.workspace import IGNORE_FILE, PARTIAL_PREFIX, TEMP_PREFIX, Workspace
 from boxctl.transport import Transport
 from tests.test_workspace import put
 
-linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the shared walk forks, on Linux only")
-
-
-@pytest.fixture(autouse=True)
-def forks_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fork even if earlier tests left idle threads behind (they hold no lock a child needs)."""
-    monkeypatch.setattr("boxctl.local.workspace.can_fork", lambda: True)
-    monkeypatch.setattr("boxctl.local.prescan.can_fork", lambda: True)
-
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A box folder holding a bit of everything a walk meets, in few top-level folders (so the shared
-    walk must go a level deeper to find folders enough to share out)."""
+    """A box folder holding a bit of everything a walk meets."""
     r = tmp_path / "root"
     put(r, ".box/config", b"{}")
     put(r, "top.txt")
@@ -59,43 +47,23 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
-def scan_of(ws: Workspace, workers: int) -> tuple[dict, list, list, list]:
-    found = ws.scan_stats(workers=workers)
+def scan_of(ws: Workspace) -> tuple[dict, list, list, list]:
+    found = ws.scan_stats()
     return found, sorted(ws.skipped), sorted(ws.temps), sorted(ws.unlisted)
 
 
-@linux_only
-@pytest.mark.parametrize("workers", [2, 3, 4])
-def test_a_shared_walk_finds_exactly_what_one_walk_finds(root: Path, workers: int) -> None:
+def test_a_walk_finds_files_folders_links_temps_and_what_it_skips(root: Path) -> None:
     ws = Workspace(root)
-    alone = scan_of(ws, 1)
+    alone = scan_of(ws)
     assert "photos/s1/build" not in alone[0] and "photos/s2/app.log" not in alone[0]
     assert alone[0]["docs/s1/link"] == ("link", 0, os.lstat(root / "docs/s1/link").st_mtime_ns,
                                         os.lstat(root / "docs/s1/link").st_ino, 0o777, "../top.txt")
     assert len([p for p, s in alone[0].items() if s[0] == "file"]) == 2 * 5 * 8 + 2
     assert [why for _, why in alone[1]] == ["name is not in NFC form", "not a regular file, folder or symlink"]
     assert alone[2] == [str(root / f"docs/s3/{TEMP_PREFIX}abc"), str(root / f"docs/s4/{PARTIAL_PREFIX}resume")]
-    assert scan_of(ws, workers) == alone
 
 
-@linux_only
-def test_a_share_whose_child_fails_is_walked_here(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = Workspace(root)
-    alone = scan_of(ws, 1)
-    parent = os.getpid()
-    walk_share = Workspace._walk_share
-
-    def failing_in_children(self: Workspace, share: list) -> object:
-        if os.getpid() != parent:
-            raise OSError("the child hit something")
-        return walk_share(self, share)
-
-    monkeypatch.setattr(Workspace, "_walk_share", failing_in_children)
-    assert scan_of(ws, 2) == alone
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_folder_that_cannot_be_listed_is_noted(root: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+def test_a_folder_that_cannot_be_listed_is_noted(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open, real_scandir = os.open, os.scandir
 
     def refuse(path: object) -> None:
@@ -113,7 +81,7 @@ def test_a_folder_that_cannot_be_listed_is_noted(root: Path, monkeypatch: pytest
     monkeypatch.setattr(os, "open", guarded_open)
     monkeypatch.setattr(os, "scandir", lambda p=".": (refuse(p), real_scandir(p))[1])
     ws = Workspace(root)
-    found = ws.scan_stats(workers=workers)
+    found = ws.scan_stats()
     assert ws.unlisted == ["photos/s4"]
     assert ("photos/s4", "cannot list: Permission denied") in ws.skipped
     assert found["photos/s4"][0] == "dir" and not any(p.startswith("photos/s4/") for p in found)
@@ -142,8 +110,8 @@ def index_everything(engine: Engine) -> None:
         engine.index.put(entries, conn)
 
 
-def changed(engine: Engine, started: prescan.PendingScan | None = None) -> dict[str, list[str]]:
-    sure, maybe = engine._candidates(started)
+def changed(engine: Engine) -> dict[str, list[str]]:
+    sure, maybe = engine._candidates()
     out: dict[str, list[str]] = {"put": [], "delete": [], "maybe": sorted(c.path for c in maybe)}
     for c in sure:
         out[c.op].append(c.path)
@@ -167,74 +135,4 @@ def test_nothing_inside_a_folder_that_cannot_be_listed_counts_as_deleted(root: P
     monkeypatch.setattr(os, "scandir", scandir)
     # photos/s4 holds 8 indexed files this scan cannot see: they are unknown, not deleted.
     assert changed(engine) == {"put": [], "delete": ["docs/s2/f3.txt"], "maybe": []}
-    engine.index.close()
-
-
-@linux_only
-def test_a_big_index_compares_through_the_shared_walk(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("boxctl.engine.changes.PARALLEL_SCAN", 1)
-    calls = []
-    start_scan = Workspace.start_scan
-    monkeypatch.setattr(Workspace, "start_scan", lambda self, *a, **k: calls.append(a) or start_scan(self, *a, **k))
-    engine = engine_for(root)
-    index_everything(engine)
-    put(root, "docs/s0/f1.txt", b"edited!")
-    (root / "photos/s0/f2.txt").unlink()
-    put(root, "new/file.txt")
-    assert changed(engine) == {"put": ["new", "new/file.txt"], "delete": ["photos/s0/f2.txt"],
-                               "maybe": ["docs/s0/f1.txt"]}
-    assert calls, "the shared walk was not used"
-    engine.index.close()
-
-
-# --- the walk begun at start-up ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("argv", "command", "directory"), [
-    (["status"], "status", None),
-    (["push", "--json", "-m", "x"], "push", None),
-    (["-C", "some/where", "status"], "status", Path("some/where")),
-    (["-Cthere", "push"], "push", Path("there")),
-    (["-C=there", "push"], "push", Path("there")),
-    (["--timeout", "5", "--retries", "2", "-q", "status"], "status", None),
-    (["--", "push"], "push", None),
-    (["--version"], None, None),
-    ([], None, None),
-])
-def test_the_command_and_its_folder_are_read_from_the_arguments(argv: list[str], command: str | None,
-                                                                 directory: Path | None) -> None:
-    assert prescan.command_of(argv) == (command, directory)
-
-
-@linux_only
-def test_a_status_or_push_of_a_big_box_starts_its_walk_at_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = engine_for(root)
-    monkeypatch.chdir(root)
-    prescan.start(["push"])
-    first = prescan.take(root)  # never scanned: no snapshot yet, so the walk starts whatever the size
-    assert first is not None and first.result()[0] == Workspace(root).scan_stats()
-    index_everything(engine)
-    engine.index.stats()  # writes the snapshot whose size tells a big box
-    size = (root / ".box" / STATS_CACHE).stat().st_size
-    monkeypatch.chdir(root / "docs")
-
-    monkeypatch.setattr(prescan, "BIG_INDEX_BYTES", size + 1)
-    prescan.start(["status"])
-    assert prescan.take(root) is None  # too small: nothing started
-
-    monkeypatch.setattr(prescan, "BIG_INDEX_BYTES", size)
-    for other in (["sync"], ["pull"], ["watch"], ["log"]):
-        prescan.start(other)
-        assert prescan.take(root) is None  # sync and watch may write before they look
-    prescan.start(["status"])
-    started = prescan.take(root)
-    assert started is not None and prescan.take(root) is None  # taken once
-    (root / "docs/s2/f3.txt").unlink()  # after the walk began: that walk may or may not see it
-    assert changed(engine, started)["put"] == []
-    assert changed(engine) == {"put": [], "delete": ["docs/s2/f3.txt"], "maybe": []}  # the next look is new
-
-    prescan.start(["-C", str(root / "photos"), "push"])
-    started = prescan.take(root)
-    assert started is not None
-    assert started.result()[0] == Workspace(root).scan_stats()
     engine.index.close()

@@ -13,10 +13,8 @@ from boxctl.transfer.upload import (
     BATCH_BYTES,
     FIRST_BATCH_BLOCKS,
     FIRST_BATCH_BYTES,
-    IN_FLIGHT,
     batch_limits,
     default_jobs,
-    default_uploads,
 )
 from boxctl.transport import Transport
 
@@ -52,14 +50,14 @@ def test_default_threads_follow_the_cores_from_two_to_four(monkeypatch) -> None:
         assert default_jobs() == expected
 
 
-def test_uploads_keep_four_batches_in_flight_unless_jobs_says_otherwise(tmp_path, monkeypatch) -> None:
+def test_uploads_keep_a_batch_in_flight_per_job(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     (tmp_path / ".box").mkdir()
     config = BoxConfig("http://127.0.0.1:9", 1, "box", "me", 1, "here", 256 << 10, 1 << 20, 4 << 20)
     transport = Transport(config.server, "token")
 
     engine = Engine(tmp_path, config, transport)
-    assert (engine.threads, engine.uploads) == (2, default_uploads()) == (2, IN_FLIGHT)
+    assert (engine.threads, engine.uploads) == (2, 2)
     engine.index.close()
 
     engine = Engine(tmp_path, config, transport, threads=3)  # --jobs 3 sets both

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from boxctl.errors import UsageError
-from boxctl.local import durable
 from boxctl.local.durable import fsync_write
 from boxctl.local.workspace import (
     IGNORE_FILE,
@@ -283,35 +281,10 @@ def test_remove_path(root: Path) -> None:
     assert not remove_path(root / "was-a-file", "file") and (root / "was-a-file").is_dir()
 
 
-def test_fsync_write_starts_writeback_every_few_mib_and_writes_everything(root: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, int]] = []
-    real = durable.start_writeback
-
-    def spy(fd: int, offset: int, length: int) -> bool:
-        calls.append((offset, length))
-        return real(fd, offset, length)
-
-    monkeypatch.setattr(durable, "start_writeback", spy)
+def test_fsync_write_writes_everything(root: Path) -> None:
     piece = os.urandom(1 << 20)
-    count = 2 * durable.WRITEBACK_EVERY // len(piece) + 3  # two full spans and a tail
-    fsync_write(root, root / "big.bin", (piece for _ in range(count)), 0o644, 0)
-    assert (root / "big.bin").read_bytes() == piece * count
-    # Consecutive spans from the start, each of at least WRITEBACK_EVERY bytes; the tail is left to fsync.
-    assert [offset for offset, _ in calls] == [0, durable.WRITEBACK_EVERY]
-    assert all(length == durable.WRITEBACK_EVERY for _, length in calls)
-
-
-def test_start_writeback_accepts_a_regular_file_and_refuses_a_pipe(root: Path) -> None:
-    path = put(root, "f.bin", b"x" * 10_000)
-    with open(path, "rb+") as f:
-        assert durable.start_writeback(f.fileno(), 0, 10_000) is (sys.platform == "linux")
-    reader, writer = os.pipe()
-    try:
-        assert durable.start_writeback(writer, 0, 1) is False  # ESPIPE: nothing is started, nothing breaks
-    finally:
-        os.close(reader)
-        os.close(writer)
+    fsync_write(root, root / "big.bin", (piece for _ in range(19)), 0o644, 0)
+    assert (root / "big.bin").read_bytes() == piece * 19
 
 
 def test_a_file_or_link_where_a_folder_of_the_path_would_be(root: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from boxctl.local.workspace import (
     LocalEntry,
     Workspace,
 )
-from boxctl.transfer.upload import default_jobs, default_uploads
+from boxctl.transfer.upload import default_jobs
 from boxctl.transport import Transport
 
 
@@ -41,10 +41,10 @@ class EngineBase:
         self.workspace = Workspace(root)
         self.chunker = Chunker(config.min_size, config.avg_size, config.max_size)
         self.progress = progress or _no_progress
-        # `threads` (--jobs) sets both; by default reading, hashing and downloads use one thread per core,
-        # and uploads keep more batches in flight (see default_uploads).
+        # `threads` (--jobs) sets both: reading, hashing and downloads use that many threads, and uploads
+        # keep that many batches in flight; by default one per core (see default_jobs).
         self.threads = threads or default_jobs()
-        self.uploads = threads or default_uploads()
+        self.uploads = self.threads
         self.delta = delta
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # see _file_hash
 

@@ -7,32 +7,18 @@ from boxctl.chunking import content_hash
 from boxctl.engine import pending as pending_commit
 from boxctl.engine.base import EngineBase
 from boxctl.engine.results import LocalChange, Status
-from boxctl.local import prescan
 from boxctl.local import temps as pull_temps
 from boxctl.local.index import IndexEntry
-from boxctl.local.workspace import (
-    IGNORE_FILE,
-    LocalEntry,
-    PendingScan,
-)
-
-# Indexed paths from which a scan is shared out among processes: below it, starting the forks costs more
-# than sharing the stats saves (the workload: W5 no-op status).
-PARALLEL_SCAN = 20_000
+from boxctl.local.workspace import IGNORE_FILE, LocalEntry
 
 
 class Changes(EngineBase):
     """Finding local changes (status, and the first step of a push)."""
 
-    def _candidates(self, started: PendingScan | None = None) -> tuple[list[LocalChange], list[LocalChange]]:
-        """Paths that surely changed, and files whose stat changed and that must be hashed to tell.
-
-        `started` is a walk of the folder begun at start-up (see prescan), to collect instead of walking.
-        """
+    def _candidates(self) -> tuple[list[LocalChange], list[LocalChange]]:
+        """Paths that surely changed, and files whose stat changed and that must be hashed to tell."""
         base = self.index.stats()
-        # Shared out when the folder is big, or unknown yet (a first push reads everything anyway).
-        shared = len(base) >= PARALLEL_SCAN or not base
-        scan = self.workspace.scan_stats(workers=self.threads if shared else 1, started=started)
+        scan = self.workspace.scan_stats()
         pull_temps.clean(self.root, self.workspace.temps)  # left by a pull that was cut off: never a user's file
         sure_paths: list[tuple[str, LocalEntry | None]] = []
         maybe_paths: list[tuple[str, LocalEntry]] = []
@@ -84,9 +70,9 @@ class Changes(EngineBase):
                            c.base.content_hash, c.base.blocks, c.base.target, c.base.sizes)
                 for c in changes if c.base is not None and c.local is not None]
 
-    def local_changes(self, hash_files: bool = True, started: PendingScan | None = None) -> list[LocalChange]:
+    def local_changes(self, hash_files: bool = True) -> list[LocalChange]:
         """Every local change since the last sync, files hashed where their stat moved."""
-        sure, maybe = self._candidates(started)
+        sure, maybe = self._candidates()
         same = []
         for change in maybe:
             try:
@@ -105,7 +91,7 @@ class Changes(EngineBase):
         if remote:
             pending_commit.finish(self)
         result = Status(cursor=self.index.cursor)
-        for change in self.local_changes(started=prescan.take(self.root)):
+        for change in self.local_changes():
             getattr(result, change.status).append(change.path)
         result.skipped = list(self.workspace.skipped)
         result.ignored = list(self.workspace.ignored)

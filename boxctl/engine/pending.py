@@ -14,11 +14,10 @@ moved on.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from boxctl.errors import BoxError, NotFound
 from boxctl.local.index import IndexEntry
@@ -39,7 +38,7 @@ def save(root: Path, key: str) -> None:
     final = _path(root)
     temp = final.with_name(NAME + ".tmp")
     with open(temp, "wb") as out:
-        out.write(orjson.dumps({"key": key}))
+        out.write(json.dumps({"key": key}).encode())
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, final)
@@ -53,10 +52,10 @@ def save(root: Path, key: str) -> None:
 def load(root: Path) -> str | None:
     """The key of the pending commit, if a push died between sending it and recording it (None if none)."""
     try:
-        return str(orjson.loads(_path(root).read_bytes())["key"])
+        return str(json.loads(_path(root).read_bytes())["key"])
     except FileNotFoundError:
         return None
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):  # (json.JSONDecodeError is a ValueError)
         clear(root)  # torn by a crash before its fsync: so its commit was never sent
         return None
 

@@ -4,12 +4,11 @@ local change as one atomic commit that names the revision each change was based 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from box_common.schemas import ChangeIn, CommitAnswer, CommitIn
@@ -17,7 +16,6 @@ from boxctl.chunking import Block, content_hash, hash_piece, read_small
 from boxctl.engine import pending as pending_commit
 from boxctl.engine.changes import Changes
 from boxctl.engine.results import LocalChange, PushResult
-from boxctl.local import prescan
 from boxctl.local.index import PENDING_REV, IndexEntry, pack_sizes
 from boxctl.transfer.pipeline import ordered_map
 from boxctl.transfer.staging import CommitStager
@@ -38,7 +36,7 @@ class Push(Changes):
         """
         if not dry_run:
             pending_commit.finish(self)  # a push that died after its commit landed: record it, or the server refuses
-        sure, maybe = self._candidates(prescan.take(self.root))
+        sure, maybe = self._candidates()
         roots = sorted({r for c in sure if (r := self.new_root(c.path)) is not None})
         if roots and not dry_run:
             # New local files outside a selective folder's selection: select their folder first (pulling
@@ -87,8 +85,7 @@ class Push(Changes):
                 changes.append(change)
                 stager.add(change)
 
-        side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index")
-        written: Future[list[str]] | None = None
+        put_paths: list[str] = []
         try:
             # Reading and hashing run on a pool (hashlib and file reads release the GIL); blocks reach
             # the uploader in file order, with a bounded number of files or chunks in flight.
@@ -106,10 +103,9 @@ class Push(Changes):
                     stager.poll()
             changes.sort(key=lambda c: c.path)
             if changes or same:
-                # The new index entries are written, in a transaction left open, while the last uploads
-                # finish and the server stores the commit (time the client would otherwise spend waiting on
-                # both: W5 first push); they are committed once it answers, with its seq as revision.
-                written = side.submit(self._write_entries, changes, same)
+                # The new index entries are written in a transaction left open, committed once the server
+                # answers, with its seq as revision.
+                put_paths = self._write_entries(changes, same)
             stats = uploader.finish()
             stage = stager.wait()
             result = PushResult(changes, blocks_sent=stats.blocks_sent,
@@ -131,17 +127,11 @@ class Push(Changes):
                 # learns so by the key (pending.finish) instead of pushing again from the old revisions.
                 pending_commit.save(self.root, key)
                 answer = self.api.commit(self.box_id, body)
-            put_paths = written.result() if written is not None else []
         except BaseException:
             uploader.pool.shutdown(wait=False, cancel_futures=True)
             stager.abandon()
-            if written is not None:
-                with contextlib.suppress(BaseException):
-                    written.result()  # the helper is done with the index before it is rolled back
             self.index.rollback()
             raise
-        finally:
-            side.shutdown(wait=True)
         if not changes or answer is None:
             if same:
                 self.index.commit()  # only the new stats of files found unchanged

@@ -1,10 +1,4 @@
-"""Writing pulled files so that a crash never leaves half of one: temp file, fsync, rename (rule 4).
-
-A big file's fsync would otherwise wait for all of its data to reach the disk at the very end. While
-it is written, each few MiB are handed to the disk at once (Linux sync_file_range, the way
-PostgreSQL's checkpointer spreads its flushes), so the writeback runs beside the download and the
-final fsync only waits for the tail.
-"""
+"""Writing pulled files so that a crash never leaves half of one: temp file, fsync, rename (rule 4)."""
 
 from __future__ import annotations
 
@@ -20,8 +14,6 @@ from typing import Any
 
 from boxctl.local.workspace import TEMP_PREFIX
 
-WRITEBACK_EVERY = 8 << 20  # bytes written between two early writeback requests
-SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the dirty pages in the range, do not wait
 AT_FDCWD = -100  # <fcntl.h>: paths relative to the current folder
 RENAME_NOREPLACE = 1  # <linux/fs.h>: renameat2 fails with EEXIST instead of replacing the target
 
@@ -41,14 +33,8 @@ def write_temp(final: Path | str, chunks: Iterable[bytes], mode: int, mtime_ns: 
     fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as out:
-            written = flushed = 0
             for chunk in chunks:
                 out.write(chunk)
-                written += len(chunk)
-                if sync and written - flushed >= WRITEBACK_EVERY:
-                    out.flush()
-                    start_writeback(out.fileno(), flushed, written - flushed)
-                    flushed = written
             out.flush()
             # Through the descriptor, not the name: the name may be somebody else's by now.
             os.chmod(out.fileno(), mode & 0o777)
@@ -77,18 +63,6 @@ def fsync_write(root: Path, final: Path | str, chunks: Iterable[bytes], mode: in
         with contextlib.suppress(OSError):
             os.unlink(written, dir_fd=dir_fd)
         raise
-
-
-def start_writeback(fd: int, offset: int, length: int) -> bool:
-    """Ask the kernel to start writing `length` bytes at `offset` of `fd` to disk, without waiting.
-
-    Only a head start: durability still comes from the fsync that follows. False where the system
-    has no sync_file_range (nothing happens then).
-    """
-    libc = _libc()
-    if libc is None or not hasattr(libc, "sync_file_range"):
-        return False
-    return libc.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) == 0
 
 
 def rename_noreplace(src: Path | str, dst: Path | str, dir_fd: int | None = None) -> None:
@@ -163,8 +137,6 @@ def _libc() -> Any:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)  # the symbols already in this process: libc among them
-        if hasattr(libc, "sync_file_range"):  # off_t is 64-bit: a bare int would go as a 32-bit C int
-            libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
         if hasattr(libc, "renameat2"):
             libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         return libc

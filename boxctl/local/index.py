@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import marshal
 import os
 import secrets
 import sqlite3
@@ -19,12 +18,15 @@ from typing import Any, TypeVar
 
 from box_common.content import content_hash
 from box_common.paths import InvalidPath, normalize_path
-from box_common.sqlite_rows import MAX_VARIABLES, insert_rows
 from boxctl.errors import REPAIR_HINT, IndexDamaged
+from boxctl.local import stats_snapshot
 from boxctl.local.durable import rename_noreplace
 from boxctl.local.index_schema import migrate
+from boxctl.local.stats_snapshot import STATS_CACHE
 
-STATS_CACHE = "stats.cache"  # beside the database: a marshal snapshot of what a scan compares
+# SQLite allows 32,766 bound variables per statement since 3.32 (999 before).
+MAX_VARIABLES = 30_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
 
 
 # A file whose mtime is this close to "now" when we record it could still change within the same
@@ -33,9 +35,6 @@ RACY_NS = 2_000_000_000
 
 # The revision of entries a push writes before the server has named its commit (see Index.set_rev).
 PENDING_REV = -1
-# Naming more pending entries than this, one pass over the table beats looking up each path, and a
-# pass that matches nothing costs little (the workload: W5 first push, which names every file).
-SCAN_ABOVE = 5000
 
 # SQLite's primary result codes for a file that is not (or no longer) a sound database.
 SQLITE_CORRUPT = 11
@@ -143,8 +142,7 @@ class Index:
         existed = path.exists()
         if not existed:
             _create(path)
-        # A push writes its new entries from a helper thread while the main one waits for the server;
-        # the connection is never used by two threads at once.
+        # The connection may be used from another thread than the one that opened it, never by two at once.
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -225,19 +223,15 @@ class Index:
     def stats(self) -> dict[str, tuple[str, int, int, int, int, str | None]]:
         """(kind, size, mtime_ns, inode, mode, target) of every path: all a scan needs, loaded fast.
 
-        A marshal snapshot beside the database serves it when its generation matches the index's
-        (one unmarshal instead of a row per path from SQL: the workload is W5 no-op status); otherwise
-        SQL, and a new snapshot.
+        A snapshot beside the database (see stats_snapshot) serves it when its generation matches the
+        index's; otherwise SQL, and a new snapshot.
         """
         # Also keyed on the database file's own stat: a file changed behind SQLite's back (overwritten,
         # restored from a copy) is read again, so that damage in it shows instead of hiding behind the snapshot.
         key = (self.get_meta("generation", "0"), self._file_stamp())
-        try:
-            cached_key, stats = marshal.loads(self.cache_path.read_bytes())
-            if cached_key == key:
-                return stats
-        except (OSError, EOFError, ValueError, TypeError):
-            pass
+        saved = stats_snapshot.load(self.cache_path, key)
+        if saved is not None:
+            return saved
         # One shared string per kind, like a scan's: comparing two of them is then one pointer check.
         kinds = {"file": "file", "dir": "dir", "link": "link"}
         stats = {
@@ -245,10 +239,7 @@ class Index:
             for path, kind, size, mtime_ns, inode, mode, target
             in self.conn.execute("SELECT path, kind, size, mtime_ns, inode, mode, target FROM entries")
         }
-        temp = self.cache_path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):
-            temp.write_bytes(marshal.dumps((key, stats)))
-            os.replace(temp, self.cache_path)
+        stats_snapshot.save(self.cache_path, key, stats)
         return stats
 
     def _file_stamp(self) -> tuple[int, int, int]:
@@ -288,16 +279,13 @@ class Index:
              e.content_hash, e.blocks, e.target, e.sizes)
             for e in entries
         ]
-        insert_rows(conn or self.conn, "INSERT OR REPLACE INTO entries", rows, 11)
+        (conn or self.conn).executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     @_guarded
     def set_rev(self, paths: list[str], rev: int, conn: sqlite3.Connection | None = None) -> None:
         """Give `paths` revision `rev`: a push writes its entries with PENDING_REV in an open transaction
         before the server names the commit; `paths` must be every entry written so."""
-        if len(paths) > SCAN_ABOVE:
-            (conn or self.conn).execute("UPDATE entries SET rev = ? WHERE rev = ?", (rev, PENDING_REV))
-        else:
-            self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
+        self._for_paths("UPDATE entries SET rev = ? WHERE path IN", list(paths), conn, rev)
 
     @_guarded
     def delete(self, paths: Iterable[str], conn: sqlite3.Connection | None = None) -> None:

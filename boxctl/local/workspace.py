@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import secrets
 import stat
@@ -14,17 +13,12 @@ from typing import TYPE_CHECKING
 
 from box_common.paths import (
     CONFLICT_SUFFIX_BYTES,
-    MAX_DEPTH,
-    MAX_NAME_BYTES,
-    MAX_PATH_BYTES,
     InvalidPath,
-    all_plain_names,
     normalize_path,
     parent_paths,
 )
 from boxctl.config import BOX_DIR
 from boxctl.errors import UsageError
-from boxctl.local.forked import Forked, ForkFailed, can_fork
 
 if TYPE_CHECKING:
     import pathspec
@@ -51,59 +45,28 @@ class LocalEntry:
 # (kind, size, mtime_ns, inode, mode, link target) of one path: the shape of the index's stats.
 Stat = tuple[str, int, int, int, int, str | None]
 
-# Folders are listed through open descriptors where the platform allows it (Linux, macOS).
+# Folders are listed through open descriptors where the platform allows it (Linux, macOS): each folder is
+# opened by its name inside its open parent with O_NOFOLLOW, so a folder swapped for a symlink while the
+# walk runs is never followed out of the synced folder.
 BY_FD = os.scandir in os.supports_fd and os.readlink in os.supports_dir_fd
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-# What a walk (or one share of it) found: paths and stats, skipped paths with why, temp files, unlisted folders.
-WalkPart = tuple[dict[str, Stat], list[tuple[str, str]], list[str], list[str]]
-Folder = tuple[str, str, int]  # (path on disk, path in the box, depth) of a folder still to walk
 
 
 @dataclass(slots=True)
 class _Walk:
-    """What a walk found, and the folders it was told to note rather than enter."""
+    """What a walk found."""
 
     found: dict[str, Stat] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     temps: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)  # folders that could not be listed
-    defer: list[Folder] | None = None
 
     def unlist(self, rel: str, exc: OSError) -> None:
         self.skipped.append((rel, f"cannot list: {exc.strerror}"))
         self.unlisted.append(rel)
 
-    def as_part(self) -> WalkPart:
-        return self.found, self.skipped, self.temps, self.unlisted
-
-    def add(self, part: WalkPart) -> None:
-        found, skipped, temps, unlisted = part
-        self.found.update(found)
-        self.skipped += skipped
-        self.temps += temps
-        self.unlisted += unlisted
-
-
-class PendingScan:
-    """A walk shared out among forked children: `result()` waits for them and puts the parts together."""
-
-    def __init__(self, workspace: Workspace, walk: _Walk, own: list[Folder],
-                 children: list[tuple[Forked, list[Folder]]]) -> None:
-        self.workspace, self.walk, self.own, self.children = workspace, walk, own, children
-
-    def result(self) -> WalkPart:
-        """What the whole walk found, the paths it skipped with why, the temp files it saw and the
-        folders it could not list."""
-        walk = self.walk
-        walk.add(self.workspace._walk_share(self.own))
-        for child, share in self.children:
-            try:
-                walk.add(child.result())
-            except ForkFailed:
-                walk.add(self.workspace._walk_share(share))  # walk that share here instead
-        return walk.as_part()
 
 
 class UnsafePath(UsageError):
@@ -155,59 +118,21 @@ class Workspace:
         """Every syncable path under the root, without following symlinks; odd names go to `skipped`."""
         return {path: LocalEntry(path, *found) for path, found in self.scan_stats().items()}
 
-    def scan_stats(self, workers: int = 1, started: PendingScan | None = None) -> dict[str, Stat]:
+    def scan_stats(self) -> dict[str, Stat]:
         """Like `scan`, as plain tuples shaped like the index's stats, so that a whole unchanged tree
-        compares with one tuple equality per path (no object per path: the cost of a no-op status).
-
-        With `workers` > 1 (worth it for a big tree) the walk is shared out among that many processes;
-        `started` is such a walk begun earlier (see `start_scan`), to collect instead of walking again.
-        """
-        if started is None and workers > 1 and can_fork():
-            started = self.start_scan(workers, keep_share=True)
-        if started is not None:
-            found, skipped, self.temps, self.unlisted = started.result()
-        else:
-            walk = _Walk()
-            self._walk_path(str(self.root), "", walk, 1)
-            found, skipped, self.temps, self.unlisted = walk.as_part()
-        # Paths left out by .boxignore travel with the skipped ones, through the forked walk too (which
-        # sends copies: the reason is compared by value).
+        compares with one tuple equality per path (no object per path: the cost of a no-op status)."""
+        walk = _Walk()
+        self._walk_path(str(self.root), "", walk)
+        found, skipped, self.temps, self.unlisted = walk.found, walk.skipped, walk.temps, walk.unlisted
+        # Paths left out by .boxignore travel with the skipped ones.
         self.ignored = [path for path, why in skipped if why == IGNORED]
         self.skipped = [(path, why) for path, why in skipped if why != IGNORED] if self.ignored else skipped
         return found
 
-    def start_scan(self, workers: int, keep_share: bool = False) -> PendingScan:
-        """Start a walk shared out among `workers` forked children (the caller must check `can_fork`).
-
-        The top levels are walked here until there are folders enough to share out; each share is then
-        walked in a child, the walk being mostly one stat system call per path, where threads would
-        only queue on the interpreter lock (the workload: W5 no-op status). With `keep_share` the first
-        share is left to walk here, when the result is collected.
-        """
-        walk = _Walk()
-        folders: list[Folder] = [(str(self.root), "", 1)]
-        for _ in range(3):
-            walk.defer = []
-            for where, rel, depth in folders:
-                self._walk_path(where, rel, walk, depth)
-            folders, walk.defer = walk.defer, None
-            if len(folders) >= 2 * workers:
-                break
-        shares = [folders[i::workers] for i in range(workers)]
-        own = shares.pop(0) if keep_share else []
-        children = [(Forked(functools.partial(self._walk_share, share)), share) for share in shares if share]
-        return PendingScan(self, walk, own, children)
-
-    def _walk_share(self, share: list[Folder]) -> WalkPart:
-        walk = _Walk()
-        for where, rel, depth in share:
-            self._walk_path(where, rel, walk, depth)
-        return walk.as_part()
-
-    def _walk_path(self, where: str, rel: str, walk: _Walk, depth: int, parent: int | None = None) -> None:
+    def _walk_path(self, where: str, rel: str, walk: _Walk, parent: int | None = None) -> None:
         """Open the folder at `where` (by its last name inside the open folder `parent`, when given) and walk it."""
         if not BY_FD:
-            self._walk(where, where, rel, walk, depth)
+            self._walk(where, where, rel, walk)
             return
         try:
             # O_NOFOLLOW: a folder swapped for a symlink since its stat is refused, never followed.
@@ -220,14 +145,13 @@ class Workspace:
                 walk.unlist(rel, exc)
             return  # otherwise it vanished or was replaced while we looked
         try:
-            self._walk(folder, where, rel, walk, depth)
+            self._walk(folder, where, rel, walk)
         finally:
             os.close(folder)
 
-    def _walk(self, folder: int | str, where: str, rel: str, walk: _Walk, depth: int) -> None:
-        """Walk one folder, given as an open descriptor (each stat then looks up one name, not the
-        whole path, which counts on a big tree: W5 no-op status) or as a path where descriptors cannot be
-        listed."""
+    def _walk(self, folder: int | str, where: str, rel: str, walk: _Walk) -> None:
+        """Walk one folder, given as an open descriptor (each stat then looks up one name inside it) or
+        as a path where descriptors cannot be listed."""
         try:
             with os.scandir(folder) as listing:
                 entries = list(listing)
@@ -238,11 +162,6 @@ class Workspace:
             return
         found, skipped = walk.found, walk.skipped
         prefix = f"{rel}/" if rel else ""
-        # One regex over the whole folder's names instead of checks per name: in the usual folder
-        # every name is plain ASCII, and only odd folders pay for the full path check.
-        names = "\n".join(e.name for e in entries)
-        all_plain = (depth < MAX_DEPTH and len(prefix.encode()) + MAX_NAME_BYTES < MAX_PATH_BYTES
-                     and all_plain_names(names))
         spec = self.ignore
         for entry in entries:
             name = entry.name
@@ -253,14 +172,13 @@ class Workspace:
                 elif rel:
                     skipped.append((path, "a .box/ below the synced folder's root is never synced"))
                 continue
-            if not all_plain:
-                try:
-                    if normalize_path(path) != path:
-                        skipped.append((path, "name is not in NFC form"))
-                        continue
-                except InvalidPath as exc:
-                    skipped.append((path, str(exc)))
+            try:
+                if normalize_path(path) != path:
+                    skipped.append((path, "name is not in NFC form"))
                     continue
+            except InvalidPath as exc:
+                skipped.append((path, str(exc)))
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
@@ -277,11 +195,7 @@ class Workspace:
                     skipped.append((path + "/", IGNORED))
                     continue
                 found[path] = ("dir", 0, 0, st.st_ino, 0o755, None)
-                if walk.defer is not None:
-                    walk.defer.append((f"{where}/{name}", path, depth + 1))
-                else:
-                    self._walk_path(f"{where}/{name}", path, walk, depth + 1,
-                                    folder if isinstance(folder, int) else None)
+                self._walk_path(f"{where}/{name}", path, walk, folder if isinstance(folder, int) else None)
             elif spec is not None and spec.match_file(path):
                 skipped.append((path, IGNORED))
                 continue

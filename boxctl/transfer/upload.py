@@ -54,16 +54,6 @@ def default_jobs() -> int:
     return max(2, min(IN_FLIGHT, os.cpu_count() or 2))
 
 
-def default_uploads() -> int:
-    """Upload batches in flight by default, whatever the cores: a batch in flight mostly waits.
-
-    While the server checks one batch, the others are on their way or being compressed, so more are
-    in flight than a 2-core machine has cores (the workloads: W5 and W1 first push). Each batch in
-    flight is client memory, which W6 bounds.
-    """
-    return IN_FLIGHT
-
-
 def encode_block(digest: bytes, data: bytes) -> Frame:
     """One upload frame: zstd when that makes the block smaller, raw otherwise (the data itself, no copy)."""
     # Probe a sample first: incompressible data (media, archives) is common and costly to compress whole.

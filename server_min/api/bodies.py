@@ -4,15 +4,13 @@ Touching fresh memory is what an upload costs most: a page fault per 4 KiB, and 
 from its pieces is a new block of memory every time. A block upload is read instead into one of
 a few buffers that live as long as the server, so their pages stay mapped from one upload to the
 next. Each buffer is an anonymous mmap and so starts on a page boundary: the block store can write
-it straight to disk (O_DIRECT) without going through the page cache.
+it straight to disk (server_min.blocks.direct_io) without going through the page cache. A speed trick
+kept for the workloads W1 first push and W7 uploads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import importlib
 import mmap
 import threading
 from collections.abc import Iterator
@@ -21,9 +19,6 @@ from starlette.requests import Request
 
 from server_min.errors import TooLarge
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters of glibc
-MALLOC_TRIM = 64 << 20
-MALLOC_MMAP = 16 << 20
 KEEP_BUFFERS = 4  # as many as a client keeps uploads in flight
 KEEP_BYTES = 32 << 20  # pages of an idle buffer past this are given back to the system
 
@@ -92,47 +87,3 @@ class Body:
             self.high = max(self.high, size)
         self.size = size
         return self.view
-
-
-def tune_malloc() -> bool:
-    """Let glibc's malloc keep freed memory for the next request instead of handing it back at once.
-
-    The HTTP server receives a body as a stream of 64-256 KiB pieces, copied a few times on the way
-    (socket, parser, ASGI message), each a new bytes object. By default glibc gives the top of the heap
-    back to the system whenever more than about twice the largest recent piece is free, and takes it
-    again for the next piece: a page fault per 4 KiB received (W1 first push, W7 uploads). With a
-    64 MiB trim threshold (and up to 16 MiB served from the heap, not from fresh mmaps) those pieces
-    reuse the same warm memory. Returns False where the C library is not glibc (nothing changes).
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018  (glibc only: musl and macOS have other knobs)
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP)) and bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM))
-
-
-BODY_HIGH_WATER = 1 << 20  # body bytes uvicorn may hold for the app before it stops reading the socket
-
-
-def raise_flow_limit(limit: int = BODY_HIGH_WATER) -> bool:
-    """Let uvicorn keep up to `limit` bytes of a request body for the app before pausing the socket.
-
-    uvicorn pauses reading once more than 64 KiB of body wait for the app, and asyncio reads up to
-    256 KiB at a time, so every read of an upload paused the socket and the app's next receive resumed
-    it: two epoll calls and the selector's bookkeeping per piece. With 1 MiB it pauses only when the
-    app really falls behind (the workloads: W1 first push, W7 uploads); a slow
-    upload still holds at most about 1 MiB per connection. False if this uvicorn has no such limit.
-    """
-    changed = False
-    for name in ("httptools_impl", "h11_impl"):
-        try:
-            module = importlib.import_module(f"uvicorn.protocols.http.{name}")
-        except ImportError:
-            continue  # httptools is optional for uvicorn
-        if isinstance(getattr(module, "HIGH_WATER_LIMIT", None), int):
-            module.HIGH_WATER_LIMIT = max(module.HIGH_WATER_LIMIT, limit)
-            changed = True
-    return changed

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from server_min.api.bodies import raise_flow_limit, tune_malloc
 from server_min.api.connections import uvicorn_options
 
 
@@ -22,8 +21,6 @@ def run(app: FastAPI, host: str, port: int, log_level: str = "warning", tls_cert
     """
     import uvicorn
 
-    tune_malloc()  # before the first request: uploads then reuse warm memory
-    raise_flow_limit()
     redact_access_log()  # link URLs carry their token: never write one to a log
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
     proxies = {"proxy_headers": bool(trust_proxy), "forwarded_allow_ips": list(trust_proxy) or ""}

@@ -2,15 +2,12 @@
 
 An upload of many blocks becomes one pack file (temp name, fsync, rename, fsync of the folder),
 like restic's packs: 100,000 small files cost a few hundred files on disk, not 100,000 fsyncs.
-Page-aligned payloads (the server's upload buffers) are written with O_DIRECT, past the page cache.
+Page-aligned payloads (the server's upload buffers) are written with O_DIRECT (see direct_io).
 The metadata store records where each block lives; a pack no row points to is harmless.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -19,9 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server_min.blocks.base import BlockUnreadable, Location
-
-DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere every write goes through the page cache
-ALIGN = 4096  # O_DIRECT wants memory, file position and length in whole (logical) blocks: pages are safe
+from server_min.blocks.direct_io import write_payloads
 
 
 class LocalBlocks:
@@ -66,9 +61,7 @@ class LocalBlocks:
         final = self._pack_path(pack)
         try:
             try:
-                written = 0
-                for run in _runs(payloads):
-                    written = _write(fd, run, written)
+                write_payloads(fd, payloads)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -117,69 +110,6 @@ class LocalBlocks:
 def pack_file(packs: Path, pack: str) -> Path:
     """Where pack `pack` lives under the folder `packs`."""
     return packs / pack[:2] / f"{pack}.pack"
-
-
-def _runs(payloads: Sequence[bytes | memoryview]) -> list[memoryview]:
-    """`payloads` as byte views, neighbours in one buffer joined into one view: the upload buffer, packed
-    tight in place by the service, then goes to disk as one page-aligned write (see _write)."""
-    runs: list[memoryview] = []
-    ends: list[int] = []  # per run: where it ends in memory, or -1 if unknown
-    for payload in payloads:
-        view = memoryview(payload).cast("B")
-        start = _address(view)
-        if runs and start >= 0 and ends[-1] == start and runs[-1].obj is view.obj:
-            base = memoryview(view.obj).cast("B")  # type: ignore[arg-type]
-            first = _address(runs[-1]) - _address(base)
-            runs[-1] = base[first : first + runs[-1].nbytes + view.nbytes]
-            ends[-1] = start + view.nbytes
-        else:
-            runs.append(view)
-            ends.append(start + view.nbytes if start >= 0 else -1)
-    return runs
-
-
-def _write(fd: int, data: memoryview, position: int) -> int:
-    """Write all of `data` at `position` (where the file ends); return the new end.
-
-    Page-aligned memory at a page-aligned file position goes straight to disk (O_DIRECT), whole pages
-    at a time: the page cache would cost a copy and a fresh page per 4 KiB, and fsync must write the
-    data out anyway. The rest, or everything where the file system refuses O_DIRECT, is written as usual.
-    """
-    done = 0
-    direct = len(data) - len(data) % ALIGN
-    if DIRECT and direct and position % ALIGN == 0 and _address(data) % ALIGN == 0 and _set_direct(fd, True):
-        try:
-            while done < direct:
-                done += os.write(fd, data[done:direct])
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-        finally:
-            _set_direct(fd, False)
-    while done < len(data):
-        done += os.write(fd, data[done:])
-    return position + done
-
-
-def _address(data: memoryview) -> int:
-    """Where `data` starts in memory, or -1 when that cannot be known (read-only or empty buffers)."""
-    if data.readonly or not data.nbytes:
-        return -1
-    anchor = ctypes.c_char.from_buffer(data)
-    try:
-        return ctypes.addressof(anchor)
-    finally:
-        del anchor
-
-
-def _set_direct(fd: int, on: bool) -> bool:
-    """Turn O_DIRECT on or off for `fd`; False when the file system does not support it."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | DIRECT if on else flags & ~DIRECT)
-    except OSError:
-        return False
-    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -29,7 +29,6 @@ from server_min.service.boxes import Boxes
 from server_min.service.commits import Commits
 from server_min.service.journal import Journal
 from server_min.service.links import Links
-from server_min.service.proved import ProvedBlocks
 from server_min.service.sharing import Sharing
 from server_min.service.wakeups import Wakeups
 
@@ -48,8 +47,8 @@ class Service:
         self.rights = Rights(meta)
         self.accounts = Accounts(meta, self.rights, notifier, attempts)
         self.boxes = Boxes(meta, self.rights)
-        self.blocks = Blocks(meta, blocks, ProvedBlocks())
-        self.commits = Commits(meta, self.rights, self.accounts, self.blocks.proved, notifier)
+        self.blocks = Blocks(meta, blocks)
+        self.commits = Commits(meta, self.rights, self.accounts, notifier)
         self.journal = Journal(meta, self.rights, self.accounts)
         self.sharing = Sharing(meta, self.rights)
         self.links = Links(meta, self.rights, self.blocks)

@@ -27,16 +27,14 @@ from server_min.meta.records import StoredBlock
 from server_min.service.access import Caller
 from server_min.service.changes import digests
 from server_min.service.expand import Budget, expand, plain_bytes, rebuild
-from server_min.service.proved import ProvedBlocks
 
 
 class Blocks:
     """The block rules over a metadata store (who holds what, where) and a block store (the bytes)."""
 
-    def __init__(self, meta: MetaStore, store: BlockStore, proved: ProvedBlocks) -> None:
+    def __init__(self, meta: MetaStore, store: BlockStore) -> None:
         self.meta = meta
         self.store = store
-        self.proved = proved
 
     def missing(self, caller: Caller, hashes: list[str]) -> list[str]:
         """Which of `hashes` the caller must upload: all that it has not proved to hold."""
@@ -99,7 +97,6 @@ class Blocks:
             if self.meta.fault(exc) == "full":
                 raise out_of_space() from None
             raise
-        self.proved.add(caller.user_id, ((d, size) for d, (_, size, _) in verified.items()))
         # The answer is the same whether a block was new or already stored for someone else: no oracle.
         return {"received": len(frames), "stored": len(verified), "bytes": len(view)}
 
@@ -108,7 +105,7 @@ class Blocks:
 
         A writable body (the server's upload buffer) is packed tight in place first, the frame headers and
         blocks stored already squeezed out (a memmove), so that a store writing neighbouring views as one
-        (blocks.local) writes the buffer itself: no copy.
+        (blocks.direct_io) writes the buffer itself: no copy.
         """
         if not body.readonly and all(start >= 0 for _, start in payloads):
             tight, end = [], 0

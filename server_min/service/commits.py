@@ -14,7 +14,6 @@ from server_min.service import kinds
 from server_min.service.access import Caller, Rights
 from server_min.service.accounts import Accounts
 from server_min.service.changes import checked_changes, strip
-from server_min.service.proved import ProvedBlocks
 
 MAX_STAGED = 10_000_000  # in one staged commit
 
@@ -22,12 +21,10 @@ MAX_STAGED = 10_000_000  # in one staged commit
 class Commits:
     """Commit, stage, and find a commit by its key."""
 
-    def __init__(self, meta: MetaStore, rights: Rights, accounts: Accounts, proved: ProvedBlocks,
-                 notifier: Notifier) -> None:
+    def __init__(self, meta: MetaStore, rights: Rights, accounts: Accounts, notifier: Notifier) -> None:
         self.meta = meta
         self.rights = rights
         self.accounts = accounts
-        self.proved = proved
         self.notifier = notifier
 
     def commit(self, caller: Caller, box_id: int, message: str, device_id: int | None,
@@ -119,11 +116,9 @@ class Commits:
     def _check_blocks(self, reads: BlockReads, caller: Caller, entries: list[NewEntry]) -> None:
         """422 unless every block of `entries` is stored, readable by the caller, and sums to its file's size."""
         wanted = list({e.blocks[i : i + 32] for e in entries for i in range(0, len(e.blocks), 32)})
-        stored = self.proved.sizes(caller.user_id, wanted)  # just uploaded, most of a push's blocks
-        rest = [d for d in wanted if d not in stored] if stored else wanted
-        found = reads.block_sizes(rest)
+        found = reads.block_sizes(wanted)
         readable = reads.readable_blocks(caller.user_id, list(found))
-        stored.update((d, size) for d, size in found.items() if d in readable)
+        stored = {d: size for d, size in found.items() if d in readable}
         absent = [d.hex() for d in wanted if d not in stored]
         if absent:
             raise Unprocessable(f"{len(absent)} block(s) of this commit are not on the server; upload them first",

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from box_common.sqlite_rows import insert_rows
 from server_min.blocks.base import Location
 from server_min.meta.records import StoredBlock
 from server_min.meta.sqlite.conn import BIG_BATCH, Connections, batched
@@ -93,11 +92,12 @@ class BlocksSql(Connections):
                 marks = ",".join("?" * len(part))
                 conn.execute(f"DELETE FROM blocks WHERE sha256 IN ({marks})", part)
                 conn.execute(f"DELETE FROM damaged WHERE sha256 IN ({marks})", part)
-            insert_rows(conn, "INSERT OR IGNORE INTO blocks (sha256, size, stored_size, codec, pack, offset)",
-                        sorted((b.sha256, b.size, b.location.length, b.codec, b.location.pack, b.location.offset)
-                               for b in new), 6)
-            insert_rows(conn, "INSERT OR IGNORE INTO uploads (user_id, sha256)",
-                        sorted((user_id, d) for d in proved), 2)
+            conn.executemany("INSERT OR IGNORE INTO blocks (sha256, size, stored_size, codec, pack, offset) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             sorted((b.sha256, b.size, b.location.length, b.codec, b.location.pack, b.location.offset)
+                                    for b in new))
+            conn.executemany("INSERT OR IGNORE INTO uploads (user_id, sha256) VALUES (?, ?)",
+                             sorted((user_id, d) for d in proved))
 
     def mark_damaged(self, found: Iterable[tuple[bytes, str]]) -> None:
         with self.write() as conn:

@@ -8,7 +8,6 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from box_common.sqlite_rows import insert_rows
 from server_min.integrity import entry_checksum
 from server_min.meta.records import CommitDone, NewEntry, PathHead, Stage, StaleChange
 from server_min.meta.sqlite import blocks
@@ -84,18 +83,17 @@ class SqliteCommitTx:
                key: str | None = None) -> CommitDone:
         conn, box_id = self.conn, self.box_id
         seq, now = self._new_commit(user_id, device_id, message, len(entries), key)
-        insert_rows(
-            conn,
+        conn.executemany(
             "INSERT INTO journal (box_id, seq, path, op, kind, size, mtime_ns, mode, blocks, content_hash, target, "
-            "checksum)",
+            "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(box_id, seq, e.path, e.op, e.kind, e.size, e.mtime_ns, e.mode, e.blocks, "", e.target,
               entry_checksum(box_id, seq, e.path, e.op, e.kind, e.size, e.mtime_ns, e.mode, e.blocks, e.target))
-             for e in entries], 12)
-        insert_rows(conn, "INSERT INTO files (box_id, path, rev, present)",
-                    [(box_id, e.path, seq, int(e.op == "put")) for e in entries], 4,
-                    "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present")
-        insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
-                    [(d, box_id, path) for d, path in _blocks_by_path((e.path, e.blocks) for e in entries)], 3)
+             for e in entries])
+        conn.executemany("INSERT INTO files (box_id, path, rev, present) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (box_id, path) DO UPDATE SET rev = excluded.rev, present = excluded.present",
+                         [(box_id, e.path, seq, int(e.op == "put")) for e in entries])
+        conn.executemany("INSERT OR IGNORE INTO block_paths (sha256, box_id, path) VALUES (?, ?, ?)",
+                         [(d, box_id, path) for d, path in _blocks_by_path((e.path, e.blocks) for e in entries)])
         return CommitDone(seq, now, len(entries))
 
     def _new_commit(self, user_id: int, device_id: int | None, message: str, nchanges: int,
@@ -115,17 +113,17 @@ class SqliteCommitTx:
         return None if row is None else Stage(*row)
 
     def add_staged(self, stage: int, entries: Sequence[NewEntry], parents: Sequence[int]) -> int:
-        insert_rows(
-            self.conn, "INSERT OR REPLACE INTO stage_changes (stage, path, op, kind, size, mtime_ns, mode, blocks, "
-            "target, parent_rev)",
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO stage_changes (stage, path, op, kind, size, mtime_ns, mode, blocks, "
+            "target, parent_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(stage, e.path, e.op, e.kind, e.size, e.mtime_ns, e.mode, e.blocks, e.target, parent)
-             for e, parent in zip(entries, parents, strict=True)], 10)
+             for e, parent in zip(entries, parents, strict=True)])
         return int(self.conn.execute("SELECT COUNT(*) FROM stage_changes WHERE stage = ?", (stage,)).fetchone()[0])
 
     def add_stage_folders(self, stage: int, folders: Mapping[str, bool]) -> None:
-        insert_rows(self.conn, "INSERT INTO stage_folders (stage, folder, leaves)",
-                    [(stage, f, int(leaves)) for f, leaves in sorted(folders.items())], 3,
-                    "ON CONFLICT (stage, folder) DO UPDATE SET leaves = MAX(leaves, excluded.leaves)")
+        self.conn.executemany("INSERT INTO stage_folders (stage, folder, leaves) VALUES (?, ?, ?) "
+                              "ON CONFLICT (stage, folder) DO UPDATE SET leaves = MAX(leaves, excluded.leaves)",
+                              [(stage, f, int(leaves)) for f, leaves in sorted(folders.items())])
 
     def stage_folders(self, stage: int) -> dict[str, bool]:
         return {r[0]: bool(r[1]) for r in self.conn.execute(
@@ -201,8 +199,8 @@ class SqliteCommitTx:
             (box_id, stage))
         staged = conn.execute("SELECT path, blocks FROM stage_changes WHERE stage = ? AND length(blocks) > 32",
                               (stage,))
-        insert_rows(conn, "INSERT OR IGNORE INTO block_paths (sha256, box_id, path)",
-                    [(d, box_id, path) for d, path in _blocks_by_path((r[0], r[1]) for r in staged)], 3)
+        conn.executemany("INSERT OR IGNORE INTO block_paths (sha256, box_id, path) VALUES (?, ?, ?)",
+                         [(d, box_id, path) for d, path in _blocks_by_path((r[0], r[1]) for r in staged)])
         drop_stage(conn, stage)
         return CommitDone(seq, now, nchanges)
 
