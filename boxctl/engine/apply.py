@@ -119,8 +119,8 @@ class Apply(EngineBase):
         previous = pull_temps.resume(list(partials.values()), leftovers,
                                      lambda prev: source.add_partial(prev, self.chunker))
         stream = download_blocks(self.api, _block_sizes(files), self.threads, local=source.read)
-        # Every temp is fsynced as it is written; small files are renamed into place in batches, with one
-        # syncfs after a batch's renames.
+        # Small files are written in batches: temps first, one syncfs for the batch, then the renames,
+        # so 10,000 small files cost a few flushes instead of 10,000 fsyncs. Big files fsync alone.
         batch: list[tuple[dict[str, Any], str, list[int]]] = []
         batch_bytes = 0
         try:
@@ -132,7 +132,7 @@ class Apply(EngineBase):
                 try:
                     fd, name = folders.parent(remote["path"])
                     temp = write_temp(name, _counted(chunks, sizes), remote["mode"], remote["mtime_ns"],
-                                      partial.name if partial else None, dir_fd=fd).name
+                                      partial.name if partial else None, sync=not small, dir_fd=fd).name
                 except IntegrityError as exc:  # this file only: every other file of the pull is still written
                     result.damaged.append({"path": remote["path"], "seq": remote["seq"],
                                            "blocks": exc.details.get("blocks", []),
@@ -187,7 +187,9 @@ class Apply(EngineBase):
 
     def _finish_batch(self, folders: SafeRoot, batch: list[tuple[dict[str, Any], str, list[int]]],
                       result: PullResult, index_puts: list[IndexEntry], sync: bool) -> int:
-        """Rename each of the batch's temp files into place (see `_place`); bytes done."""
+        """Flush the batch's temp files, then rename each into place (see `_place`); bytes done."""
+        if sync:
+            sync_filesystem(self.root, folders.folder(""))
         done = 0
         for remote, temp, sizes in batch:
             done += self._place(folders, remote, temp, result, index_puts, pack_sizes(sizes))
