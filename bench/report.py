@@ -130,6 +130,11 @@ def evaluate(results: dict[str, Any]) -> list[TargetResult]:
     restic_w5 = _get(results, "W5", "first push", "restic", "seconds")
     t.append(TargetResult("W5-push-restic", "W5", "first push no slower than restic (Box / restic)",
                           _ratio(box_w5, restic_w5), 1.0, "<=", f"Box {_s(box_w5)}, restic {_s(restic_w5)}"))
+    box_clone = _get(results, "W5", "restore", "box", "seconds")
+    restic_restore = _get(results, "W5", "restore", "restic", "seconds")
+    t.append(TargetResult("W5-restore-restic", "W5", "clone of the tree no slower than restic's restore (Box / "
+                          "restic; issue 23)", _ratio(box_clone, restic_restore), 1.0, "<=",
+                          f"Box {_s(box_clone)}, restic {_s(restic_restore)}"))
 
     for op, label in (("push", "push"), ("restore", "restore (pull into a fresh folder)")):
         rss = _get(results, "W6", op, "box", "client_rss")

@@ -31,7 +31,7 @@ TITLES = {
     "W2": "One paragraph inserted in the middle of a text file, then push",
     "W3": "One byte inserted at the front of the big file, then push",
     "W4": "Successive released versions of a real source tree (Django sdists), pushed in turn",
-    "W5": "A tree of many small files (1-16 KiB): first push, no-op status, no-op push",
+    "W5": "A tree of many small files (1-16 KiB): first push, no-op status, no-op push, restore (clone)",
     "W6": "Peak client memory while pushing and restoring a huge file",
     "W7": "Server: batched missing-hash lookups and block uploads, one server process",
 }
@@ -296,6 +296,12 @@ def w5(ctx: Context) -> None:
                     if "changes" in noop.extra:
                         ctx.check("W5", tool, noop.extra["changes"] == 0 and not noop.payload_sent,
                                   f"no-op push changed {noop.extra['changes']} path(s), sent {noop.payload_sent} bytes")
+                # The whole tree into a fresh folder: Box's clone, restic's restore, borg's extract, rsync back.
+                dest = ctx.work / label / "restore"
+                ctx.record("W5", "restore", tool, target.restore(dest))
+                restored = sum(1 for p in dest.rglob("*") if p.is_file() and ".box" not in p.parts)
+                ctx.check("W5", tool, restored >= ctx.data["small_files"],
+                          f"restore brought back {restored:,} of {ctx.data['small_files']:,} files")
 
 
 # --- W6: memory with a huge file -----------------------------------------------------------
