@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from box_common.frames import CODEC_RAW, Frame, encode_frames
+from tests.bus_servers import REDIS_URL
 from tests.conftest import BOXCTL, Device, ServerProc, SharedStores, free_port, wait_until
 from tests.e2e.helpers import commits, random_bytes
 from tests.nginx import Nginx
@@ -59,11 +60,14 @@ class Cluster:
         return Api(Transport(server.url, token, retries=0))
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(params=["postgresql"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Two server processes on one PostgreSQL database and one bucket, behind nginx; their long polls woken
+    through the bus named by the param (PostgreSQL's LISTEN/NOTIFY, or Redis pub/sub)."""
     shared = SharedStores.make()
+    bus = ["--notify", request.param] if request.param != "postgresql" else []
     servers = [ServerProc(tmp_path / f"server-{i}", free_port(), shared=shared,
-                          extra=["--trust-proxy", "127.0.0.1"]) for i in range(2)]
+                          extra=["--trust-proxy", "127.0.0.1", *bus]) for i in range(2)]
     for server in servers:
         server.start()
     nginx = Nginx(tmp_path / "nginx", free_port(), [s.port for s in servers])
@@ -98,6 +102,7 @@ def test_two_devices_sync_through_the_balancer(cluster: Cluster) -> None:
     assert a.read("notes/a.txt") == b"edited on the desk\n"
 
 
+@pytest.mark.parametrize("cluster", ["postgresql", REDIS_URL], indirect=True)
 def test_a_long_poll_on_one_process_wakes_for_a_push_through_the_other(cluster: Cluster) -> None:
     token = cluster.front.add_user("alice")
     first, second = cluster.servers
