@@ -51,7 +51,7 @@ class CommitIn(TypedDict):
     """The body of `POST /boxes/{id}/commits`; `key` lets a lost answer be retried safely."""
 
     message: str
-    device: int
+    device: NotRequired[int]  # left out: the token's own device, if any (put, which has no synced folder)
     key: str
     changes: list[ChangeIn]
     stage: NotRequired[int]

@@ -70,6 +70,15 @@ class Printer:
         """The `--json` document."""
         emit_json(data)
 
+    def raw(self, data: bytes) -> None:
+        """Bytes on stdout exactly as they are, even when quiet: a file's content (`cat`), a patch to pipe."""
+        stream = getattr(sys.stdout, "buffer", None)
+        if stream is None:  # a text-only stream (some test runners)
+            sys.stdout.write(data.decode("utf-8", "replace"))
+            return
+        sys.stdout.flush()  # whatever was written as text goes first
+        stream.write(data)
+
     @contextmanager
     def progress(self, enabled: bool) -> Iterator[Progress | None]:
         """A progress bar on a terminal; None when piped, quiet or in --json mode."""
