@@ -9,6 +9,7 @@ import typer
 
 from box_common.units import format_size
 from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, QuietOpt, current
+from boxctl.cli.preview import DryRunOpt, confirm_rewind, show_restore_preview
 from boxctl.cli.report import damaged_error, when
 from boxctl.cli.session import open_engine
 from boxctl.errors import UsageError
@@ -53,6 +54,8 @@ def restore(
     rev: Annotated[int | None, typer.Option("--rev", help="Commit number (see 'boxctl log').")] = None,
     at: Annotated[str | None, typer.Option("--at", help="A time: '2026-11-25 10:15', '@EPOCH' or '2h'.")] = None,
     to: Annotated[Path | None, typer.Option("--to", help="Write it here instead of changing the box.")] = None,
+    dry_run: DryRunOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Rewind the whole box ('.') without asking.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     bwlimit: BwOpt = None,
@@ -65,8 +68,18 @@ def restore(
         raise UsageError("give exactly one of --rev REV or --at TIME")
     moment = parse_time(at) if at is not None else None
     here = opts.here()
+    dest = (here / to).resolve() if to else None
+    with open_engine(opts, json_mode=True) as engine:  # no progress bar: it would draw over the question
+        whole = dest is None and engine.box_path(path, here) == ""
+        preview = engine.restore(path, rev, moment, dest, here, dry_run=True) if dry_run or whole else None
+        box = f"{engine.config.owner}/{engine.config.box_name}"
+    if dry_run and preview is not None:
+        show_restore_preview(p, preview, json_out)
+        return
+    if preview is not None:
+        confirm_rewind(p, box, preview, yes)
     with open_engine(opts, json_out) as engine:
-        result = engine.restore(path, rev, moment, (here / to).resolve() if to else None, here)
+        result = engine.restore(path, rev, moment, dest, here)
     damaged = result.get("pull", {}).get("damaged")
     if json_out:
         p.json(result)

@@ -10,6 +10,7 @@ import typer
 
 from box_common.units import format_size
 from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, QuietOpt, current
+from boxctl.cli.preview import DryRunOpt, show_pull_preview, show_sync_preview
 from boxctl.cli.report import damaged_error, print_pull
 from boxctl.cli.session import open_engine
 
@@ -91,6 +92,7 @@ def pull(
     ctx: typer.Context,
     paths: Annotated[list[str] | None,
                      typer.Argument(help="Fetch only these files or folders (sync on demand).")] = None,
+    dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     bwlimit: BwOpt = None,
@@ -99,7 +101,10 @@ def pull(
     """Apply remote changes; a file changed on both sides keeps both versions."""
     opts = current(ctx, quiet, bwlimit, jobs)
     with open_engine(opts, json_out) as engine:
-        result = engine.pull(paths or None, opts.here())
+        result = engine.pull(paths or None, opts.here(), dry_run=dry_run)
+    if dry_run:
+        show_pull_preview(opts.printer, result, json_out)
+        return
     if json_out:
         opts.printer.json(result.as_json())
     else:
@@ -111,6 +116,7 @@ def pull(
 def sync(
     ctx: typer.Context,
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
+    dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     bwlimit: BwOpt = None,
@@ -120,8 +126,11 @@ def sync(
     opts = current(ctx, quiet, bwlimit, jobs)
     p = opts.printer
     with open_engine(opts, json_out) as engine:
-        pulled = engine.pull()
-        pushed = engine.push(message)
+        pulled = engine.pull(dry_run=dry_run)
+        pushed = engine.push(message, dry_run=dry_run)
+    if dry_run:
+        show_sync_preview(p, pulled, pushed, json_out)
+        return
     if json_out:
         p.json({"pull": pulled.as_json(), "push": pushed.as_json()})
     else:

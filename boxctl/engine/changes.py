@@ -70,8 +70,9 @@ class Changes(EngineBase):
                            c.base.content_hash, c.base.blocks, c.base.target, c.base.sizes)
                 for c in changes if c.base is not None and c.local is not None]
 
-    def local_changes(self, hash_files: bool = True) -> list[LocalChange]:
-        """Every local change since the last sync, files hashed where their stat moved."""
+    def local_changes(self, hash_files: bool = True, refresh: bool = True) -> list[LocalChange]:
+        """Every local change since the last sync, files hashed where their stat moved (and, if `refresh`,
+        the new stats of those found unchanged recorded in the index; a dry run leaves the index alone)."""
         sure, maybe = self._candidates()
         same = []
         for change in maybe:
@@ -83,7 +84,8 @@ class Changes(EngineBase):
                 same.append(change)
             else:
                 sure.append(change)
-        self._refresh(same)
+        if refresh:
+            self._refresh(same)
         return sorted(sure, key=lambda c: c.path)
 
     def status(self, remote: bool = True) -> Status:

@@ -13,7 +13,7 @@ from box_common.paths import (
 from boxctl.engine import kinds
 from boxctl.engine import pending as pending_commit
 from boxctl.engine.apply import Apply, _swapped
-from boxctl.engine.conflicts import move_aside
+from boxctl.engine.conflicts import conflict_name, move_aside
 from boxctl.engine.results import PullResult
 from boxctl.errors import ServerRefused
 from boxctl.local.dirfd import SafeRoot
@@ -60,30 +60,34 @@ class Pull(Apply):
         raise ServerRefused(f"the server's change feed goes on past {MAX_FEED_PAGES:,} pages; "
                             "stopped (is it a Box server?)")
 
-    def pull(self, paths: list[str] | None = None, cwd: Path | None = None) -> PullResult:
+    def pull(self, paths: list[str] | None = None, cwd: Path | None = None, dry_run: bool = False) -> PullResult:
         """Apply remote changes; local edits are never overwritten (conflicted copies keep both).
 
         With `paths`, fetch only those files or folders: in a selective folder they join the
         selection (sync on demand); in a full folder only they are updated, and the cursor stays.
+        With `dry_run`, say what it would do and change nothing (folder, index, selection, server).
         """
-        pending_commit.finish(self)  # our own dead push's commit is ours, not a remote change to reconcile
+        if not dry_run:
+            pending_commit.finish(self)  # our own dead push's commit is ours, not a remote change to reconcile
         wanted = [self.box_path(p, cwd) for p in paths or []]
         fetched: list[PullResult] = []
         if wanted and self.config.only:
             added = [p for p in wanted if not self.selected(p)]
             if added:
-                self.config.only = sorted(set(self.config.only) | set(added))
-                self.config.save(self.root)
+                if not dry_run:
+                    self.config.only = sorted(set(self.config.only) | set(added))
+                    self.config.save(self.root)
                 for prefix in added:
                     tree = self.tree(prefix)
-                    fetched.append(self._apply({e["path"]: e for e in tree["entries"]}, self.index.cursor, False))
+                    fetched.append(self._apply({e["path"]: e for e in tree["entries"]}, self.index.cursor, False,
+                                               dry_run))
             wanted = []
         latest, cursor = self.remote_changes(self.index.cursor)
         if wanted:
             latest = {p: e for p, e in latest.items() if any(is_under(p, w) or p in parent_paths(w) for w in wanted)}
         else:
             latest = {p: e for p, e in latest.items() if self.selected(p)}
-        result = self._apply(latest, cursor, advance=not wanted)
+        result = self._apply(latest, cursor, advance=not wanted, dry_run=dry_run)
         for earlier in fetched:
             result.written[:0] = earlier.written
             result.conflicts[:0] = earlier.conflicts
@@ -96,8 +100,10 @@ class Pull(Apply):
         own rules, then set the cursor to `cursor`: how `boxctl check --repair` rebuilds an index."""
         return self._apply(remote, cursor, advance=True)
 
-    def _apply(self, latest: dict[str, dict[str, Any]], cursor: int, advance: bool) -> PullResult:
-        """Reconcile the latest remote entry of each path with the disk and the index."""
+    def _apply(self, latest: dict[str, dict[str, Any]], cursor: int, advance: bool,
+               dry_run: bool = False) -> PullResult:
+        """Reconcile the latest remote entry of each path with the disk and the index (with `dry_run`, only
+        decide: the result lists what would be written, deleted, kept and moved aside, and nothing is)."""
         self._hashes.clear()  # a stat can repeat across rounds (racy mtimes): hash afresh each pull
         result = PullResult(cursor=cursor if advance else self.index.cursor)
         base = self.index.entries()
@@ -133,7 +139,8 @@ class Pull(Apply):
                     index_puts.append(self._entry_from_remote(remote, local))
                     continue
                 try:
-                    copy = move_aside(self.root, path, self.config.device_name)
+                    copy = (conflict_name(path, self.config.device_name) if dry_run
+                            else move_aside(self.root, path, self.config.device_name))
                 except (UnsafePath, OSError) as exc:  # cannot be moved aside here: left alone, asked again
                     self._refuse(remote, result, _swapped(path, exc), held=True)
                     continue
@@ -143,6 +150,8 @@ class Pull(Apply):
                 index_puts.append(self._entry_from_remote(remote, local))
                 continue
             writes.append(remote | {"expect": local})
+        if dry_run:
+            return _preview(result, writes, deletes)
         # Paths that change kind: what is in the way goes first (see boxctl/engine/kinds.py), other deletes last.
         kind_folders = kinds.folders_of(writes)
         first, deletes = kinds.split_deletes(deletes, writes, kind_folders)
@@ -181,3 +190,12 @@ class Pull(Apply):
         if (old.size, old.mtime_ns, old.inode, old.mode) == (local.size, local.mtime_ns, local.inode, local.mode):
             return False
         return self._file_hash(local) != old.content_hash or local.mode != old.mode
+
+
+def _preview(result: PullResult, writes: list[dict[str, Any]], deletes: list[dict[str, Any]]) -> PullResult:
+    """A dry run's result: the paths a pull would write and delete, besides the conflicts and kept paths
+    already decided. (Where a path changes kind, whether local files in the way move aside is decided as
+    the pull runs: they are not listed here.)"""
+    result.written = sorted(w["path"] for w in writes)
+    result.deleted = sorted(d["path"] for d in deletes)
+    return result

@@ -58,7 +58,7 @@ class Push(Changes):
         files = [c for c in sure + maybe if c.op == "put" and c.kind == "file"]
         total = sum(c.local.size for c in files if c.local)
         if dry_run:
-            changes = self.local_changes()
+            changes = self.local_changes(refresh=False)
             return PushResult(changes, dry_run=True, skipped=skipped, ignored=list(self.workspace.ignored))
         done = 0
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from box_common.paths import InvalidPath, is_under, normalize_path
+from box_common.paths import InvalidPath, is_under, normalize_path, parent_paths
 from box_common.schemas import ChangeIn, CommitIn, Entry
 from boxctl.chunking import content_hash, hash_piece
 from boxctl.engine.remote import RemoteBox, check_target
@@ -122,23 +122,32 @@ class Put:
         if dry_run:
             _judge(items, head)
             return result
+        # The folders above what is put get entries of their own, as a push gives them: else every device
+        # that pulls this would commit them itself. Those that exist already are found by the commit's answer.
+        above = sorted({p for i in items for p in parent_paths(i.path)} - {i.path for i in items})
+        if dest in head:
+            above = [p for p in above if is_under(p, dest)]  # dest has its entry: so have the folders above it
         for attempt in range(COMMIT_TRIES):
             changes = _judge(items, head)
             if not changes:
                 return result
             body: CommitIn = {"message": message or _message(dest, items), "key": secrets.token_urlsafe(16),
-                              "changes": changes}
+                              "changes": [*_folders(above), *changes]}
             try:
                 result.seq = int(remote.api.commit(remote.box_id, body)["seq"])
                 return result
             except PushRejected as exc:
-                if not exc.details.get("conflicts"):  # a path that would be both a file and a folder
+                conflicts = exc.details.get("conflicts") or []
+                if not conflicts:  # a path that would be both a file and a folder
                     reason = exc.message.split("; run ")[0]
                     raise UsageError(f"cannot put there: {reason}") from None
+                probed = set(above)
+                above = [p for p in above if not any(c["path"] == p and c["present"] for c in conflicts)]
                 if attempt == COMMIT_TRIES - 1:
                     raise
-                head = self._head(dest)  # another writer committed meanwhile: overwrite its version in turn
-                _check_kinds(items, head, remote.shown)
+                if any(c["path"] not in probed for c in conflicts):
+                    head = self._head(dest)  # another writer committed meanwhile: overwrite its version in turn
+                    _check_kinds(items, head, remote.shown)
         raise AssertionError("unreachable")
 
     def _head(self, dest: str) -> dict[str, Entry]:
@@ -288,6 +297,12 @@ def _judge(items: list[PutItem], head: dict[str, Entry]) -> list[ChangeIn]:
             "target": local.target,
         })
     return changes
+
+
+def _folders(paths: list[str]) -> list[ChangeIn]:
+    """New folder entries for `paths` (based on no revision: the commit says which exist already)."""
+    return [{"path": p, "op": "put", "kind": "dir", "parent_rev": 0, "size": 0, "mtime_ns": 0, "mode": 0o755,
+             "blocks": [], "target": None} for p in paths]
 
 
 def _message(dest: str, items: list[PutItem]) -> str:

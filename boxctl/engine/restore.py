@@ -33,14 +33,22 @@ class Restore(Pull):
     """History: restoring a path, in the box or into a folder."""
 
     def restore(self, path: str, at: int | None, when: float | None, to: Path | None,
-                cwd: Path | None = None) -> dict[str, Any]:
-        """Bring `path` back as it was at commit `at` (or time `when`): as a new commit, or into `to`."""
+                cwd: Path | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Bring `path` back as it was at commit `at` (or time `when`): as a new commit, or into `to`.
+
+        With `dry_run`, only say what would change (`added`, `modified`, `deleted` in the box, or the
+        `paths` written into `to`): nothing is committed, pulled or written.
+        """
         prefix = self.box_path(path, cwd)
         then = self.tree(prefix, at, when)
         wanted = {e["path"]: e for e in then["entries"]}
         if not wanted:
             where = f"commit {then['seq']}"
             raise NotFound(f"{prefix or 'the box'} did not exist at {where}; see 'boxctl log {path}'")
+        if to is not None and dry_run:
+            paths = sorted(p for p, e in wanted.items() if e["kind"] != "dir")
+            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": len(paths),
+                    "paths": paths, "dry_run": True}
         if to is not None:
             written, refused = self._export(wanted, prefix, to)
             return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written,
@@ -58,6 +66,12 @@ class Restore(Pull):
         for p, cur in now.items():
             if p not in wanted:
                 changes.append({"path": p, "op": "delete", "kind": cur["kind"], "parent_rev": cur["seq"]})
+        if dry_run:
+            kinds = {"added": [c["path"] for c in changes if c["op"] == "put" and c["path"] not in now],
+                     "modified": [c["path"] for c in changes if c["op"] == "put" and c["path"] in now],
+                     "deleted": [c["path"] for c in changes if c["op"] == "delete"]}
+            return {"restored": prefix or ".", "from_seq": then["seq"], "seq": None, "changes": len(changes),
+                    "dry_run": True, **kinds}
         seq = None
         if changes:
             label = prefix or "the box"
