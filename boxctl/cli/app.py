@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from boxctl import __version__
-from boxctl.cli import artifacts, check, devices, history, link, setup, share, sync, watch
+from boxctl.cli import artifacts, check, devices, history, inspect, link, selection, setup, share, sync, watch
 from boxctl.cli.options import Options, QuietOpt
 from boxctl.config import check_ca_cert
 from boxctl.errors import BoxError, UsageError
@@ -54,7 +54,7 @@ def main_options(
 for command in (setup.login, setup.init, setup.clone, sync.status, sync.push, sync.pull, sync.sync,
                 history.log, history.restore, history.ls, check.check, watch.watch):
     app.command()(command)
-for command in (artifacts.put, artifacts.get, artifacts.cat):
+for command in (artifacts.put, artifacts.get, artifacts.cat, inspect.diff, inspect.conflicts, selection.unpull):
     app.command()(command)
 app.add_typer(devices.devices_app, name="devices")
 app.add_typer(share.share_app, name="share")

@@ -1,4 +1,5 @@
-"""Conflicted copies: the name a local edit is kept under when a remote version takes its path (rule 3).
+"""Conflicted copies: the name a local edit is kept under when a remote version takes its path (rule 3),
+and finding them again in a folder (`boxctl conflicts`).
 
 A copy never replaces anything: two conflicts on one file within the same second (the stamp's
 resolution) give `report (conflicted copy from laptop 2026-11-25 10-15-00).txt`, then
@@ -8,12 +9,18 @@ resolution) give `report (conflicted copy from laptop 2026-11-25 10-15-00).txt`,
 from __future__ import annotations
 
 import itertools
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from box_common.paths import MAX_DEVICE_NAME_BYTES, clip_utf8
 from boxctl.local.dirfd import SafeRoot
 from boxctl.local.durable import rename_noreplace
+
+if TYPE_CHECKING:
+    from boxctl.engine.base import EngineBase
 
 
 def conflict_name(path: str, device: str, when: float | None = None, n: int = 1) -> str:
@@ -50,3 +57,49 @@ def move_aside(root: Path | SafeRoot, path: str, device: str, when: float | None
         root.forget(path)  # a folder moved aside: its cached descriptors name it no more
         return copy
     raise AssertionError("unreachable")
+
+
+# `conflict_name`'s pattern: STEM (conflicted copy from DEVICE YYYY-MM-DD HH-MM-SS[ N])EXT, EXT without a dot.
+_COPY = re.compile(r"^(?P<stem>.+) \(conflicted copy from (?P<device>.+) "
+                   r"(?P<stamp>\d{4}-\d{2}-\d{2} \d{2}-\d{2}-\d{2})(?: (?P<n>\d+))?\)(?P<ext>\.[^.]*)?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ConflictCopy:
+    """A conflicted copy in the folder and the path it was kept beside."""
+
+    copy: str
+    path: str  # the file (or folder) it belongs to
+    device: str  # the device whose edit it keeps
+    time: str  # when it was made, as in its name: 2026-11-25 10-15-00
+    kind: str  # file | dir | link
+    original_exists: bool  # whether `path` is still there
+
+
+def parse_copy(path: str) -> tuple[str, str, str] | None:
+    """(the path a conflicted copy belongs to, its device, its stamp) for a name made by conflict_name;
+    None for any other name."""
+    folder, _, name = path.rpartition("/")
+    found = _COPY.match(name)
+    if found is None:
+        return None
+    original = found["stem"] + (found["ext"] or "")
+    return (f"{folder}/{original}" if folder else original), found["device"], found["stamp"]
+
+
+def find_copies(scan: dict[str, str]) -> list[ConflictCopy]:
+    """The conflicted copies among the paths of a scan (path -> kind), each with the path it belongs to.
+    Inside a folder kept as a copy, only the folder itself is listed."""
+    copies: list[ConflictCopy] = []
+    for path in sorted(scan):
+        parsed = parse_copy(path)
+        if parsed is None or any(path.startswith(c.copy + "/") for c in copies):
+            continue
+        original, device, stamp = parsed
+        copies.append(ConflictCopy(path, original, device, stamp, scan[path], original in scan))
+    return copies
+
+
+def in_folder(engine: EngineBase) -> list[ConflictCopy]:
+    """The conflicted copies in the synced folder now (one walk of it, nothing read or sent)."""
+    return find_copies({path: found[0] for path, found in engine.workspace.scan_stats().items()})
