@@ -31,13 +31,13 @@ RefArg = Annotated[str, typer.Argument(metavar="OWNER/BOX/PATH", help="What to f
 
 
 @contextmanager
-def open_remote(opts: Options, server: str | None, ref: str) -> Iterator[RemoteBox]:
+def open_remote(opts: Options, server: str | None, ref: str, create: bool = False) -> Iterator[RemoteBox]:
     """The box named by `ref` (OWNER/BOX[/PATH]) on `server` (else BOX_SERVER, else the one login)."""
     parsed = parse_ref(ref)  # a bad reference is a usage error before any credentials are looked for
     creds = load_credentials(server)
     api = make_api(opts, creds.server, creds.token)
     try:
-        yield RemoteBox(api, parsed)
+        yield RemoteBox(api, parsed, create)
     finally:
         api.close()
 
@@ -59,6 +59,8 @@ def put(
         "PATH under its own name.")],
     message: Annotated[str, typer.Option("-m", "--message", help="Commit message.")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be put; send nothing.")] = False,
+    create: Annotated[bool, typer.Option("--create", help="Make the box first if it does not exist (yours only).")
+                      ] = False,
     no_delta: Annotated[bool, typer.Option("--no-delta", help="Send changed blocks whole, never as deltas.")] = False,
     server: ServerOpt = None,
     json_out: JsonOpt = False,
@@ -72,7 +74,7 @@ def put(
         raise UsageError("give LOCAL... then OWNER/BOX[/PATH], e.g. 'boxctl put dist alice/ci/builds/42'")
     p = opts.printer
     started = time.monotonic()
-    with open_remote(opts, server, paths[-1]) as remote, p.progress(not json_out) as update:
+    with open_remote(opts, server, paths[-1], create and not dry_run) as remote, p.progress(not json_out) as update:
         result = Put(remote, update, opts.jobs, opts.delta).run([Path(s) for s in paths[:-1]], message, dry_run)
     elapsed = time.monotonic() - started
     if json_out:

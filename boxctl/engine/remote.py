@@ -60,12 +60,25 @@ def check_target(path: str) -> str:
 class RemoteBox:
     """One box as the caller sees it (a folder member sees only its folder, as paths inside it)."""
 
-    def __init__(self, api: Api, ref: BoxRef) -> None:
+    def __init__(self, api: Api, ref: BoxRef, create: bool = False) -> None:
         self.api = api
         self.ref = ref
-        self.info: BoxInfo = api.find_box(ref.label)
+        self.info: BoxInfo = self._find(create)
         chunking = self.info["chunking"]
         self.chunker = Chunker(chunking["min"], chunking["avg"], chunking["max"])
+
+    def _find(self, create: bool) -> BoxInfo:
+        """The box, made first when `create` and it is the caller's own and does not exist yet."""
+        try:
+            return self.api.find_box(self.ref.label)
+        except NotFound:
+            if not create:
+                raise
+            me = self.api.me()["user"]
+            if me != self.ref.owner:
+                raise NotFound(f"no box named {self.ref.label!r} that you can access; --create makes boxes of "
+                               f"your own only ({me}/{self.ref.box})") from None
+            return self.api.create_box(self.ref.box)
 
     @property
     def box_id(self) -> int:
