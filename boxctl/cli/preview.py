@@ -73,9 +73,9 @@ def print_restore_preview(p: Printer, result: dict[str, Any]) -> None:
         p.say(f"would write {result['files']} path(s) of {result['restored']} as of commit {result['seq']} "
               f"to {result['to']}; {NOTHING_CHANGED}")
         return
-    for kind in ("added", "modified", "deleted"):
+    for kind, label in (("added", "added back"), ("modified", "modified"), ("deleted", "deleted")):
         for path in result[kind]:
-            p.say(f"would restore {path} ({kind[:-1] if kind != 'added' else 'added back'})")
+            p.say(f"would restore {path} ({label})")
     if not result["changes"]:
         p.say(f"{result['restored']} is already as it was at commit {result['from_seq']}")
     else:
