@@ -101,7 +101,7 @@ def test_restore_whole_box_at_time(two_devices: tuple[Device, Device]) -> None:
     pull(b)
     assert b.files() == {"x.txt": b"x v2", "z.txt": b"z, added after"}
 
-    result = a.run("restore", ".", "--at", f"@{between:.6f}", "--json").json()
+    result = a.run("restore", ".", "--at", f"@{between:.6f}", "--yes", "--json").json()
     assert result["from_seq"] == first
     expected = {"x.txt": b"x v1", "dir/y.txt": b"y v1"}
     assert a.files() == expected
