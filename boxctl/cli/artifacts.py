@@ -6,6 +6,8 @@ make no `.box/` anywhere. Where paths land is the engine's rule (boxctl/engine/p
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,7 +77,8 @@ def put(
     p = opts.printer
     started = time.monotonic()
     with open_remote(opts, server, paths[-1], create and not dry_run) as remote, p.progress(not json_out) as update:
-        result = Put(remote, update, opts.jobs, opts.delta).run([Path(s) for s in paths[:-1]], message, dry_run)
+        sources = [opts.here() / s for s in paths[:-1]]  # relative to -C DIR, if given
+        result = Put(remote, update, opts.jobs, opts.delta).run(sources, message, dry_run)
     elapsed = time.monotonic() - started
     if json_out:
         p.json(result.as_json() | {"seconds": round(elapsed, 3)})
@@ -142,5 +145,10 @@ def cat(
     when = _moment(rev, at)
     p = opts.printer
     with open_remote(opts, server, ref) as remote:
-        for chunk in file_bytes(remote, rev, when, opts.jobs):
-            p.raw(chunk)
+        try:
+            for chunk in file_bytes(remote, rev, when, opts.jobs):
+                p.raw(chunk)
+        except BrokenPipeError:
+            # The reader stopped early (`boxctl cat F | head`): what it asked for was written, as with cat(1).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            raise typer.Exit(0) from None

@@ -79,6 +79,12 @@ def test_put_get_cat_round_trip_with_no_synced_folder(make_device: Any, tmp_path
 
     cat = run_bytes(ci, deploy, "cat", f"{BOX}/builds/1/app.bin")
     assert cat.returncode == 0 and cat.stdout == (dist / "app.bin").read_bytes()
+    # A reader that stops early is no error (as with cat); -C DIR is where LOCAL paths start.
+    command = " ".join([*BOXCTL, "cat", f"{BOX}/builds/1/app.bin"])
+    head = subprocess.run(["bash", "-o", "pipefail", "-c", f"{command} | head -c 5"], cwd=deploy, env=ci.env(),
+                          capture_output=True, timeout=60)
+    assert (head.returncode, head.stdout, head.stderr) == (0, (dist / "app.bin").read_bytes()[:5], b"")
+    assert ci.run("-C", str(build), "put", "dist", f"{BOX}/builds/1", cwd=deploy).out.startswith("nothing to put")
 
     # A device of the box gets the same files, and the folders above them come with entries of their own
     # (else its next push would commit them again).
