@@ -71,7 +71,7 @@ def restore(
     dest = (here / to).resolve() if to else None
     with open_engine(opts, json_mode=True) as engine:  # no progress bar: it would draw over the question
         whole = dest is None and engine.box_path(path, here) == ""
-        preview = engine.restore(path, rev, moment, dest, here, dry_run=True) if dry_run or whole else None
+        preview = engine.restore_preview(path, rev, moment, dest, here) if dry_run or whole else None
         box = f"{engine.config.owner}/{engine.config.box_name}"
     if dry_run and preview is not None:
         show_restore_preview(p, preview, json_out)

@@ -59,8 +59,7 @@ def conflicts(ctx: typer.Context, json_out: JsonOpt = False, quiet: QuietOpt = F
     with open_engine(opts, json_mode=True) as engine:
         copies = in_folder(engine)
     if json_out:
-        p.json({"conflicts": [{"copy": c.copy, "path": c.path, "device": c.device, "time": c.time, "kind": c.kind,
-                               "path_exists": c.original_exists} for c in copies]})
+        p.json({"conflicts": [c.as_json() for c in copies]})
         return
     for c in copies:
         gone = "" if c.original_exists else " (no longer there)"

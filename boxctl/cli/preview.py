@@ -4,11 +4,12 @@ question `restore .` asks before it rewinds the whole box for every device."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from boxctl.engine import PullResult, PushResult
+from boxctl.engine.restore import RestorePreview
 from boxctl.errors import BoxError, UsageError
 from boxctl.output import Printer
 
@@ -33,7 +34,7 @@ def show_sync_preview(p: Printer, pulled: PullResult, pushed: PushResult, json_o
         print_push_preview(p, pushed)
 
 
-def show_restore_preview(p: Printer, preview: dict[str, Any], json_out: bool) -> None:
+def show_restore_preview(p: Printer, preview: RestorePreview, json_out: bool) -> None:
     """What `restore --dry-run` prints."""
     if json_out:
         p.json(preview)
@@ -65,7 +66,7 @@ def print_push_preview(p: Printer, result: PushResult) -> None:
         p.say("nothing to push")
 
 
-def print_restore_preview(p: Printer, result: dict[str, Any]) -> None:
+def print_restore_preview(p: Printer, result: RestorePreview) -> None:
     """The human lines of `restore --dry-run` (into the box, or `--to` a folder)."""
     if "to" in result:
         for path in result["paths"]:
@@ -73,27 +74,29 @@ def print_restore_preview(p: Printer, result: dict[str, Any]) -> None:
         p.say(f"would write {result['files']} path(s) of {result['restored']} as of commit {result['seq']} "
               f"to {result['to']}; {NOTHING_CHANGED}")
         return
-    for kind, label in (("added", "added back"), ("modified", "modified"), ("deleted", "deleted")):
-        for path in result[kind]:
-            p.say(f"would restore {path} ({label})")
-    if not result["changes"]:
+    rows = ([(path, "added back") for path in result.get("added", [])]
+            + [(path, "modified") for path in result.get("modified", [])]
+            + [(path, "deleted") for path in result.get("deleted", [])])
+    for path, change in rows:
+        p.say(f"would restore {path} ({change})")
+    if not result.get("changes"):
         p.say(f"{result['restored']} is already as it was at commit {result['from_seq']}")
     else:
         p.say(f"would restore {result['restored']} to commit {result['from_seq']} as one new commit "
               f"({counts(result)}); {NOTHING_CHANGED}")
 
 
-def counts(result: dict[str, Any]) -> str:
+def counts(result: RestorePreview) -> str:
     """`2 added back, 1 modified, 3 deleted` for a restore preview."""
-    parts = [f"{len(result['added'])} added back", f"{len(result['modified'])} modified",
-             f"{len(result['deleted'])} deleted"]
+    parts = [f"{len(result.get('added', []))} added back", f"{len(result.get('modified', []))} modified",
+             f"{len(result.get('deleted', []))} deleted"]
     return ", ".join(part for part in parts if not part.startswith("0 "))
 
 
-def confirm_rewind(p: Printer, box: str, preview: dict[str, Any], yes: bool) -> None:
+def confirm_rewind(p: Printer, box: str, preview: RestorePreview, yes: bool) -> None:
     """Before `restore .` rewinds every device's copy of `box`: ask on a terminal, refuse (exit 2) without
     one unless `yes`; an answer other than yes cancels (exit 1). Nothing has changed when it raises."""
-    if yes or not preview["changes"]:
+    if yes or not preview.get("changes"):
         return
     what = (f"restore . rewinds the whole box {box} to commit {preview['from_seq']} for every device: "
             f"{preview['changes']} path(s) change ({counts(preview)})")

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from box_common.paths import MAX_DEVICE_NAME_BYTES, clip_utf8
 from boxctl.local.dirfd import SafeRoot
@@ -64,6 +64,17 @@ _COPY = re.compile(r"^(?P<stem>.+) \(conflicted copy from (?P<device>.+) "
                    r"(?P<stamp>\d{4}-\d{2}-\d{2} \d{2}-\d{2}-\d{2})(?: (?P<n>\d+))?\)(?P<ext>\.[^.]*)?$", re.DOTALL)
 
 
+class ConflictJson(TypedDict):
+    """One copy in `boxctl conflicts --json`."""
+
+    copy: str
+    path: str
+    device: str
+    time: str
+    kind: str
+    path_exists: bool
+
+
 @dataclass(frozen=True)
 class ConflictCopy:
     """A conflicted copy in the folder and the path it was kept beside."""
@@ -74,6 +85,10 @@ class ConflictCopy:
     time: str  # when it was made, as in its name: 2026-11-25 10-15-00
     kind: str  # file | dir | link
     original_exists: bool  # whether `path` is still there
+
+    def as_json(self) -> ConflictJson:
+        return {"copy": self.copy, "path": self.path, "device": self.device, "time": self.time, "kind": self.kind,
+                "path_exists": self.original_exists}
 
 
 def parse_copy(path: str) -> tuple[str, str, str] | None:

@@ -7,14 +7,14 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from box_common.paths import (
     InvalidPath,
     is_under,
     normalize_path,
 )
-from box_common.schemas import ChangeIn, CommitIn
+from box_common.schemas import ChangeIn, CommitIn, Entry, TreeAnswer
 from boxctl.engine.apply import _block_sizes, _swapped, _take
 from boxctl.engine.linkcheck import check_link_target
 from boxctl.engine.pull import Pull
@@ -29,30 +29,73 @@ from boxctl.local.workspace import (
 from boxctl.transfer.download import download_blocks
 
 
+class RestorePreview(TypedDict):
+    """`restore --dry-run --json`: into the box (from_seq, changes and the paths by change), or into a
+    folder with `--to` (to, files, paths)."""
+
+    restored: str
+    seq: int | None
+    dry_run: bool
+    from_seq: NotRequired[int]
+    changes: NotRequired[int]
+    added: NotRequired[list[str]]
+    modified: NotRequired[list[str]]
+    deleted: NotRequired[list[str]]
+    to: NotRequired[str]
+    files: NotRequired[int]
+    paths: NotRequired[list[str]]
+
+
 class Restore(Pull):
     """History: restoring a path, in the box or into a folder."""
 
     def restore(self, path: str, at: int | None, when: float | None, to: Path | None,
-                cwd: Path | None = None, dry_run: bool = False) -> dict[str, Any]:
-        """Bring `path` back as it was at commit `at` (or time `when`): as a new commit, or into `to`.
+                cwd: Path | None = None) -> dict[str, Any]:
+        """Bring `path` back as it was at commit `at` (or time `when`): as a new commit, or into `to`."""
+        prefix, then, wanted = self._restore_source(path, at, when, cwd)
+        if to is not None:
+            written, refused = self._export(wanted, prefix, to)
+            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written,
+                    "refused": [{"path": p, "reason": r} for p, r in refused]}
+        _, changes = self._rewind(prefix, wanted)
+        seq = None
+        if changes:
+            label = prefix or "the box"
+            body: CommitIn = {"message": f"restore {label} to commit {then['seq']}",
+                              "device": self.config.device_id, "key": secrets.token_urlsafe(16), "changes": changes}
+            seq = self.api.commit(self.box_id, body)["seq"]
+        pulled = self.pull()
+        return {"restored": prefix or ".", "from_seq": then["seq"], "seq": seq, "changes": len(changes),
+                "pull": pulled.as_json()}
 
-        With `dry_run`, only say what would change (`added`, `modified`, `deleted` in the box, or the
-        `paths` written into `to`): nothing is committed, pulled or written.
-        """
+    def restore_preview(self, path: str, at: int | None, when: float | None, to: Path | None,
+                        cwd: Path | None = None) -> RestorePreview:
+        """What `restore` would do (`--dry-run`, and the question before `restore .`): the paths it would
+        add back, modify and delete in the box, or write into `to`. Nothing is committed or written."""
+        prefix, then, wanted = self._restore_source(path, at, when, cwd)
+        if to is not None:
+            paths = sorted(p for p, e in wanted.items() if e["kind"] != "dir")
+            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": len(paths),
+                    "paths": paths, "dry_run": True}
+        now, changes = self._rewind(prefix, wanted)
+        puts = [c["path"] for c in changes if c["op"] == "put"]
+        return {"restored": prefix or ".", "from_seq": then["seq"], "seq": None, "changes": len(changes),
+                "dry_run": True, "added": [p for p in puts if p not in now], "modified": [p for p in puts if p in now],
+                "deleted": [c["path"] for c in changes if c["op"] == "delete"]}
+
+    def _restore_source(self, path: str, at: int | None, when: float | None,
+                        cwd: Path | None) -> tuple[str, TreeAnswer, dict[str, Entry]]:
+        """(the box path, the tree as it was, its entries by path); NotFound if nothing was there."""
         prefix = self.box_path(path, cwd)
         then = self.tree(prefix, at, when)
         wanted = {e["path"]: e for e in then["entries"]}
         if not wanted:
             where = f"commit {then['seq']}"
             raise NotFound(f"{prefix or 'the box'} did not exist at {where}; see 'boxctl log {path}'")
-        if to is not None and dry_run:
-            paths = sorted(p for p, e in wanted.items() if e["kind"] != "dir")
-            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": len(paths),
-                    "paths": paths, "dry_run": True}
-        if to is not None:
-            written, refused = self._export(wanted, prefix, to)
-            return {"restored": prefix or ".", "seq": then["seq"], "to": str(to), "files": written,
-                    "refused": [{"path": p, "reason": r} for p, r in refused]}
+        return prefix, then, wanted
+
+    def _rewind(self, prefix: str, wanted: dict[str, Entry]) -> tuple[dict[str, Entry], list[ChangeIn]]:
+        """(the head under `prefix`, the changes that make it `wanted` again, each based on its head revision)."""
         now = {e["path"]: e for e in self.tree(prefix)["entries"]}
         changes: list[ChangeIn] = []
         for p, e in wanted.items():
@@ -66,21 +109,7 @@ class Restore(Pull):
         for p, cur in now.items():
             if p not in wanted:
                 changes.append({"path": p, "op": "delete", "kind": cur["kind"], "parent_rev": cur["seq"]})
-        if dry_run:
-            kinds = {"added": [c["path"] for c in changes if c["op"] == "put" and c["path"] not in now],
-                     "modified": [c["path"] for c in changes if c["op"] == "put" and c["path"] in now],
-                     "deleted": [c["path"] for c in changes if c["op"] == "delete"]}
-            return {"restored": prefix or ".", "from_seq": then["seq"], "seq": None, "changes": len(changes),
-                    "dry_run": True, **kinds}
-        seq = None
-        if changes:
-            label = prefix or "the box"
-            body: CommitIn = {"message": f"restore {label} to commit {then['seq']}",
-                              "device": self.config.device_id, "key": secrets.token_urlsafe(16), "changes": changes}
-            seq = self.api.commit(self.box_id, body)["seq"]
-        pulled = self.pull()
-        return {"restored": prefix or ".", "from_seq": then["seq"], "seq": seq, "changes": len(changes),
-                "pull": pulled.as_json()}
+        return now, changes
 
     def _export(self, wanted: dict[str, dict[str, Any]], prefix: str, to: Path) -> tuple[int, list[tuple[str, str]]]:
         """Write a past version into `to` (a folder, or a file name when restoring one file).
