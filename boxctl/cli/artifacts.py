@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from box_common.units import format_size
-from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, Options, QuietOpt, ServerOpt, current
+from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, Options, QuietOpt, current
 from boxctl.cli.session import make_api
 from boxctl.config import load_credentials
 from boxctl.engine.get import Get, file_bytes
@@ -29,6 +29,8 @@ from boxctl.timeparse import parse_time
 
 RevOpt = Annotated[int | None, typer.Option("--rev", help="As of this commit (see 'boxctl log').")]
 AtOpt = Annotated[str | None, typer.Option("--at", help="As of a time: '2026-11-25 10:15', '@EPOCH' or '2h'.")]
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", help="Server URL (default: BOX_SERVER, else the server you logged in to).")]
 RefArg = Annotated[str, typer.Argument(metavar="OWNER/BOX/PATH", help="What to fetch, e.g. alice/ci/builds/42.")]
 
 

@@ -144,7 +144,8 @@ class Put:
                 probed = set(above)
                 above = [p for p in above if not any(c["path"] == p and c["present"] for c in conflicts)]
                 if attempt == COMMIT_TRIES - 1:
-                    raise
+                    raise PushRejected(f"{remote.label}/{remote.shown(dest)} kept changing while {COMMIT_TRIES} "
+                                       "commits were tried; nothing was committed: put again") from None
                 if any(c["path"] not in probed for c in conflicts):
                     head = self._head(dest)  # another writer committed meanwhile: overwrite its version in turn
                     _check_kinds(items, head, remote.shown)
