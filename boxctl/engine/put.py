@@ -35,7 +35,7 @@ from boxctl.engine.results import Progress, _no_progress
 from boxctl.errors import BoxError, PushRejected, UsageError
 from boxctl.local.workspace import LocalEntry, Workspace
 from boxctl.transfer.pipeline import ordered_map
-from boxctl.transfer.upload import BlockUploader, UploadStats, default_jobs, default_uploads
+from boxctl.transfer.upload import BlockUploader, UploadStats, default_jobs
 
 COMMIT_TRIES = 5  # another writer committing to the same paths meanwhile: base on the new head and go again
 
@@ -105,7 +105,7 @@ class Put:
         self.remote = remote
         self.progress = progress or _no_progress
         self.threads = threads or default_jobs()
-        self.uploads = threads or default_uploads()
+        self.uploads = self.threads  # batches in flight, as the engine's push keeps them
         self.delta = delta
         self.ignored: list[str] = []
 
