@@ -22,6 +22,7 @@ from boxctl.config import (
     Credentials,
     check_ca_cert,
     load_credentials,
+    new_folder_id,
     normalize_url,
     save_credentials,
     save_device,
@@ -173,7 +174,7 @@ def _make_folder(root: Path, box: BoxInfo, server: str, device_id: int, device_n
     config = BoxConfig(server=server, box_id=int(box["id"]), box_name=box["name"], owner=box["owner"],
                        device_id=device_id, device_name=device_name, min_size=chunking["min"],
                        avg_size=chunking["avg"], max_size=chunking["max"], prefix=box.get("prefix", ""),
-                       only=only or [])
+                       only=only or [], folder=new_folder_id())
     config.save(root)
     create_index(root / BOX_DIR)
     return config

@@ -40,7 +40,7 @@ class Pull(Apply):
         stop_at: int | None = None  # the head when the pull began: later commits wait for the next pull
         entries = 0
         for _ in range(MAX_FEED_PAGES):
-            page = self.api.changes(self.box_id, cursor)
+            page = self.api.changes(self.box_id, cursor, folder=self.config.folder)
             entries += len(page["entries"])
             if entries > MAX_FEED_ENTRIES:
                 raise ServerRefused(f"the server's change feed goes on past {MAX_FEED_ENTRIES:,} entries; "

@@ -77,11 +77,11 @@ class Rights:
         found = self.meta.commits_under(access.box.id, access.prefix, 1, seq + 1)
         return found[0].seq if found else 0
 
-    def waiting(self, access: Access, cursor: int, device: int | None) -> int:
-        """How many changes after `cursor` this member has yet to see, not counting `device`'s own."""
+    def waiting(self, access: Access, cursor: int) -> int:
+        """How many changes after `cursor` this member may see."""
         if not access.prefix:
-            return self.meta.count_after(access.box.id, cursor, device)
-        return self.meta.count_under(access.box.id, access.prefix, cursor, device)
+            return self.meta.count_after(access.box.id, cursor)
+        return self.meta.count_under(access.box.id, access.prefix, cursor)
 
 
 __all__ = ["ROLES_WRITE", "Access", "Caller", "Rights"]

@@ -65,7 +65,6 @@ class JournalMem(Tables):
                            key=lambda e: (-e.seq, e.path))[:limit]
             return [Revision(e, self._info(commits[e.seq])) for e in found]
 
-    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
+    def count_after(self, box_id: int, cursor: int) -> int:
         with self._mutex:
-            return sum(c.changes for c in self.commit_rows[box_id] if cursor < c.seq <= self.head(box_id)
-                       and (c.device_id is None or c.device_id != exclude_device))
+            return sum(c.changes for c in self.commit_rows[box_id] if cursor < c.seq <= self.head(box_id))

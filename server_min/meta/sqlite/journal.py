@@ -89,10 +89,9 @@ class JournalSql(Connections):
             "AND j.path < ?)) ORDER BY j.seq DESC, j.path LIMIT ?", (box_id, prefix, lo, hi, limit)).fetchall()
         return [Revision(Entry._make(tuple(r)[:11]), commit_info(tuple(r)[11:])) for r in rows]
 
-    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
-        row = self.conn.execute(
-            "SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = ? AND seq > ? "
-            "AND (device_id IS NOT ? OR device_id IS NULL)", (box_id, cursor, exclude_device)).fetchone()
+    def count_after(self, box_id: int, cursor: int) -> int:
+        row = self.conn.execute("SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = ? AND seq > ?",
+                                (box_id, cursor)).fetchone()
         return int(row[0])
 
 
