@@ -5,11 +5,15 @@ Real server processes on loopback ports and the real `boxctl` command in device 
 
 from __future__ import annotations
 
+import email.utils
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from tests.conftest import Device
-from tests.e2e.helpers import push, status
+from tests.e2e.helpers import push, random_bytes, status
 
 
 def second_folder(device: Device, tmp_path: Path, name: str = "second") -> Device:
@@ -57,3 +61,56 @@ def test_status_leaves_out_the_folders_own_commits_past_its_cursor(make_device: 
     assert status(first)["remote_waiting"] == 2
     second.run("pull")
     assert status(second)["remote_waiting"] == 0
+
+
+def _file_link(a: Device, rel: str, data: bytes) -> str:
+    """Push `data` as `rel` and make a link to it; the direct download URL."""
+    a.write(rel, data)
+    push(a)
+    return a.run("link", rel).out.strip() + "?dl=1"
+
+
+def test_link_downloads_answer_head_ranges_and_validators(two_devices: tuple[Device, Device]) -> None:
+    a, _ = two_devices
+    data = random_bytes(3 << 20, seed=21)  # several blocks
+    url = _file_link(a, "big.bin", data)
+    head = requests.head(url, timeout=30)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(len(data)) and head.headers["Accept-Ranges"] == "bytes"
+    etag, modified = head.headers["ETag"], head.headers["Last-Modified"]
+    assert etag.startswith('"') and not etag.startswith('W/')
+    assert modified == email.utils.formatdate(int((a.root / "big.bin").stat().st_mtime), usegmt=True)
+
+    part = requests.get(url, headers={"Range": "bytes=1000000-2999999"}, timeout=30)
+    assert part.status_code == 206 and part.content == data[1000000:3000000]
+    assert part.headers["Content-Range"] == f"bytes 1000000-2999999/{len(data)}"
+    tail = requests.get(url, headers={"Range": "bytes=-100"}, timeout=30)
+    assert tail.status_code == 206 and tail.content == data[-100:]
+    past = requests.get(url, headers={"Range": f"bytes={len(data)}-"}, timeout=30)
+    assert past.status_code == 416 and past.headers["Content-Range"] == f"bytes */{len(data)}"
+    several = requests.get(url, headers={"Range": "bytes=0-1,5-6"}, timeout=30)
+    assert several.status_code == 200 and several.content == data  # the whole file, as the RFC allows
+
+    assert requests.get(url, headers={"If-None-Match": etag}, timeout=30).status_code == 304
+    same = requests.get(url, headers={"Range": "bytes=10-19", "If-Range": etag}, timeout=30)
+    assert same.status_code == 206 and same.content == data[10:20]
+    # The file changed since the client's partial copy: If-Range no longer matches, so the whole new file.
+    newer = random_bytes(1 << 20, seed=22)
+    a.write("big.bin", newer)
+    push(a)
+    changed = requests.get(url, headers={"Range": "bytes=10-19", "If-Range": etag}, timeout=30)
+    assert changed.status_code == 200 and changed.content == newer and changed.headers["ETag"] != etag
+
+
+def test_curl_and_wget_resume_a_link_download(two_devices: tuple[Device, Device], tmp_path: Path) -> None:
+    a, _ = two_devices
+    data = random_bytes(5 << 20, seed=23)
+    url = _file_link(a, "video.bin", data)
+    for tool in ("curl", "wget"):
+        partial = tmp_path / f"{tool}.bin"
+        partial.write_bytes(data[: 2 << 20])  # a download cut off after 2 MiB
+        command = (["curl", "-sS", "-f", "-C", "-", "-o", str(partial), url] if tool == "curl"
+                   else ["wget", "-q", "-c", "-O", str(partial), url])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (tool, done.stderr)
+        assert partial.read_bytes() == data, tool
