@@ -41,8 +41,9 @@ def log(
         return
     for c in data.get("commits", []):
         p.say(f"commit {c['seq']}  {when(c['time'])}  {c['user']}@{c['device'] or '-'}  {c['message']}")
-        for e in c["paths"][:20]:
-            p.say(f"    {'-' if e['op'] == 'delete' else '+'} {e['path']}")
+        for e in c["paths"][:20]:  # a server from before `change` was sent says only put or delete
+            change = e.get("change") or ("deleted" if e["op"] == "delete" else "put")
+            p.say(f"    {change:9} {e['path']}")
         if c["changes"] > 20:
             p.say(f"    ... and {c['changes'] - 20} more")
 

@@ -86,6 +86,7 @@ class Pull(Apply):
         result = self._apply(latest, cursor, advance=not wanted)
         for earlier in fetched:
             result.written[:0] = earlier.written
+            result.added[:0] = earlier.added
             result.conflicts[:0] = earlier.conflicts
             result.kept[:0] = earlier.kept
             result.refused[:0] = earlier.refused
@@ -159,6 +160,7 @@ class Pull(Apply):
             # and what came before it is applied; what is applied after it is skipped by its revision).
             first = min([d["seq"] for d in result.damaged] + result.held)
             cursor = result.cursor = max(self.index.cursor, first - 1)
+        result.added = [path for path in result.written if path not in base]  # new to this folder
         with self.index.transaction() as conn:
             self.index.put(index_puts, conn)
             self.index.delete(index_dels, conn)

@@ -298,6 +298,11 @@ class JournalStore(Protocol):
         """The entries of one commit, in path order."""
         ...
 
+    def present_before(self, box_id: int, seq: int, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` the box held just before commit `seq` (a put of one of them by `seq` then modified
+        it; of the others, added it)."""
+        ...
+
     def path_history(self, box_id: int, prefix: str, limit: int) -> list[Revision]:
         """Every entry of `prefix` or under it, newest first, with its commit."""
         ...

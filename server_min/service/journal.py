@@ -120,10 +120,15 @@ class Journal:
             else:
                 paths, count = self.meta.commit_paths(box_id, c.seq, 1000), c.changes
             paths = verified(paths)
+            # Each path's change in words, as status and push say it: a put of a path the box held before is
+            # a modification, else an addition.
+            held = self.meta.present_before(box_id, c.seq, [p.path for p in paths if p.op == "put"])
             commits.append({
                 "seq": c.seq, "time": c.time, "user": c.user, "device": c.device, "message": c.message,
                 "changes": count,
-                "paths": [{"path": strip(p.path, access.prefix), "op": p.op, "kind": p.kind} for p in paths],
+                "paths": [{"path": strip(p.path, access.prefix), "op": p.op, "kind": p.kind,
+                           "change": "deleted" if p.op == "delete" else "modified" if p.path in held else "added"}
+                          for p in paths],
             })
         return {"commits": commits}
 

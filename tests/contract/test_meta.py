@@ -239,6 +239,9 @@ def test_history_time_and_counts(meta: MetaStore, alice: int) -> None:
     assert [(c.seq, c.user, c.changes) for c in meta.commits(box, 10, 2)] == [(1, "alice", 2)]
     assert [e.path for e in meta.commit_paths(box, 1, 10)] == ["f", "g"]
     assert meta.seq_at(box, start - 1) == 0 and meta.seq_at(box, time.time() + 1) == 2
+    assert meta.present_before(box, 2, ["f", "g", "h"]) == {"f", "g"}
+    assert meta.present_before(box, 1, ["f", "g"]) == set() and meta.present_before(box, 3, ["f", "g"]) == {"g"}
+    assert meta.present_before(box, 2, []) == set()
     assert meta.count_after(box, 0) == 3
     assert meta.count_after(box, 1) == 1  # every change after the cursor, whichever device made it
     assert meta.count_after(box, 2) == 0

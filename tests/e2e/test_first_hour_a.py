@@ -114,3 +114,32 @@ def test_curl_and_wget_resume_a_link_download(two_devices: tuple[Device, Device]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (tool, done.stderr)
         assert partial.read_bytes() == data, tool
+
+
+def test_log_pull_and_sync_say_added_modified_deleted(two_devices: tuple[Device, Device]) -> None:
+    a, b = two_devices
+    a.write("keep.txt", "v1")
+    a.write("gone.txt", "bye")
+    push(a)
+    b.run("pull")
+    a.write("keep.txt", "v2")
+    a.write("new.txt", "hello")
+    (a.root / "gone.txt").unlink()
+    push(a)
+    log = a.run("log", "-n", "1").out
+    assert "    modified  keep.txt" in log and "    added     new.txt" in log and "    deleted   gone.txt" in log, log
+    (latest,) = a.run("log", "--json", "-n", "1").json()["commits"]
+    assert {p["path"]: p["change"] for p in latest["paths"]} == {
+        "keep.txt": "modified", "new.txt": "added", "gone.txt": "deleted"}
+    pulled = b.run("pull").out
+    assert "added     new.txt" in pulled and "modified  keep.txt" in pulled and "deleted   gone.txt" in pulled, pulled
+    assert "updated" not in pulled
+    assert b.run("pull", "--json").json()["added"] == []
+    # sync lists what it pushed, path by path, as push does.
+    b.write("from-b.txt", "b")
+    b.write("keep.txt", "v3")
+    synced = b.run("sync").out
+    assert "added     from-b.txt" in synced and "modified  keep.txt" in synced, synced
+    assert "pushed 2 change(s) as commit" in synced, synced
+    synced = a.run("sync").out
+    assert "added     from-b.txt" in synced and "modified  keep.txt" in synced and "nothing to push" in synced

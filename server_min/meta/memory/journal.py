@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from server_min.meta.base import STAGE_TTL
 from server_min.meta.memory.tables import Tables, under
@@ -64,6 +65,15 @@ class JournalMem(Tables):
             found = sorted((e for e in self._visible(box_id) if e.path == prefix or under(e.path, prefix)),
                            key=lambda e: (-e.seq, e.path))[:limit]
             return [Revision(e, self._info(commits[e.seq])) for e in found]
+
+    def present_before(self, box_id: int, seq: int, paths: Sequence[str]) -> set[str]:
+        with self._mutex:
+            wanted = set(paths)
+            last: dict[str, Entry] = {}
+            for e in self.journal[box_id]:
+                if e.seq < seq and e.path in wanted and (e.path not in last or last[e.path].seq < e.seq):
+                    last[e.path] = e
+            return {path for path, e in last.items() if e.op == "put"}
 
     def count_after(self, box_id: int, cursor: int) -> int:
         with self._mutex:
