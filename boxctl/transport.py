@@ -351,7 +351,7 @@ def _error_for(response: requests.Response) -> BoxError:
     if status == 403:
         return AuthError(message)
     if status == 404:
-        return NotFound(message)
+        return NotFound(message, missing=body.get("missing"))  # "box": the box itself (see session.box_named)
     if status == 409:
         return PushRejected(message, conflicts=body.get("conflicts", []))
     if body.get("error") == "damaged":

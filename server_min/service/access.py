@@ -45,7 +45,8 @@ class Rights:
         box = self.meta.box(box_id)
         shares = self.meta.memberships(box_id, caller.user_id) if box is not None else []
         if box is None or not shares:
-            raise NotFound(f"no box {box_id} that you can access")
+            # `missing` tells a client that the box itself is gone for it (it then names the box it knows by name).
+            raise NotFound(f"no box {box_id} that you can access", missing="box")
         best = min(shares, key=lambda m: (len(m.prefix), m.role not in ROLES_WRITE))
         access = Access(box, best.role, best.prefix)
         if write and not access.can_write:

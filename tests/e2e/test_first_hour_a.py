@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from tests.conftest import Device
-from tests.e2e.helpers import push, random_bytes, status
+from tests.e2e.helpers import one_line_error, push, random_bytes, status
 
 
 def second_folder(device: Device, tmp_path: Path, name: str = "second") -> Device:
@@ -143,3 +143,54 @@ def test_log_pull_and_sync_say_added_modified_deleted(two_devices: tuple[Device,
     assert "pushed 2 change(s) as commit" in synced, synced
     synced = a.run("sync").out
     assert "added     from-b.txt" in synced and "modified  keep.txt" in synced and "nothing to push" in synced
+
+
+def test_not_found_and_bad_numbers_are_said_with_their_exit_codes(two_devices: tuple[Device, Device]) -> None:
+    a, _ = two_devices
+    a.write("real.txt", "here")
+    push(a)
+    before = a.run("log", "--json").json()
+    for args in (["ls", "nosuch"], ["ls", "nosuch", "--json"], ["log", "nosuchpath"], ["log", "nosuchpath", "--json"],
+                 ["ls", "real.txt", "--rev", "0"], ["ls", "--rev", "99"], ["restore", "real.txt", "--rev", "99"]):
+        result = a.run(*args, check=False)
+        assert result.code == 7, (args, result)
+        line = one_line_error(result)
+        assert line.startswith("error: ") and "Traceback" not in result.err, (args, line)
+    assert "nosuch" in one_line_error(a.run("ls", "nosuch", check=False))
+    assert "alice/docs" in one_line_error(a.run("log", "nosuchpath", check=False))
+    for args, option in ((["ls", "--rev", "-5"], "--rev"), (["log", "-n", "0"], "-n"), (["log", "-n", "-3"], "-n"),
+                         (["log", "-n", "20000"], "-n"), (["restore", "real.txt", "--rev", "-1"], "--rev"),
+                         (["ls", "--rev", str(1 << 63)], "--rev")):
+        result = a.run(*args, check=False)
+        assert result.code == 2, (args, result)
+        line = one_line_error(result)
+        assert line.startswith(f"error: {option} must be"), (args, line)
+        assert "server" not in line and "query" not in line, line
+    assert a.run("ls", "real.txt").code == 0 and a.run("log", "real.txt").code == 0
+    assert a.run("log", "--json").json() == before  # nothing changed
+
+
+def test_dash_c_names_a_missing_folder_as_such(two_devices: tuple[Device, Device], tmp_path: Path) -> None:
+    a, _ = two_devices
+    (tmp_path / "a-file").write_text("x")
+    for where, words in ((tmp_path / "nonexistent", "no such folder"), (tmp_path / "a-file", "is not a folder")):
+        for command in (["status"], ["devices"], ["link", "ls"], ["share", "ls"]):
+            result = a.run("-C", str(where), *command, check=False)
+            assert result.code == 2, (command, result)
+            assert one_line_error(result) == f"error: -C {where}: {words}", command
+
+
+def test_an_unshared_box_is_named_not_numbered(make_device: Any) -> None:
+    alice = make_device("alice-laptop", user="alice")
+    alice.root.mkdir()
+    alice.run("init", str(alice.root), "--server", alice.server.url, "--box", "docs", "--device", "alice-laptop")
+    alice.write("a.txt", "a")
+    push(alice)
+    bob = make_device("bob-desk", user="bob")
+    alice.run("share", "add", "bob", "--role", "editor")
+    bob.run("clone", bob.server.url, "alice/docs", str(bob.root), "--device", "bob-desk", cwd=bob.config)
+    alice.run("share", "rm", "bob")
+    for command in (["pull"], ["status"], ["log"], ["share", "ls"]):
+        result = bob.run(*command, check=False)
+        line = one_line_error(result)
+        assert result.code == 7 and "alice/docs" in line and "no box 1" not in line, (command, line)
