@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from tests.conftest import Device
-from tests.e2e.helpers import one_line_error, push, random_bytes, status
+from tests.e2e.helpers import one_line_error, push, random_bytes, remote_paths, status
 
 
 def second_folder(device: Device, tmp_path: Path, name: str = "second") -> Device:
@@ -194,3 +194,29 @@ def test_an_unshared_box_is_named_not_numbered(make_device: Any) -> None:
         result = bob.run(*command, check=False)
         line = one_line_error(result)
         assert result.code == 7 and "alice/docs" in line and "no box 1" not in line, (command, line)
+
+
+def test_init_and_clone_inside_a_synced_folder_are_refused(two_devices: tuple[Device, Device]) -> None:
+    a, _ = two_devices
+    a.write("team/plan.txt", "plan")
+    push(a)
+    for command in (["init", str(a.root / "team" / "inner"), "--server", a.server.url, "--box", "inner"],
+                    ["init", "sub", "--server", a.server.url, "--box", "inner"],
+                    ["clone", a.server.url, "docs", str(a.root / "copy")]):
+        result = a.run(*command, check=False, cwd=a.root / "team")
+        assert result.code == 2, (command, result)
+        line = one_line_error(result)
+        assert f"is inside the synced folder {a.root} (box alice/docs)" in line, line
+    assert not (a.root / "team" / "inner").exists() and not (a.root / "copy").exists()
+    assert not (a.root / "team" / "sub").exists()
+    me = requests.get(f"{a.server.url}/v1/me", timeout=30,
+                      headers={"Authorization": f"Bearer {a.server.tokens['alice']}"}).json()
+    assert [b["name"] for b in me["boxes"]] == ["docs"], me  # nothing was made on the server either
+    assert status(a)["added"] == []
+    # A .box/ that got below the root anyway (made by hand, or by an older boxctl) is never uploaded.
+    (a.root / "team" / "old" / ".box").mkdir(parents=True)
+    (a.root / "team" / "old" / ".box" / "config").write_text("{}")
+    (a.root / "team" / "old" / "kept.txt").write_text("mine")
+    pushed = push(a)
+    assert "team/old/kept.txt" in pushed["added"]
+    assert not any(".box" in p.split("/") for p in remote_paths(a))
