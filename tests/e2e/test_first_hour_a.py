@@ -6,13 +6,14 @@ Real server processes on loopback ports and the real `boxctl` command in device 
 from __future__ import annotations
 
 import email.utils
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.conftest import Device
+from tests.conftest import BOXCTL, Device, wait_until
 from tests.e2e.helpers import one_line_error, push, random_bytes, remote_paths, status
 
 
@@ -220,3 +221,25 @@ def test_init_and_clone_inside_a_synced_folder_are_refused(two_devices: tuple[De
     pushed = push(a)
     assert "team/old/kept.txt" in pushed["added"]
     assert not any(".box" in p.split("/") for p in remote_paths(a))
+
+
+def test_watch_makes_the_folder_of_its_log_file(two_devices: tuple[Device, Device], tmp_path: Path) -> None:
+    a, _ = two_devices
+    state = tmp_path / "home" / ".local" / "state" / "box"  # as on a fresh account: none of it exists
+    log = state / "watch.log"
+    err = tmp_path / "watch.err"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen([*BOXCTL, "watch", str(a.root), "--log-file", str(log)], cwd=a.root, env=a.env(),
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_until(lambda: proc.poll() is not None or log.exists(), what="the log file")
+        assert proc.poll() is None, err.read_text()
+        a.write("hello.txt", "hi")
+        wait_until(lambda: "hello.txt" in log.read_text(), what="the push in the log")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, err.read_text()
+    # A log file that cannot be made is one line and exit 1, before anything syncs.
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = a.run("watch", str(a.root), "--log-file", str(tmp_path / "blocker" / "watch.log"), check=False)
+    assert result.code == 1 and "cannot open the log file" in one_line_error(result)
