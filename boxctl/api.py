@@ -7,7 +7,7 @@ sync protocol, the records here for accounts, devices, sharing and links).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypedDict, cast
 from urllib.parse import quote
 
@@ -290,9 +290,11 @@ class Api:
             found.update(self.transport.post_json("/blocks/missing", {"hashes": part})["missing"])
         return found
 
-    def upload_pack(self, body: bytes | Sequence[bytes | memoryview]) -> dict[str, Any]:
-        """Upload a body of frames (idempotent: the server skips blocks it already holds)."""
-        return cast(dict[str, Any], self.transport.post_frames("/blocks/pack", body))
+    def upload_pack(self, body: bytes | Sequence[bytes | memoryview],
+                    on_sent: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Upload a body of frames (idempotent: the server skips blocks it already holds); `on_sent(n)`: how
+        many bytes of the body have gone out so far (see Transport.post_frames)."""
+        return cast(dict[str, Any], self.transport.post_frames("/blocks/pack", body, on_sent))
 
     def signatures(self, hashes: list[str], window: int) -> bytes:
         """Delta signatures of blocks, as frames (those the server does not give are left out)."""

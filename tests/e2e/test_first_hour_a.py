@@ -6,8 +6,12 @@ Real server processes on loopback ports and the real `boxctl` command in device 
 from __future__ import annotations
 
 import email.utils
+import os
+import pty
+import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +247,56 @@ def test_watch_makes_the_folder_of_its_log_file(two_devices: tuple[Device, Devic
     (tmp_path / "blocker").write_text("a file, not a folder")
     result = a.run("watch", str(a.root), "--log-file", str(tmp_path / "blocker" / "watch.log"), check=False)
     assert result.code == 1 and "cannot open the log file" in one_line_error(result)
+
+
+SIZES = re.compile(r"(\d+(?:\.\d)?) (B|KiB|MiB|GiB) / (\d+(?:\.\d)?) (B|KiB|MiB|GiB)")
+UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def run_on_a_terminal(device: Device, *args: str) -> tuple[int, list[tuple[float, str]]]:
+    """Run boxctl with its stderr on a pseudo-terminal (so it draws its progress bar); its exit code and
+    what the terminal received, as (seconds since start, text) pieces."""
+    main, side = pty.openpty()
+    env = device.env() | {"COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    started = time.monotonic()
+    proc = subprocess.Popen([*BOXCTL, *args], cwd=device.root, env=env, stdout=subprocess.DEVNULL, stderr=side)
+    os.close(side)
+    pieces: list[tuple[float, str]] = []
+    try:
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not data:
+                break
+            pieces.append((time.monotonic() - started, data.decode(errors="replace")))
+    finally:
+        os.close(main)
+    return proc.wait(timeout=120), pieces
+
+
+def test_the_push_bar_follows_the_bytes_sent_in_binary_units(two_devices: tuple[Device, Device]) -> None:
+    a, _ = two_devices
+    size = 6 << 20
+    a.write("big.bin", random_bytes(size, seed=7))  # incompressible: 6 MiB on the wire too
+    code, pieces = run_on_a_terminal(a, "push", "--bwlimit", "1M")
+    assert code == 0
+    shown = [(t, float(m[1]) * UNIT[m[2]], float(m[3]) * UNIT[m[4]])
+             for t, text in pieces for m in SIZES.finditer(text)]
+    assert shown, "".join(text for _, text in pieces)
+    assert all(abs(total - size) < (1 << 20) / 10 for _, _, total in shown), shown
+    text = "".join(text for _, text in pieces)
+    assert "MiB/s" in text or "KiB/s" in text, text
+    assert not re.search(r"\d (kB|MB|GB)\b", text), text  # rich's decimal units are gone
+    # At 1 MiB/s the upload takes about 6 s: the bar moves with it instead of reaching the end at once.
+    first, last = shown[0][0], shown[-1][0]
+    assert last - first > 3, shown
+    middle = [done for t, done, _ in shown if t <= first + (last - first) / 2][-1]
+    assert 0.15 * size < middle < 0.85 * size, (middle, shown)
+    # The same units in the CLI's lines and on the link page.
+    a.write("small.txt", random_bytes(200_000, seed=8))
+    assert re.search(r"sent in", a.run("push").out) and "195.3 KiB  rev" in a.run("ls").out
+    page = requests.get(a.run("link", "small.txt").out.strip(), timeout=30).text
+    assert "195.3 KiB" in page and "KB" not in page
