@@ -6,6 +6,7 @@ Real server processes on loopback ports and the real `boxctl` command in device 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import pty
 import re
@@ -300,3 +301,61 @@ def test_the_push_bar_follows_the_bytes_sent_in_binary_units(two_devices: tuple[
     assert re.search(r"sent in", a.run("push").out) and "195.3 KiB  rev" in a.run("ls").out
     page = requests.get(a.run("link", "small.txt").out.strip(), timeout=30).text
     assert "195.3 KiB" in page and "KB" not in page
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRON_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # what cron gives a job: no .venv/bin
+
+
+def cron_env(device: Device, home: Path) -> dict[str, str]:
+    home.mkdir(exist_ok=True)
+    return CRON_ENV | {"HOME": str(home), "BOX_CONFIG_DIR": str(device.config)}
+
+
+def exit_code_in(record: str) -> Any:
+    """The exit code a failure's JSON record names (the script's own record, or boxctl's --json error)."""
+    doc = json.loads(record)
+    error = doc.get("error")
+    return doc.get("exit_code", error.get("exit_code") if isinstance(error, dict) else None)
+
+
+def test_the_cron_script_exits_with_boxctls_code_and_logs_a_record(two_devices: tuple[Device, Device],
+                                                                     tmp_path: Path) -> None:
+    a, _ = two_devices
+    script = REPO / "examples" / "cron_backup.sh"
+    env = cron_env(a, tmp_path / "home")  # boxctl found beside the script (../.venv/bin), not on the PATH
+    a.write("notes.txt", "nightly")
+    ok = subprocess.run(["bash", str(script), str(a.root)], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok
+    first, record = ok.stdout.split("\n", 1)
+    assert first.startswith(f"box backup {a.root} ") and first.endswith(" exit 0")
+    assert json.loads(record)["push"]["added"] == ["notes.txt"]
+    # The server is gone: the script fails with boxctl's own code (6, unreachable), and still logs a record.
+    a.server.kill()
+    a.write("notes.txt", "nightly, again")
+    failed = subprocess.run(["bash", str(script), str(a.root)], env=env | {"BOX_RETRIES": "0"},
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 6, failed
+    first, record = failed.stdout.split("\n", 1)
+    assert first.endswith(" exit 6")
+    assert exit_code_in(record) == 6 and "cannot reach" in failed.stderr + record
+    assert "failed with exit code 6" in failed.stderr
+    # A folder that is not synced: exit 5, as the README's table says.
+    (tmp_path / "plain").mkdir()
+    plain = subprocess.run(["bash", str(script), str(tmp_path / "plain")], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert plain.returncode == 5 and exit_code_in(plain.stdout.split("\n", 1)[1]) == 5
+
+
+def test_the_readmes_cron_line_works_on_a_fresh_account(two_devices: tuple[Device, Device], tmp_path: Path) -> None:
+    a, _ = two_devices
+    (line,) = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("*/5 * * * *")]
+    command = line.split(None, 5)[5].replace("/home/alice/box", str(REPO))  # where Box is installed here
+    home = tmp_path / "fresh-home"  # no ~/.cache yet
+    env = cron_env(a, home)
+    (home / "Documents").symlink_to(a.root)
+    a.write("from-cron.txt", "every five minutes")
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    assert done.stdout == ""  # -q: cron mails nothing when all went well
+    assert "from-cron.txt" in remote_paths(a)
