@@ -12,6 +12,7 @@ import pty
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,36 @@ def test_the_readmes_cron_line_works_on_a_fresh_account(two_devices: tuple[Devic
     assert done.returncode == 0, done
     assert done.stdout == ""  # -q: cron mails nothing when all went well
     assert "from-cron.txt" in remote_paths(a)
+
+
+def test_the_demo_prints_no_colour_codes_when_piped(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", TMPDIR=str(tmp_path))
+    env.pop("NO_COLOR", None)
+    demo = subprocess.run(["bash", str(REPO / "examples" / "two_devices.sh")], env=env, capture_output=True,
+                          timeout=300)
+    assert demo.returncode == 0, demo
+    assert b"== start a server" in demo.stdout and b"== done" in demo.stdout
+    assert b"\x1b" not in demo.stdout and b"\x1b" not in demo.stderr, demo.stdout
+    # On a terminal the headings are bold, unless NO_COLOR asks for none.
+    for no_color, bold in (("", True), ("1", False)):
+        main, side = pty.openpty()
+        shown = subprocess.run(["bash", "-c", 'source <(sed -n "/^if \\[ -t 1 \\]/,/^fi/p" "$0"); step hello',
+                                str(REPO / "examples" / "two_devices.sh")], stdout=side,
+                               env=env | {"NO_COLOR": no_color}, timeout=30)
+        os.close(side)
+        text = os.read(main, 4096)
+        os.close(main)
+        assert shown.returncode == 0 and b"== hello" in text
+        assert (b"\x1b[1m" in text) == bold, text
+
+
+def test_the_readme_keeps_to_the_repository_and_says_what_a_new_user_needs() -> None:
+    readme = (REPO / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)", readme):
+        if not target.startswith(("http://", "https://")):
+            assert (REPO / target).resolve().is_relative_to(REPO) and (REPO / target).exists(), target
+    assert "Ctrl-C stops it" not in readme and "'kill %1' stops it" in readme
+    for needed in ("Python 3.11", "scripts/install_chromium.sh", "chromium", "XDG_CONFIG_HOME", "BOX_USER",
+                   "minutes"):
+        assert needed in readme, needed
+    assert "Every command takes `-q`" not in readme
