@@ -16,6 +16,7 @@ class SizeColumn(ProgressColumn):
     """`12.0 MiB / 40.0 MiB` (or the bytes done alone while the total is unknown)."""
 
     def render(self, task: Task) -> Text:
+        """The bytes done and the total, as format_size writes them."""
         done = format_size(int(task.completed))
         return Text(f"{done} / {format_size(int(task.total))}" if task.total is not None else done,
                     style="progress.download")
@@ -25,6 +26,7 @@ class SpeedColumn(ProgressColumn):
     """`1.2 MiB/s`, from rich's own speed estimate (bytes of the files per second)."""
 
     def render(self, task: Task) -> Text:
+        """The speed, as format_size writes sizes, per second."""
         speed = task.finished_speed or task.speed
         return Text(f"{format_size(int(speed))}/s" if speed is not None else "?", style="progress.data.speed")
 

@@ -38,6 +38,7 @@ class Validators:
         return cls(etag, modified)
 
     def headers(self) -> dict[str, str]:
+        """ETag, and Last-Modified when the file has an mtime."""
         return {"ETag": self.etag, **({"Last-Modified": self.last_modified} if self.last_modified else {})}
 
     def none_match(self, header: str | None) -> bool:

@@ -81,6 +81,8 @@ def test_link_downloads_answer_head_ranges_and_validators(two_devices: tuple[Dev
     a, _ = two_devices
     data = random_bytes(3 << 20, seed=21)  # several blocks
     url = _file_link(a, "big.bin", data)
+    page = requests.head(url.removesuffix("?dl=1"), timeout=30)  # the page too, not only the download
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     head = requests.head(url, timeout=30)
     assert head.status_code == 200 and head.content == b""
     assert head.headers["Content-Length"] == str(len(data)) and head.headers["Accept-Ranges"] == "bytes"
