@@ -132,6 +132,7 @@ class CommitPath(TypedDict):
     path: str
     op: Op
     kind: Kind
+    change: Literal["added", "modified", "deleted"]
 
 
 class CommitInfo(TypedDict):

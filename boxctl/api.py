@@ -7,7 +7,7 @@ sync protocol, the records here for accounts, devices, sharing and links).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypedDict, cast
 from urllib.parse import quote
 
@@ -47,8 +47,11 @@ class NewDevice(TypedDict):
 
 
 class DeviceBox(TypedDict):
+    """How far one synced folder of a device has acknowledged one box (`folder`: its id, '' if unnamed)."""
+
     box_id: int
     box: str
+    folder: str
     cursor: int
     head: int
     behind: int
@@ -219,18 +222,19 @@ class Api:
         """Add a part of changes to a staged commit."""
         self.transport.post_json(f"{_box(box_id)}/stages/{stage}", {"changes": changes})
 
-    def changes(self, box_id: int, cursor: int, limit: int | None = None) -> ChangesPage:
-        """Journal entries after `cursor`, one page of whole commits."""
-        return cast(ChangesPage, self.transport.get_json(f"{_box(box_id)}/changes", cursor=cursor, limit=limit))
+    def changes(self, box_id: int, cursor: int, limit: int | None = None, folder: str | None = None) -> ChangesPage:
+        """Journal entries after `cursor`, one page of whole commits (`folder`: the synced folder asking,
+        whose cursor the server notes)."""
+        route = f"{_box(box_id)}/changes"
+        return cast(ChangesPage, self.transport.get_json(route, cursor=cursor, limit=limit, folder=folder or None))
 
-    def pending(self, box_id: int, cursor: int, device: int | None) -> PendingAnswer:
-        """How many changes after `cursor` wait to be pulled, and the head."""
-        route = f"{_box(box_id)}/pending"
-        return cast(PendingAnswer, self.transport.get_json(route, cursor=cursor, device=device))
+    def pending(self, box_id: int, cursor: int) -> PendingAnswer:
+        """How many changes come after `cursor` (whoever made them), and the head."""
+        return cast(PendingAnswer, self.transport.get_json(f"{_box(box_id)}/pending", cursor=cursor))
 
-    def ack(self, box_id: int, device: int, cursor: int) -> None:
-        """Tell the server how far this device has applied the journal."""
-        self.transport.post_json(f"{_box(box_id)}/ack", {"device": device, "cursor": cursor})
+    def ack(self, box_id: int, device: int, cursor: int, folder: str = "") -> None:
+        """Tell the server how far this synced folder (`folder`) of the device has applied the journal."""
+        self.transport.post_json(f"{_box(box_id)}/ack", {"device": device, "cursor": cursor, "folder": folder})
 
     def wait(self, box_id: int, cursor: int, timeout: float) -> WaitAnswer:
         """Long poll: answers once the box has commits after `cursor`, or at `timeout`."""
@@ -286,9 +290,11 @@ class Api:
             found.update(self.transport.post_json("/blocks/missing", {"hashes": part})["missing"])
         return found
 
-    def upload_pack(self, body: bytes | Sequence[bytes | memoryview]) -> dict[str, Any]:
-        """Upload a body of frames (idempotent: the server skips blocks it already holds)."""
-        return cast(dict[str, Any], self.transport.post_frames("/blocks/pack", body))
+    def upload_pack(self, body: bytes | Sequence[bytes | memoryview],
+                    on_sent: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Upload a body of frames (idempotent: the server skips blocks it already holds); `on_sent(n)`: how
+        many bytes of the body have gone out so far (see Transport.post_frames)."""
+        return cast(dict[str, Any], self.transport.post_frames("/blocks/pack", body, on_sent))
 
     def signatures(self, hashes: list[str], window: int) -> bytes:
         """Delta signatures of blocks, as frames (those the server does not give are left out)."""

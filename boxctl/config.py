@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,9 @@ class BoxConfig:
     max_size: int
     prefix: str = ""
     only: list[str] = field(default_factory=list)  # selective sync: the box paths kept here ([] = all)
+    # This synced folder's own id: one device may sync a box in several folders, each with its own cursor
+    # on the server ('' in a folder made before folders were told apart: given one when next opened).
+    folder: str = ""
 
     def save(self, root: Path) -> None:
         path = root / BOX_DIR / "config"
@@ -162,6 +166,11 @@ class BoxConfig:
             raise NotABox(f"{root} is not a synced folder: run 'boxctl init' or 'boxctl clone'") from None
         except (OSError, ValueError, TypeError) as exc:
             raise NotABox(f"{path} is damaged ({exc}); clone the box again into a new folder") from None
+
+
+def new_folder_id() -> str:
+    """A random id for a new synced folder (see BoxConfig.folder)."""
+    return secrets.token_hex(8)
 
 
 def find_root(start: Path) -> Path:

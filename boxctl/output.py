@@ -86,17 +86,9 @@ class Printer:
             yield None
             return
         # Imported here: most runs (piped, cron, --json) never draw a bar, and the import costs startup time.
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import Progress as Bar
+        from boxctl.progress_bar import make_bar
 
-        with Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                 TimeRemainingColumn(), console=self.err, transient=True) as bar:
+        with make_bar(self.err) as bar:
             tasks: dict[str, Any] = {}
 
             def update(phase: str, done: int, total: int) -> None:

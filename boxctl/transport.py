@@ -11,7 +11,7 @@ import json as jsonlib  # `json` is the name of request()'s body argument
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -33,6 +33,7 @@ from boxctl.errors import (
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 PIECE = 64 << 10
+SENT_PIECE = 1 << 20  # without a bandwidth limit, the step at which a body's progress is counted
 # The most one answer read whole may hold (a JSON page, a tree, an error, a block): a hostile server could
 # otherwise send an endless body into memory. A change page of 20,000 entries is a few MiB; a tree of a box
 # of 1,000,000 files about 350 MiB, so `tree` may ask for more (see Api.tree).
@@ -209,14 +210,17 @@ class Transport:
 
     # --- frames: block bodies (the routes that carry them are named by boxctl.api) ----------------
 
-    def post_frames(self, route: str, body: bytes | Sequence[bytes | memoryview]) -> Any:
+    def post_frames(self, route: str, body: bytes | Sequence[bytes | memoryview],
+                    on_sent: Callable[[int], None] | None = None) -> Any:
         """POST a body of frames (retried: the routes that take one are idempotent); its JSON answer.
 
         `body` may be a list of buffers (see box_common.frames.frame_parts): they are sent one after
         another, as one request with a Content-Length, without being joined into a copy first.
+        `on_sent(n)` is told, as the body goes out, how many of its bytes have been handed to the network
+        (paced by --bwlimit); a retry starts again from 0.
         """
         parts = [body] if isinstance(body, bytes | bytearray | memoryview) else list(body)
-        data = _Parts(parts, self.limiter)
+        data = _Parts(parts, self.limiter, on_sent)
         headers = {"Content-Type": "application/x-box-frames"}
         response = self.request("POST", route, data=data, headers=headers)
         self._count(len(data), len(response.content))
@@ -243,25 +247,35 @@ class Transport:
 
 class _Parts:
     """A request body made of buffers: its length up front (so a Content-Length, not chunked encoding),
-    then each buffer as is, or in paced pieces under --bwlimit; iterable again for a retry."""
+    then each buffer as is, or in paced pieces under --bwlimit (or in pieces of a MiB when someone counts
+    what was sent); iterable again for a retry."""
 
-    def __init__(self, parts: list[bytes | bytearray | memoryview], limiter: RateLimiter | None) -> None:
+    def __init__(self, parts: list[bytes | bytearray | memoryview], limiter: RateLimiter | None,
+                 on_sent: Callable[[int], None] | None = None) -> None:
         self.parts = [memoryview(p).cast("B") for p in parts]
         self.size = sum(p.nbytes for p in self.parts)
         self.limiter = limiter
+        self.on_sent = on_sent
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
+        step = PIECE if self.limiter is not None else SENT_PIECE if self.on_sent is not None else 0
+        sent = 0
         for part in self.parts:
-            if self.limiter is None:
+            if not step:
                 yield part
                 continue
-            for start in range(0, len(part), PIECE):
-                piece = part[start : start + PIECE]
-                self.limiter.spend(len(piece))
+            for start in range(0, len(part), step):
+                piece = part[start : start + step]
+                if self.limiter is not None:
+                    self.limiter.spend(len(piece))
                 yield piece
+                # Back here once the HTTP client asks for the next piece: this one went to the socket.
+                sent += len(piece)
+                if self.on_sent is not None:
+                    self.on_sent(sent)
 
 
 def _read_exact(raw: Any, size: int, limiter: RateLimiter | None = None) -> bytes:
@@ -354,7 +368,7 @@ def _error_for(response: requests.Response) -> BoxError:
     if status == 403:
         return AuthError(message)
     if status == 404:
-        return NotFound(message)
+        return NotFound(message, missing=body.get("missing"))  # "box": the box itself (see session.box_named)
     if status == 409:
         return PushRejected(message, conflicts=body.get("conflicts", []))
     if body.get("error") == "damaged":

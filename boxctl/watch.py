@@ -200,8 +200,9 @@ class Watcher:
             held = {p for p, t in state.writing.items() if now - t < HOLD_LIMIT}
         try:
             pulled = engine.pull()
+            added = set(pulled.added)
             for path in pulled.written:
-                self.log(f"pulled   {path}")
+                self.log(f"pulled   {'added' if path in added else 'modified'} {path}")
             for path in pulled.deleted:
                 self.log(f"deleted  {path} (remote)")
             for c in pulled.conflicts:

@@ -5,7 +5,12 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/box-demo.XXXXXX")
 export BOX_CONFIG_DIR="$WORK/config"        # keep the demo's credentials out of your real ones
 PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 URL="http://127.0.0.1:$PORT"
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: piped or with NO_COLOR set, plain text (boxctl does the same).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 
 step "start a server on $URL (data in $WORK/server)"
 boxctl serve --data "$WORK/server" --port "$PORT" 2>"$WORK/server.log" &

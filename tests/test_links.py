@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from server_min.api import create_app, link_pages
+from server_min.api import create_app, link_pages, ranges
 from server_min.service.links import ZIP_PART
 from server_min.wiring import service_for_data
 
@@ -118,3 +118,47 @@ def test_pages_escape_names() -> None:
                                   [{"name": "<script>x</script>", "kind": "file", "size": 1, "mtime_ns": 0}])
     assert "<script>x" not in page and "&lt;script&gt;" in page and "<b>root" not in page
     assert link_pages.STYLE_HASH in link_pages.CSP
+
+
+def test_a_range_reads_only_the_blocks_that_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte range is mapped onto the block list first: the blocks before and after it are never read."""
+    app = create_app(service_for_data(tmp_path / "data"))
+    service = app.state.service
+    token = service.add_user("alice")
+    auth = {"Authorization": f"Bearer {token}"}
+    blocks = [os.urandom(1000 + i) for i in range(5)]  # sizes 1000..1004
+    digests = [hashlib.sha256(b).hexdigest() for b in blocks]
+    with TestClient(app) as client:
+        box = client.post("/v1/boxes", json={"name": "b"}, headers=auth).json()["id"]
+        for digest, data in zip(digests, blocks, strict=True):
+            client.put(f"/v1/blocks/{digest}", content=data, headers=auth | {"X-Box-Codec": "raw"})
+        change = {"path": "f.bin", "op": "put", "kind": "file", "size": sum(map(len, blocks)), "blocks": digests}
+        assert client.post(f"/v1/boxes/{box}/commits", json={"changes": [change]}, headers=auth).status_code == 200
+        url = _link(client, auth, box, "f.bin")["url_path"]
+        read: list[str] = []
+        plain = service.links.blocks.verified_plain
+        monkeypatch.setattr(service.links.blocks, "verified_plain",
+                            lambda block: (read.append(block.sha256.hex()), plain(block))[1])
+        whole = b"".join(blocks)
+        start, stop = 1000 + 1001 + 10, 1000 + 1001 + 1002 + 20  # from inside block 2 into block 3
+        resp = client.get(url, params={"dl": 1}, headers={"Range": f"bytes={start}-{stop - 1}"})
+        assert resp.status_code == 206 and resp.content == whole[start:stop]
+        assert read == digests[2:4]
+        read.clear()
+        assert client.head(url, params={"dl": 1}).status_code == 200 and read == []  # HEAD reads no block
+
+
+@pytest.mark.parametrize(("header", "size", "expected"), [
+    (None, 10, None), ("bytes=0-4", 10, (0, 5)), ("bytes=5-", 10, (5, 10)), ("bytes=-3", 10, (7, 10)),
+    ("bytes=-30", 10, (0, 10)), ("bytes=8-100", 10, (8, 10)), ("bytes=0-0,5-6", 10, None), ("items=0-4", 10, None),
+    ("bytes=5-2", 10, None), ("bytes=-", 10, None), ("BYTES = 1 - 2", 10, (1, 3)),
+])
+def test_byte_ranges_are_read_as_rfc_9110_says(header: str | None, size: int, expected: Any) -> None:
+    assert ranges.byte_range(header, size) == expected
+
+
+@pytest.mark.parametrize(("header", "size"),
+                         [("bytes=10-", 10), ("bytes=11-20", 10), ("bytes=-0", 10), ("bytes=-5", 0)])
+def test_a_range_past_the_end_is_unsatisfiable(header: str, size: int) -> None:
+    with pytest.raises(ranges.Unsatisfiable):
+        ranges.byte_range(header, size)

@@ -82,3 +82,37 @@ def test_a_server_cannot_make_the_client_allocate_a_bomb() -> None:
     with pytest.raises(BoxError):
         decode_block(Frame("ab" * 32, CODEC_ZSTD, bomb), "ab" * 32)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 128 << 20
+
+
+def test_the_push_progress_follows_the_bytes_sent_not_read() -> None:
+    """SentCounter: a frame moves the bar in proportion to how much of it went out; a retry counts nothing
+    twice; the end counts the rest."""
+    from boxctl.transfer.upload import SentCounter
+
+    told: list[int] = []
+    counter = SentCounter([(100, 1000), (50, 50), (10, 4000)], told.append)
+    counter(0)
+    counter(50)  # half of the first frame, a compressed block: half its plain bytes
+    counter(100)
+    counter(149)
+    assert sum(told) == 1000 + 49 and told[0] == 500
+    counter(20)  # a retry: from the start again, nothing new
+    counter(120)
+    assert sum(told) == 1049
+    counter(155)
+    assert sum(told) == 1050 + 2000
+    counter.finish()
+    assert sum(told) == 5050
+
+
+def test_a_paced_body_reports_what_went_out_as_it_goes() -> None:
+    from boxctl.transport import PIECE, SENT_PIECE, RateLimiter, _Parts
+
+    seen: list[int] = []
+    body = _Parts([b"x" * (PIECE * 3 + 5), b"y" * 10], RateLimiter(1e12), seen.append)
+    pieces = list(body)
+    assert sum(len(p) for p in pieces) == len(body) and seen[-1] == len(body) and seen == sorted(seen)
+    assert len(seen) == len(pieces) == 5
+    unpaced: list[int] = []
+    assert len(list(_Parts([b"z" * (SENT_PIECE * 2 + 1)], None, unpaced.append))) == 3
+    assert unpaced == [SENT_PIECE, 2 * SENT_PIECE, 2 * SENT_PIECE + 1]

@@ -8,42 +8,45 @@ from typing import Annotated
 import typer
 
 from box_common.units import format_size
-from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, QuietOpt, current
+from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, QuietOpt, check_number, current
 from boxctl.cli.preview import DryRunOpt, confirm_rewind, show_restore_preview
 from boxctl.cli.report import damaged_error, when
 from boxctl.cli.session import open_engine
-from boxctl.errors import UsageError
+from boxctl.errors import NotFound, UsageError
 from boxctl.timeparse import parse_time
+
+MAX_LOG = 10_000  # the most entries the server gives in one answer
 
 
 def log(
     ctx: typer.Context,
     path: Annotated[str | None, typer.Argument(help="Show the revisions of this file or folder.")] = None,
-    limit: Annotated[int, typer.Option("-n", help="How many entries.")] = 20,
+    limit: Annotated[int, typer.Option("-n", help=f"How many entries (at most {MAX_LOG:,}).")] = 20,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Show commits (who, device, when, message, paths) or the revisions of one path."""
     opts = current(ctx, quiet)
     p = opts.printer
-    if limit < 1:
-        raise UsageError("-n must be at least 1")
+    check_number(limit, "-n", 1, MAX_LOG)
     with open_engine(opts, json_out) as engine:
         data = engine.log(path, limit, opts.here())
+        if "revisions" in data and not data["revisions"]:
+            raise NotFound(f"{path}: no such path in box {engine.config.owner}/{engine.config.box_name}, now or "
+                           "ever; see 'boxctl ls'")
     if json_out:
         p.json(data)
         return
     if "revisions" in data:
-        if not data["revisions"]:
-            p.say(f"no history for {path}")
         for r in data["revisions"]:
             what = "deleted" if r["op"] == "delete" else format_size(r["size"]) if r["kind"] == "file" else r["kind"]
             p.say(f"rev {r['rev']:<6} {when(r['time'])}  {r['user']}@{r['device'] or '-'}  {r['path']}  {what}")
         return
     for c in data.get("commits", []):
         p.say(f"commit {c['seq']}  {when(c['time'])}  {c['user']}@{c['device'] or '-'}  {c['message']}")
-        for e in c["paths"][:20]:
-            p.say(f"    {'-' if e['op'] == 'delete' else '+'} {e['path']}")
+        for e in c["paths"][:20]:  # a server from before `change` was sent says only put or delete
+            change = e.get("change") or ("deleted" if e["op"] == "delete" else "put")
+            p.say(f"    {change:9} {e['path']}")
         if c["changes"] > 20:
             p.say(f"    ... and {c['changes'] - 20} more")
 
@@ -64,6 +67,7 @@ def restore(
     """Bring a file, deleted file, folder or the whole box back to an earlier version."""
     opts = current(ctx, quiet, bwlimit, jobs)
     p = opts.printer
+    check_number(rev, "--rev", 0)
     if (rev is None) == (at is None):
         raise UsageError("give exactly one of --rev REV or --at TIME")
     moment = parse_time(at) if at is not None else None
@@ -110,9 +114,14 @@ def ls(
     """List what the box holds on the server, without downloading it."""
     opts = current(ctx, quiet)
     p = opts.printer
+    check_number(at, "--rev", 0)
     with open_engine(opts, json_out) as engine:
         prefix = engine.box_path(path, opts.here()) if path else ""
         data = engine.tree(prefix, at)
+        if prefix and not data["entries"]:
+            when = "now" if at is None else f"at commit {data['seq']}"
+            raise NotFound(f"{path}: no such file or folder in box {engine.config.owner}/{engine.config.box_name} "
+                           f"{when}; see 'boxctl ls' and 'boxctl log {path}'")
     if json_out:
         p.json(data)
         return

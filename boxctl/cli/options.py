@@ -30,8 +30,13 @@ class Options:
     delta: bool = True
 
     def here(self) -> Path:
-        """The folder the command runs in (-C, else the current one)."""
-        return (self.directory or Path.cwd()).resolve()
+        """The folder the command runs in (-C, else the current one); a usage error if -C names no folder."""
+        if self.directory is None:
+            return Path.cwd().resolve()
+        if not self.directory.is_dir():
+            what = "is not a folder" if self.directory.exists() else "no such folder"
+            raise UsageError(f"-C {self.directory}: {what}")
+        return self.directory.resolve()
 
     @property
     def printer(self) -> Printer:
@@ -56,6 +61,17 @@ def keep(ctx: typer.Context, opts: Options) -> Options:
     """Hand `opts` down to the subcommands of a group (its own -q applies to them too)."""
     ctx.obj = opts
     return opts
+
+
+MAX_SEQ = (1 << 62) - 1  # the highest commit number a server takes
+
+
+def check_number(value: int | None, option: str, low: int, high: int = MAX_SEQ) -> None:
+    """A usage error (exit 2, one line) unless `value` is None or within [low, high]: checked here, before
+    anything is sent, rather than left to the server's own validation."""
+    if value is not None and not low <= value <= high:
+        span = f"{low} or more" if high == MAX_SEQ else f"between {low} and {high:,}"
+        raise UsageError(f"{option} must be {span}, not {value}")
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from boxctl.engine import PullResult
+from box_common.units import format_size
+from boxctl.engine import PullResult, PushResult
 from boxctl.errors import IntegrityError
 from boxctl.output import Printer
 
@@ -19,9 +20,11 @@ def when(epoch: float) -> str:
 
 
 def print_pull(p: Printer, result: PullResult) -> None:
-    """The human lines of a pull: each path written, deleted, in conflict, kept or refused."""
+    """The human lines of a pull: each path added, modified, deleted, in conflict, kept or refused (the
+    words of status and push)."""
+    added = set(result.added)
     for path in result.written:
-        p.say(f"updated   {path}")
+        p.say(f"{'added' if path in added else 'modified':9} {path}")
     for path in result.deleted:
         p.say(f"deleted   {path}")
     for c in result.conflicts:
@@ -35,6 +38,23 @@ def print_pull(p: Printer, result: PullResult) -> None:
         p.say("already up to date")
     if result.conflicts:
         p.say("conflicted copies are new files: run 'boxctl push' to sync them")
+
+
+def print_push(p: Printer, result: PushResult, elapsed: float, dry_run: bool = False) -> None:
+    """The human lines of a push (alone or in a sync): each path added, modified or deleted, then the commit."""
+    for path, reason in result.skipped:
+        p.warn(f"not pushed: {path}: {reason}")
+    if not result.changes:
+        ignored = len(result.ignored)
+        p.say("nothing to push" + (f" ({ignored} path(s) left out by .boxignore: see 'boxctl status')"
+                                   if ignored else ""))
+        return
+    verb = "would push" if dry_run else "pushed"
+    for c in result.changes:
+        p.say(f"{c.status:9} {c.path}")
+    tail = "" if dry_run else (f" as commit {result.seq}: {result.blocks_sent} new block(s), "
+                               f"{format_size(result.bytes_sent)} sent in {elapsed:.1f}s")
+    p.say(f"{verb} {len(result.changes)} change(s){tail}")
 
 
 def print_damaged(p: Printer, damaged: list[dict[str, Any]]) -> None:

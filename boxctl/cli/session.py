@@ -13,7 +13,7 @@ from boxctl.api import Api
 from boxctl.cli.options import Options
 from boxctl.config import BoxConfig, find_root, load_credentials, normalize_url
 from boxctl.engine import Engine
-from boxctl.errors import BoxError, UsageError
+from boxctl.errors import BoxError, NotFound, UsageError
 from boxctl.transport import Transport
 
 
@@ -30,13 +30,26 @@ def plain_api(server: str, token: str | None, retries: int | None = None) -> Api
 
 
 @contextmanager
+def box_named(config: BoxConfig) -> Iterator[None]:
+    """Say which box a synced folder lost access to by its name, not the server's internal id."""
+    try:
+        yield
+    except NotFound as exc:
+        if exc.details.get("missing") != "box":
+            raise
+        raise NotFound(f"you have no access to box {config.owner}/{config.box_name} on {config.server} any more "
+                       "(it was unshared, or deleted): this folder can no longer sync; its files stay here",
+                       missing="box") from None
+
+
+@contextmanager
 def open_engine(opts: Options, json_mode: bool = False) -> Iterator[Engine]:
     """The engine of the synced folder around the current directory, with a progress bar on a terminal."""
     root = find_root(opts.here())
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
     api = make_api(opts, config.server, creds.for_device(config.device_name))
-    with opts.printer.progress(not json_mode) as update:
+    with opts.printer.progress(not json_mode) as update, box_named(config):
         engine = Engine(root, config, api, progress=update, threads=opts.jobs, delta=opts.delta)
         try:
             yield engine
@@ -84,7 +97,8 @@ def open_folder(opts: Options) -> Iterator[Folder]:
     creds = load_credentials(config.server)
     api = plain_api(config.server, creds.for_device(config.device_name))
     try:
-        yield Folder(root, config, api, cwd)
+        with box_named(config):
+            yield Folder(root, config, api, cwd)
     finally:
         api.close()
 
@@ -92,8 +106,9 @@ def open_folder(opts: Options) -> Iterator[Folder]:
 @contextmanager
 def account_api(opts: Options, server: str | None) -> Iterator[Api]:
     """An API client for `server`: the synced folder's device token inside one, else the login token."""
+    here = opts.here()  # a -C naming no folder is an error, not "outside a synced folder"
     try:
-        root = find_root(opts.here())
+        root = find_root(here)
         config = BoxConfig.load(root)
         creds = load_credentials(server or config.server)
         token = creds.for_device(config.device_name) if creds.server == config.server else creds.token
@@ -111,8 +126,9 @@ def account_api(opts: Options, server: str | None) -> Iterator[Api]:
 def any_api(opts: Options, server: str | None) -> Iterator[tuple[Api, int | None]]:
     """Inside a synced folder (of `server`, if given): its device token and box; else the login token."""
     config: BoxConfig | None = None
+    here = opts.here()  # a -C naming no folder is an error, not "outside a synced folder"
     try:
-        config = BoxConfig.load(find_root(opts.here()))
+        config = BoxConfig.load(find_root(here))
         if server is not None and normalize_url(server) != config.server:
             config = None
     except BoxError:

@@ -21,13 +21,15 @@ from boxctl.config import (
     BoxConfig,
     Credentials,
     check_ca_cert,
+    find_root,
     load_credentials,
+    new_folder_id,
     normalize_url,
     save_credentials,
     save_device,
 )
 from boxctl.engine import Engine, create_index
-from boxctl.errors import AuthError, ServerRefused, UsageError
+from boxctl.errors import AuthError, NotABox, ServerRefused, UsageError
 
 
 def login(
@@ -87,6 +89,7 @@ def init(
         raise UsageError(f"{root} is already a synced folder")
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a folder")
+    refuse_nested(root)
     creds = load_credentials(server)
     api = plain_api(creds.server, creds.token)
     info = api.find_box(box) if "/" in box else api.create_box(box)
@@ -122,6 +125,7 @@ def clone(
     root = (opts.here() / (directory or Path(name.rsplit("/", 1)[-1]))).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"{root} already exists and is not an empty folder")
+    refuse_nested(root)
     api = plain_api(creds.server, creds.token)
     info = api.find_box(name)
     device_id, device_name, api = _register(opts, api, creds, device)
@@ -141,6 +145,22 @@ def clone(
     if result.damaged:
         print_damaged(p, result.damaged)
         raise damaged_error(result.damaged)
+
+
+def refuse_nested(root: Path) -> None:
+    """A usage error if `root` lies inside a synced folder: the outer folder would sync the inner one's
+    files as its own, and two boxes would fight over them (its .box/ is never synced either way)."""
+    try:
+        outer = find_root(root.parent)
+    except NotABox:
+        return
+    try:
+        config = BoxConfig.load(outer)
+        box = f" (box {config.owner}/{config.box_name})"
+    except NotABox:
+        box = ""
+    raise UsageError(f"{root} is inside the synced folder {outer}{box}; a synced folder cannot hold another: "
+                     "choose a folder outside it")
 
 
 def _register(opts: Options, api: Api, creds: Credentials, device: str | None) -> tuple[int, str, Api]:
@@ -173,7 +193,7 @@ def _make_folder(root: Path, box: BoxInfo, server: str, device_id: int, device_n
     config = BoxConfig(server=server, box_id=int(box["id"]), box_name=box["name"], owner=box["owner"],
                        device_id=device_id, device_name=device_name, min_size=chunking["min"],
                        avg_size=chunking["avg"], max_size=chunking["max"], prefix=box.get("prefix", ""),
-                       only=only or [])
+                       only=only or [], folder=new_folder_id())
     config.save(root)
     create_index(root / BOX_DIR)
     return config

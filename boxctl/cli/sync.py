@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from box_common.units import format_size
 from boxctl.cli.options import BwOpt, JobsOpt, JsonOpt, QuietOpt, current
 from boxctl.cli.preview import DryRunOpt, show_pull_preview, show_sync_preview
-from boxctl.cli.report import damaged_error, print_pull
+from boxctl.cli.report import damaged_error, print_pull, print_push
 from boxctl.cli.session import open_engine
 
 
@@ -73,19 +72,7 @@ def push(
         p.say(f"repair: {repaired.blocks_missing} of {repaired.blocks_checked} block(s) missing on the server, "
               f"{repaired.blocks_sent} sent again" + (f"; not found here any more in {len(repaired.unavailable)} "
                                                      "file(s)" if repaired.unavailable else ""))
-    for path, reason in result.skipped:
-        p.warn(f"not pushed: {path}: {reason}")
-    if not result.changes:
-        ignored = len(result.ignored)
-        p.say("nothing to push" + (f" ({ignored} path(s) left out by .boxignore: see 'boxctl status')"
-                                   if ignored else ""))
-        return
-    verb = "would push" if dry_run else "pushed"
-    for c in result.changes:
-        p.say(f"{c.status:9} {c.path}")
-    tail = "" if dry_run else (f" as commit {result.seq}: {result.blocks_sent} new block(s), "
-                               f"{format_size(result.bytes_sent)} sent in {elapsed:.1f}s")
-    p.say(f"{verb} {len(result.changes)} change(s){tail}")
+    print_push(p, result, elapsed, dry_run)
 
 
 def pull(
@@ -127,7 +114,9 @@ def sync(
     p = opts.printer
     with open_engine(opts, json_out) as engine:
         pulled = engine.pull(dry_run=dry_run)
+        started = time.monotonic()
         pushed = engine.push(message, dry_run=dry_run)
+        elapsed = time.monotonic() - started
     if dry_run:
         show_sync_preview(p, pulled, pushed, json_out)
         return
@@ -135,6 +124,6 @@ def sync(
         p.json({"pull": pulled.as_json(), "push": pushed.as_json()})
     else:
         print_pull(p, pulled)
-        p.say(f"pushed {len(pushed.changes)} change(s) as commit {pushed.seq}" if pushed.changes else "nothing to push")
+        print_push(p, pushed, elapsed)
     if pulled.damaged:
         raise damaged_error(pulled.damaged)

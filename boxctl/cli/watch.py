@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -13,10 +13,22 @@ from boxctl.api import Api
 from boxctl.cli.options import BwOpt, JobsOpt, QuietOpt, current
 from boxctl.config import BoxConfig, find_root, load_credentials
 from boxctl.engine import Engine
+from boxctl.errors import BoxError
 from boxctl.terminal import printable
 from boxctl.transport import Transport
 
 POLL_TIMEOUT = 30.0
+
+
+def open_log(path: Path) -> TextIO:
+    """The log file, opened to append one line at a time; its folder is made if missing (the README's
+    ~/.local/state/box/ does not exist on a fresh account)."""
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", buffering=1, encoding="utf-8")  # closed by watch as it ends
+    except OSError as exc:
+        raise BoxError(f"cannot open the log file {path}: {exc.strerror or exc}") from None
 
 
 def watch(
@@ -36,7 +48,7 @@ def watch(
     config = BoxConfig.load(root)
     creds = load_credentials(config.server)
     token = creds.for_device(config.device_name)
-    log_out = open(log_file, "a", buffering=1, encoding="utf-8") if log_file else None  # noqa: SIM115
+    log_out = open_log(log_file) if log_file else None
 
     def log(line: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

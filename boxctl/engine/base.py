@@ -16,7 +16,7 @@ from box_common.paths import (
 from box_common.schemas import LogAnswer, TreeAnswer
 from boxctl.api import Api
 from boxctl.chunking import Chunker, content_hash
-from boxctl.config import BoxConfig
+from boxctl.config import BoxConfig, new_folder_id
 from boxctl.engine.repair import RepairResult, repair_blocks
 from boxctl.engine.results import Progress, PullResult, _no_progress
 from boxctl.errors import AuthError, BoxError, UsageError
@@ -47,6 +47,10 @@ class EngineBase:
         self.uploads = self.threads
         self.delta = delta
         self._hashes: dict[tuple[str, int, int, int], str] = {}  # see _file_hash
+        if not config.folder:  # a folder made before folders had ids gets its own now
+            config.folder = new_folder_id()
+            with contextlib.suppress(OSError):
+                config.save(root)
 
     def close(self) -> None:
         self.index.close()
@@ -123,7 +127,7 @@ class EngineBase:
     def _ack(self, cursor: int) -> None:
         """Tell the server how far this device has applied the journal (shown by 'boxctl devices')."""
         with contextlib.suppress(BoxError):
-            self.api.ack(self.box_id, self.config.device_id, cursor)
+            self.api.ack(self.box_id, self.config.device_id, cursor, self.config.folder)
 
     def same_content(self, local: LocalEntry, remote: dict[str, Any]) -> bool:
         """True if the local path holds exactly the remote entry (kind, target, or mode and content)."""

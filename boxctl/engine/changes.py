@@ -100,6 +100,9 @@ class Changes(EngineBase):
         result.ignore_rules = self.workspace.ignore_rules()
         result.ignore_synced = bool(result.ignore_rules) and bool(self.index.get_many([IGNORE_FILE]))
         if remote:
-            pending = self.api.pending(self.box_id, result.cursor, self.config.device_id)
-            result.remote_waiting, result.head = pending["waiting"], pending["head"]
+            # Counted from this folder's own cursor, less the commits this very folder made past it: a second
+            # folder of the same device (two clones on one machine) sees what the first one pushed.
+            pending = self.api.pending(self.box_id, result.cursor)
+            own = sum(n for seq, n in self.index.own_commits().items() if seq > result.cursor)
+            result.remote_waiting, result.head = max(0, pending["waiting"] - own), pending["head"]
         return result

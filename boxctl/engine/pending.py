@@ -101,10 +101,12 @@ def finish(engine: Engine) -> int | None:
         advanced = engine.index.cursor == seq - 1  # nothing else landed between our cursor and it
         if advanced:
             engine.index.set_cursor(seq, conn)
+        elif engine.index.cursor < seq:
+            engine.index.add_own_commit(seq, len(entries), conn)
     clear(engine.root)
     if advanced:
         with contextlib.suppress(BoxError):
-            engine.api.ack(engine.box_id, engine.config.device_id, seq)
+            engine.api.ack(engine.box_id, engine.config.device_id, seq, engine.config.folder)
     return seq
 
 

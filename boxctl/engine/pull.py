@@ -40,7 +40,7 @@ class Pull(Apply):
         stop_at: int | None = None  # the head when the pull began: later commits wait for the next pull
         entries = 0
         for _ in range(MAX_FEED_PAGES):
-            page = self.api.changes(self.box_id, cursor)
+            page = self.api.changes(self.box_id, cursor, folder=self.config.folder)
             entries += len(page["entries"])
             if entries > MAX_FEED_ENTRIES:
                 raise ServerRefused(f"the server's change feed goes on past {MAX_FEED_ENTRIES:,} entries; "
@@ -90,6 +90,7 @@ class Pull(Apply):
         result = self._apply(latest, cursor, advance=not wanted, dry_run=dry_run)
         for earlier in fetched:
             result.written[:0] = earlier.written
+            result.added[:0] = earlier.added
             result.conflicts[:0] = earlier.conflicts
             result.kept[:0] = earlier.kept
             result.refused[:0] = earlier.refused
@@ -168,6 +169,7 @@ class Pull(Apply):
             # and what came before it is applied; what is applied after it is skipped by its revision).
             first = min([d["seq"] for d in result.damaged] + result.held)
             cursor = result.cursor = max(self.index.cursor, first - 1)
+        result.added = [path for path in result.written if path not in base]  # new to this folder
         with self.index.transaction() as conn:
             self.index.put(index_puts, conn)
             self.index.delete(index_dels, conn)

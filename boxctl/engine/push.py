@@ -137,7 +137,8 @@ class Push(Changes):
                 self.index.commit()  # only the new stats of files found unchanged
             return result
         result.seq = int(answer["seq"])
-        self._record_push(result.changes, put_paths, result.seq, int(answer["previous_head"]))
+        self._record_push(result.changes, put_paths, result.seq, int(answer["previous_head"]),
+                          int(answer["changes"]))
         pending_commit.clear(self.root)
         result.wire_sent, result.wire_received = self.api.sent_bytes, self.api.received_bytes
         return result
@@ -211,8 +212,10 @@ class Push(Changes):
         self.index.put(self._refreshed(same))
         return [e.path for e in puts]
 
-    def _record_push(self, changes: list[LocalChange], put_paths: list[str], seq: int, previous_head: int) -> None:
-        """Commit the index transaction that _write_entries opened: the puts (`put_paths`) get revision `seq`."""
+    def _record_push(self, changes: list[LocalChange], put_paths: list[str], seq: int, previous_head: int,
+                     count: int) -> None:
+        """Commit the index transaction that _write_entries opened: the puts (`put_paths`) get revision `seq`
+        (`count`: how many changes the server says the commit holds)."""
         try:
             self.index.set_rev(put_paths, seq)
             self.index.delete([c.path for c in changes if c.op == "delete"])
@@ -220,6 +223,8 @@ class Push(Changes):
             advanced = previous_head == self.index.cursor
             if advanced:
                 self.index.set_cursor(seq)
+            else:  # others' commits come first: the cursor stays, and status must not count this one
+                self.index.add_own_commit(seq, count)
         except BaseException:
             self.index.rollback()
             raise

@@ -101,7 +101,8 @@ class PushResult:
 class PullResult:
     """What a pull did."""
 
-    written: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # added or modified here
+    added: list[str] = field(default_factory=list)  # those of `written` this folder did not have synced before
     deleted: list[str] = field(default_factory=list)
     conflicts: list[dict[str, str]] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
@@ -112,9 +113,16 @@ class PullResult:
     damaged: list[dict[str, Any]] = field(default_factory=list)  # {path, seq, blocks, reason}: not written
     held: list[int] = field(default_factory=list)  # seqs refused by a folder swapped mid-pull: asked for again
 
+    @property
+    def modified(self) -> list[str]:
+        """The written paths that replaced a synced version."""
+        added = set(self.added)
+        return [p for p in self.written if p not in added]
+
     def as_json(self) -> dict[str, Any]:
         return {
-            "written": self.written, "deleted": self.deleted, "conflicts": self.conflicts, "kept": self.kept,
+            "written": self.written, "added": self.added, "modified": self.modified, "deleted": self.deleted,
+            "conflicts": self.conflicts, "kept": self.kept,
             "refused": [{"path": p, "reason": r} for p, r in self.refused], "damaged": self.damaged,
             "cursor": self.cursor,
             "bytes_received": self.bytes_received, "blocks_reused": self.blocks_reused,

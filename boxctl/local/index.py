@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import secrets
 import sqlite3
@@ -35,6 +36,7 @@ RACY_NS = 2_000_000_000
 
 # The revision of entries a push writes before the server has named its commit (see Index.set_rev).
 PENDING_REV = -1
+OWN_COMMITS = "own_commits"  # in meta: see Index.own_commits
 
 # SQLite's primary result codes for a file that is not (or no longer) a sound database.
 SQLITE_CORRUPT = 11
@@ -339,6 +341,28 @@ class Index:
     @_guarded
     def set_cursor(self, seq: int, conn: sqlite3.Connection | None = None) -> None:
         self.set_meta("cursor", str(seq), conn)
+        own = self.own_commits()
+        if own:  # those the cursor passed are applied: no longer told apart from other changes
+            self._set_own({s: n for s, n in own.items() if s > seq}, conn)
+
+    def own_commits(self) -> dict[int, int]:
+        """The commits this folder made after its cursor (seq -> how many changes each holds): they landed
+        while other commits were still to pull, so the cursor could not move past them. `status` leaves
+        them out of the remote changes waiting; a pull moves the cursor past them."""
+        try:
+            return {int(s): int(n) for s, n in json.loads(self.get_meta(OWN_COMMITS, "{}")).items()}
+        except (ValueError, TypeError, AttributeError):
+            return {}  # a damaged note only makes status count these changes as waiting
+
+    def add_own_commit(self, seq: int, changes: int, conn: sqlite3.Connection | None = None) -> None:
+        """Note a commit this folder made that the cursor could not pass (see own_commits)."""
+        self._set_own(self.own_commits() | {seq: changes}, conn)
+
+    def _set_own(self, own: dict[int, int], conn: sqlite3.Connection | None) -> None:
+        if own:
+            self.set_meta(OWN_COMMITS, json.dumps({str(s): n for s, n in sorted(own.items())}), conn)
+        else:
+            self.delete_meta(OWN_COMMITS, conn)
 
 
 def entry_problem(e: IndexEntry) -> str | None:

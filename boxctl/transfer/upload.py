@@ -67,6 +67,47 @@ def encode_block(digest: bytes, data: bytes) -> Frame:
     return Frame(digest.hex(), CODEC_RAW, data)
 
 
+class SentCounter:
+    """Turns how many bytes of a pack body went out into plain bytes of progress: a frame counts in
+    proportion to how much of it was sent (a compressed block of 4 MiB still moves the bar by 4 MiB of
+    file). Never counts a byte twice: a retried body reports from 0 again, and only what passes the
+    furthest point reached before is new."""
+
+    def __init__(self, sizes: list[tuple[int, int]], report: Callable[[int], None]) -> None:
+        self.sizes = sizes  # (wire, plain) of each frame, in body order
+        self.report = report
+        self.reported = 0
+        self.total = sum(plain for _, plain in sizes)
+        self._lock = threading.Lock()
+        self._frame = self._wire_at = self._plain_at = 0  # the first frame not wholly sent, where it starts
+
+    def __call__(self, sent: int) -> None:
+        if sent < self._wire_at:  # a retry sends the body again from its start
+            self._frame = self._wire_at = self._plain_at = 0
+        while self._frame < len(self.sizes) and sent >= self._wire_at + self.sizes[self._frame][0]:
+            wire, plain = self.sizes[self._frame]
+            self._wire_at += wire
+            self._plain_at += plain
+            self._frame += 1
+        part = 0
+        if self._frame < len(self.sizes):
+            wire, plain = self.sizes[self._frame]
+            part = plain * (sent - self._wire_at) // wire
+        self._advance(self._plain_at + part)
+
+    def finish(self) -> None:
+        """The body arrived whole: count whatever was not counted yet."""
+        self._advance(self.total)
+
+    def _advance(self, plain: int) -> None:
+        with self._lock:
+            new = plain - self.reported
+            if new <= 0:
+                return
+            self.reported = plain
+        self.report(new)
+
+
 @dataclass
 class UploadStats:
     """What an upload sent."""
@@ -159,28 +200,36 @@ class BlockUploader:
         bases = {base for b, base in batch if base is not None and b.sha256 in missing}
         signatures = self._signatures(bases) if bases and self.delta and self.delta_misses < MAX_DELTA_MISSES else {}
         body: list[Frame] = []
+        sizes: list[tuple[int, int]] = []  # each frame's bytes on the wire and plain bytes, for the progress
         size = 0
         for block, base in batch:
             if block.sha256 not in missing:
-                self._progress(len(block.data))
+                self._progress(len(block.data))  # on the server already: nothing to wait for
                 continue
             frame = encode_block(block.digest, block.data)
             if base is not None and base in signatures and self.delta_misses < MAX_DELTA_MISSES:
                 frame = self._delta_frame(block, base, signatures[base], frame)
             body.append(frame)
             wire = HEADER.size + len(frame.payload)
+            sizes.append((wire, len(block.data)))
             size += wire
             with self.stats.lock:
                 self.stats.blocks_sent += 1
                 self.stats.blocks_delta += frame.codec == CODEC_DELTA
                 self.stats.bytes_plain += len(block.data)
                 self.stats.bytes_sent += wire
-            self._progress(len(block.data))
             if size >= 32 << 20:
-                self.api.upload_pack(frame_parts(body))
-                body, size = [], 0
+                self._upload(body, sizes)
+                body, sizes, size = [], [], 0
         if body:
-            self.api.upload_pack(frame_parts(body))
+            self._upload(body, sizes)
+
+    def _upload(self, body: list[Frame], sizes: list[tuple[int, int]]) -> None:
+        """Upload one pack body; the progress moves as its bytes go out, not as they are read (under
+        --bwlimit the bar follows the network)."""
+        counter = SentCounter(sizes, self._progress)
+        self.api.upload_pack(frame_parts(body), on_sent=counter)
+        counter.finish()
 
     def _signatures(self, bases: set[bytes]) -> dict[bytes, Any]:
         """The signatures of `bases`, fetched in one request (those the server does not give are left out)."""

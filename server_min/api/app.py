@@ -17,7 +17,18 @@ from server_min.api.auth import Auth, Credentials
 from server_min.api.bodies import BodyBuffers
 from server_min.api.gate import AuthGate
 from server_min.api.limits import JSON_LIMIT
-from server_min.api.models import AckIn, BoxId, BoxIn, CommitIn, CommitKey, DeviceIn, HashesIn, StageId, StageIn
+from server_min.api.models import (
+    FOLDER_ID,
+    AckIn,
+    BoxId,
+    BoxIn,
+    CommitIn,
+    CommitKey,
+    DeviceIn,
+    HashesIn,
+    StageId,
+    StageIn,
+)
 from server_min.api.routes_sharing import install as install_sharing
 from server_min.api.slots import LONG_POLLS_PER_USER, UPLOADS_PER_USER, PerUser, TooBusy, UploadThreads
 from server_min.errors import BadRequest, ServerError, TooLarge, Unavailable
@@ -145,17 +156,19 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/boxes/{box_id}/changes")
     def changes(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
-                limit: int = Query(20_000, ge=1, le=100_000)) -> dict[str, Any]:
-        return service.journal.changes(who, box_id, cursor, limit)
+                limit: int = Query(20_000, ge=1, le=100_000),
+                folder: str = Query("", pattern=FOLDER_ID)) -> dict[str, Any]:
+        return service.journal.changes(who, box_id, cursor, limit, folder)
 
     @app.get("/v1/boxes/{box_id}/pending")
     def pending(box_id: BoxId, who: Auth, cursor: int = Query(0, ge=0, lt=1 << 62),
                 device: int | None = Query(None, ge=0, lt=1 << 62)) -> dict[str, Any]:
-        return service.journal.pending(who, box_id, cursor, device)
+        # `device` is accepted from older clients and not used: every change after the cursor counts.
+        return service.journal.pending(who, box_id, cursor)
 
     @app.post("/v1/boxes/{box_id}/ack")
     def ack(box_id: BoxId, body: AckIn, who: Auth) -> dict[str, Any]:
-        service.journal.ack(who, box_id, body.device, body.cursor)
+        service.journal.ack(who, box_id, body.device, body.cursor, body.folder)
         return {"ok": True}
 
     @app.get("/v1/boxes/{box_id}/wait")

@@ -58,9 +58,14 @@ class StageIn(BaseModel):
     changes: list[dict[str, Any]] = Field(json_schema_extra={"items": ChangeIn.model_json_schema()})
 
 
+# The id a synced folder gives itself (.box/config): devices keep one cursor per folder of a box.
+FOLDER_ID = r"^[A-Za-z0-9_-]{0,64}$"
+
+
 class AckIn(BaseModel):
     device: int = Field(ge=0, lt=1 << 62)
     cursor: int = Field(ge=0, lt=1 << 62)
+    folder: str = Field("", pattern=FOLDER_ID)  # which synced folder of the device ('' : unnamed)
 
 
 class LoginIn(BaseModel):

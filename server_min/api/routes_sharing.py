@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from server_min.api import link_pages
+from server_min.api import link_pages, ranges
 from server_min.api.auth import Auth
 from server_min.api.limits import BodyLimit
 from server_min.api.models import BoxId, LinkIn, LoginIn, ShareIn
@@ -81,13 +81,14 @@ def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) 
     # Web pages, not API: kept out of /openapi.json (which lists /v1 only); tests/security fuzz them apart.
     pages = APIRouter(prefix="/l", include_in_schema=False)
 
-    @pages.get("/{token}", response_class=HTMLResponse)
+    # HEAD too: download managers and `wget -c` ask for a file's size and validators before they resume.
+    @pages.api_route("/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def link_root(token: Annotated[str, Path(max_length=200)], request: Request,
                         dl: int = Query(0, ge=0, le=1)) -> Response:
         """A link's page (`?dl=1`: the file itself, or a folder as a streamed zip)."""
         return await _serve(request, token, "", bool(dl))
 
-    @pages.get("/{token}/{sub:path}", response_class=HTMLResponse)
+    @pages.api_route("/{token}/{sub:path}", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def link_inside(token: Annotated[str, Path(max_length=200)], sub: Annotated[str, Path(max_length=4096)],
                           request: Request, dl: int = Query(0, ge=0, le=1)) -> Response:
         """A file or subfolder inside a folder link."""
@@ -104,21 +105,46 @@ def install(app: FastAPI, service: Service, json_limit: int, blocks_limit: int) 
         if target.entry is not None:
             entry = target.entry
             if download:
-                headers = dict(link_pages.HEADERS) | {
-                    "Content-Disposition": link_pages.content_disposition(target.name),
-                    "Content-Length": str(entry.size),
-                }
-                return StreamingResponse(links.file_bytes(entry), media_type="application/octet-stream",
-                                         headers=headers)
+                return _download(request, target)
             page = link_pages.file_page(base, root_name, target.sub, target.name, entry.size, entry.mtime_ns)
             return HTMLResponse(page, headers=link_pages.HEADERS)
         if download:
             headers = dict(link_pages.HEADERS) | {
-                "Content-Disposition": link_pages.content_disposition(target.name + ".zip")}
+                "Content-Disposition": link_pages.content_disposition(target.name + ".zip"),
+                "Accept-Ranges": "none"}  # built as it streams: no two answers are byte for byte alike
+            if request.method == "HEAD":
+                return Response(media_type="application/zip", headers=headers)
             return StreamingResponse(links.zip_stream(target), media_type="application/zip", headers=headers)
         children = await run_in_threadpool(links.listing, target)
         page = link_pages.folder_page(base, root_name, target.sub, target.name, children)
         return HTMLResponse(page, headers=link_pages.HEADERS)
+
+    def _download(request: Request, target: Target) -> Response:
+        """A file itself: whole (200), one byte range of it (206, or 416), or not at all when the client holds
+        this version already (304); HEAD gives the same headers and reads no block."""
+        entry = target.entry
+        assert entry is not None
+        validators = ranges.Validators.of(entry.blocks, entry.mtime_ns)
+        headers = dict(link_pages.HEADERS) | validators.headers() | {
+            "Content-Disposition": link_pages.content_disposition(target.name), "Accept-Ranges": "bytes"}
+        if validators.none_match(request.headers.get("if-none-match")):
+            return Response(status_code=304, headers=validators.headers() | {"Cache-Control": "no-store"})
+        span = None
+        if validators.range_applies(request.headers.get("if-range")):
+            try:
+                span = ranges.byte_range(request.headers.get("range"), entry.size)
+            except ranges.Unsatisfiable:
+                return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{entry.size}"})
+        start, stop = span or (0, entry.size)
+        headers["Content-Length"] = str(stop - start)
+        status = 200
+        if span is not None:
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{entry.size}"
+        if request.method == "HEAD":
+            return Response(status_code=status, media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(links.file_bytes(entry, start, stop), status_code=status,
+                                 media_type="application/octet-stream", headers=headers)
 
     app.include_router(pages)
 

@@ -187,12 +187,17 @@ class AccountStore(Protocol):
         """Revoke a device of `user_id` and every token bound to it, at once (another user's: nothing)."""
         ...
 
-    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None) -> None:
-        """Note the device was seen now; with a box, move its cursor there forward (never back)."""
+    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None,
+                     folder: str = "") -> None:
+        """Note the device was seen now; with a box, move the cursor of its synced folder `folder` in that box
+        forward (never back). A device may sync one box in several folders, each with its own cursor; ''
+        is a folder that does not say which it is (a client from before folders were told apart), and is
+        dropped once a folder of that device and box names itself."""
         ...
 
     def device_cursors(self, device_id: int) -> list[DeviceCursor]:
-        """The device's cursor in each box it has acknowledged, by box id."""
+        """The cursor of each of the device's synced folders in each box it has acknowledged, by box id and
+        folder."""
         ...
 
 
@@ -293,12 +298,17 @@ class JournalStore(Protocol):
         """The entries of one commit, in path order."""
         ...
 
+    def present_before(self, box_id: int, seq: int, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` the box held just before commit `seq` (a put of one of them by `seq` then modified
+        it; of the others, added it)."""
+        ...
+
     def path_history(self, box_id: int, prefix: str, limit: int) -> list[Revision]:
         """Every entry of `prefix` or under it, newest first, with its commit."""
         ...
 
-    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
-        """How many changes the commits after `cursor` hold, not counting those of `exclude_device`."""
+    def count_after(self, box_id: int, cursor: int) -> int:
+        """How many changes the commits after `cursor` hold."""
         ...
 
     # --- the head and the journal as a folder member sees them ------------------------------
@@ -323,8 +333,8 @@ class JournalStore(Protocol):
         """The last commit that touched a path under `prefix` (0 if none)."""
         ...
 
-    def count_under(self, box_id: int, prefix: str, cursor: int, exclude_device: int | None) -> int:
-        """Entries under `prefix` after `cursor`, not counting those of `exclude_device`."""
+    def count_under(self, box_id: int, prefix: str, cursor: int) -> int:
+        """Entries under `prefix` after `cursor`."""
         ...
 
     def commits_under(self, box_id: int, prefix: str, limit: int, before: int | None) -> list[CommitInfo]:

@@ -43,12 +43,13 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class DeviceCursor:
-    """How far a device has acknowledged one box's journal."""
+    """How far one synced folder of a device has acknowledged one box's journal."""
 
     box_id: int
     box: str
     cursor: int
     updated: float
+    folder: str = ""  # the synced folder's id ('' for a client that does not name it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ class Rights:
         box = self.meta.box(box_id)
         shares = self.meta.memberships(box_id, caller.user_id) if box is not None else []
         if box is None or not shares:
-            raise NotFound(f"no box {box_id} that you can access")
+            # `missing` tells a client that the box itself is gone for it (it then names the box it knows by name).
+            raise NotFound(f"no box {box_id} that you can access", missing="box")
         best = min(shares, key=lambda m: (len(m.prefix), m.role not in ROLES_WRITE))
         access = Access(box, best.role, best.prefix)
         if write and not access.can_write:
@@ -77,11 +78,11 @@ class Rights:
         found = self.meta.commits_under(access.box.id, access.prefix, 1, seq + 1)
         return found[0].seq if found else 0
 
-    def waiting(self, access: Access, cursor: int, device: int | None) -> int:
-        """How many changes after `cursor` this member has yet to see, not counting `device`'s own."""
+    def waiting(self, access: Access, cursor: int) -> int:
+        """How many changes after `cursor` this member may see."""
         if not access.prefix:
-            return self.meta.count_after(access.box.id, cursor, device)
-        return self.meta.count_under(access.box.id, access.prefix, cursor, device)
+            return self.meta.count_after(access.box.id, cursor)
+        return self.meta.count_under(access.box.id, access.prefix, cursor)
 
 
 __all__ = ["ROLES_WRITE", "Access", "Caller", "Rights"]

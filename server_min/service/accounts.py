@@ -83,7 +83,8 @@ class Accounts:
         return {"id": device_id, "name": name, "kind": kind, "token": token}
 
     def list_devices(self, caller: Caller) -> list[dict[str, Any]]:
-        """The caller's devices, with how far each has acknowledged each box and how much it is behind."""
+        """The caller's devices, with how far each synced folder of each has acknowledged its box and how much it
+        is behind (a device's `behind` adds up its folders')."""
         devices = []
         for d in self.meta.devices(caller.user_id):
             boxes = []
@@ -92,9 +93,9 @@ class Accounts:
                     access = self.rights.access(caller, c.box_id)
                 except NotFound:
                     continue
-                boxes.append({"box_id": c.box_id, "box": c.box, "cursor": c.cursor,
+                boxes.append({"box_id": c.box_id, "box": c.box, "folder": c.folder, "cursor": c.cursor,
                               "head": self.rights.head(access),
-                              "behind": self.rights.waiting(access, c.cursor, None), "acked": c.updated})
+                              "behind": self.rights.waiting(access, c.cursor), "acked": c.updated})
             devices.append({
                 "id": d.id, "name": d.name, "kind": d.kind, "created": d.created, "last_seen": d.last_seen,
                 "revoked": d.revoked, "current": d.id == caller.device_id,

@@ -41,13 +41,14 @@ class Journal:
         self.rights = rights
         self.accounts = accounts
 
-    def changes(self, caller: Caller, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
-        """Journal entries after `cursor` (whole commits), within the caller's folder."""
+    def changes(self, caller: Caller, box_id: int, cursor: int, limit: int, folder: str = "") -> dict[str, Any]:
+        """Journal entries after `cursor` (whole commits), within the caller's folder; the cursor is noted as
+        the one of the caller's synced folder `folder`."""
         access = self.rights.access(caller, box_id)
         entries, upto = self.meta.changes(box_id, cursor, max(1, min(limit, 100_000)))
         entries = verified(entries)
         if caller.device_id is not None:
-            self.meta.touch_device(caller.device_id, box_id, cursor)
+            self.meta.touch_device(caller.device_id, box_id, cursor, folder)
         head = self.meta.head(box_id)
         return {
             "entries": [entry_json(e, access.prefix) for e in entries if visible(e.path, access.prefix)],
@@ -56,22 +57,23 @@ class Journal:
             "more": upto < head,
         }
 
-    def ack(self, caller: Caller, box_id: int, device_id: int, cursor: int) -> None:
-        """Record that a device has applied the journal up to `cursor`."""
+    def ack(self, caller: Caller, box_id: int, device_id: int, cursor: int, folder: str = "") -> None:
+        """Record that the synced folder `folder` of a device has applied the journal up to `cursor`."""
         self.rights.access(caller, box_id)
         self.accounts.check_device(caller, device_id)
-        self.meta.touch_device(device_id, box_id, cursor)
+        self.meta.touch_device(device_id, box_id, cursor, folder)
 
     def head(self, caller: Caller, box_id: int, cursor: int = 0) -> int:
         """The head a long poll compares with `cursor`; for a folder member, the last commit after `cursor`
         that touched its folder (else `cursor`), so commits elsewhere in the box neither wake nor show."""
         return self.rights.head_after(self.rights.access(caller, box_id), cursor)
 
-    def pending(self, caller: Caller, box_id: int, cursor: int, device_id: int | None) -> dict[str, int]:
-        """The head after `cursor` and how many changes wait, not counting `device_id`'s own."""
+    def pending(self, caller: Caller, box_id: int, cursor: int) -> dict[str, int]:
+        """The head after `cursor` and how many changes come after it. Counted from the synced folder's own
+        cursor, whoever made them: another folder of the same device makes changes this one must pull (the
+        client leaves out the commits that folder made itself, which it knows)."""
         access = self.rights.access(caller, box_id)
-        return {"head": self.rights.head_after(access, cursor),
-                "waiting": self.rights.waiting(access, cursor, device_id)}
+        return {"head": self.rights.head_after(access, cursor), "waiting": self.rights.waiting(access, cursor)}
 
     def tree(self, caller: Caller, box_id: int, at: int | None, when: float | None, prefix: str) -> dict[str, Any]:
         """The box (or a folder of it) as it was at commit `at`, at time `when`, or now."""
@@ -118,10 +120,15 @@ class Journal:
             else:
                 paths, count = self.meta.commit_paths(box_id, c.seq, 1000), c.changes
             paths = verified(paths)
+            # Each path's change in words, as status and push say it: a put of a path the box held before is
+            # a modification, else an addition.
+            held = self.meta.present_before(box_id, c.seq, [p.path for p in paths if p.op == "put"])
             commits.append({
                 "seq": c.seq, "time": c.time, "user": c.user, "device": c.device, "message": c.message,
                 "changes": count,
-                "paths": [{"path": strip(p.path, access.prefix), "op": p.op, "kind": p.kind} for p in paths],
+                "paths": [{"path": strip(p.path, access.prefix), "op": p.op, "kind": p.kind,
+                           "change": "deleted" if p.op == "delete" else "modified" if p.path in held else "added"}
+                          for p in paths],
             })
         return {"commits": commits}
 

@@ -71,7 +71,20 @@ def test_devices_and_cursors(meta: MetaStore, alice: int) -> None:
     meta.touch_device(dev, box, 5)
     meta.touch_device(dev, box, 3)  # a cursor never moves back
     (cursor,) = meta.device_cursors(dev)
-    assert (cursor.box_id, cursor.box, cursor.cursor) == (box, "docs", 5)
+    assert (cursor.box_id, cursor.box, cursor.cursor, cursor.folder) == (box, "docs", 5, "")
+
+
+def test_each_synced_folder_of_a_device_keeps_its_own_cursor(meta: MetaStore, alice: int) -> None:
+    dev = meta.add_device(alice, "laptop", "laptop", "hash-laptop")
+    box = meta.create_box(alice, "docs", SIZES)
+    meta.touch_device(dev, box, 4)  # a client that does not name its folder
+    meta.touch_device(dev, box, 7, "documents")
+    meta.touch_device(dev, box, 2, "second-copy")
+    meta.touch_device(dev, box, 1, "second-copy")  # never back, per folder
+    meta.touch_device(dev)  # seen, no cursor
+    # The unnamed cursor is dropped once a folder names itself: it was that folder, or one gone since.
+    assert [(c.box_id, c.folder, c.cursor) for c in meta.device_cursors(dev)] == [
+        (box, "documents", 7), (box, "second-copy", 2)]
 
 
 def test_revoking_a_device_revokes_its_token_only(meta: MetaStore, alice: int) -> None:
@@ -226,9 +239,12 @@ def test_history_time_and_counts(meta: MetaStore, alice: int) -> None:
     assert [(c.seq, c.user, c.changes) for c in meta.commits(box, 10, 2)] == [(1, "alice", 2)]
     assert [e.path for e in meta.commit_paths(box, 1, 10)] == ["f", "g"]
     assert meta.seq_at(box, start - 1) == 0 and meta.seq_at(box, time.time() + 1) == 2
-    assert meta.count_after(box, 0, None) == 3
-    assert meta.count_after(box, 0, laptop) == 1  # a device does not wait for its own commits
-    assert meta.count_after(box, 1, desk) == 0
+    assert meta.present_before(box, 2, ["f", "g", "h"]) == {"f", "g"}
+    assert meta.present_before(box, 1, ["f", "g"]) == set() and meta.present_before(box, 3, ["f", "g"]) == {"g"}
+    assert meta.present_before(box, 2, []) == set()
+    assert meta.count_after(box, 0) == 3
+    assert meta.count_after(box, 1) == 1  # every change after the cursor, whichever device made it
+    assert meta.count_after(box, 2) == 0
 
 
 def test_folder_views(meta: MetaStore, alice: int) -> None:
@@ -238,7 +254,7 @@ def test_folder_views(meta: MetaStore, alice: int) -> None:
     commit(meta, box, alice, [put("in/b", digest(2)), put("in2/c", digest(2))])
     assert meta.head_under(box, "in") == 3 and meta.head_under(box, "none") == 0
     assert meta.last_seq_under(box, "in", 0) == 3 and meta.last_seq_under(box, "in", 3) is None
-    assert meta.count_under(box, "in", 0, None) == 2
+    assert meta.count_under(box, "in", 0) == 2 and meta.count_under(box, "in", 1) == 1
     assert [c.seq for c in meta.commits_under(box, "in", 10, None)] == [3, 1]
     assert [c.seq for c in meta.commits_under(box, "in", 10, 3)] == [1]
     paths, total = meta.commit_paths_under(box, 3, "in", 10)

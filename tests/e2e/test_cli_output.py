@@ -101,9 +101,9 @@ def test_log_json(two_devices: tuple[Device, Device]) -> None:
     assert set(newest) >= COMMIT_KEYS and set(oldest) >= COMMIT_KEYS
     assert (newest["message"], newest["device"], newest["user"]) == ("desk deletes", "desk", "alice")
     assert (oldest["message"], oldest["device"], oldest["changes"]) == ("first commit", "laptop", 2)
-    assert oldest["paths"] == [{"path": "notes", "op": "put", "kind": "dir"},
-                               {"path": "notes/a.txt", "op": "put", "kind": "file"}]
-    assert newest["paths"] == [{"path": "notes/a.txt", "op": "delete", "kind": "file"}]
+    assert oldest["paths"] == [{"path": "notes", "op": "put", "kind": "dir", "change": "added"},
+                               {"path": "notes/a.txt", "op": "put", "kind": "file", "change": "added"}]
+    assert newest["paths"] == [{"path": "notes/a.txt", "op": "delete", "kind": "file", "change": "deleted"}]
     assert oldest["time"] <= newest["time"]
 
     assert [c["seq"] for c in a.run("log", "--json", "-n", "1").json()["commits"]] == [second]

@@ -44,8 +44,8 @@ class EvilServer:
         self.poison: list[dict[str, Any]] = []
         honest = self.service.journal.changes
 
-        def changes(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
-            answer = honest(caller, box_id, cursor, limit)
+        def changes(caller: Any, box_id: int, cursor: int, limit: int, folder: str = "") -> dict[str, Any]:
+            answer = honest(caller, box_id, cursor, limit, folder)
             if self.poison:
                 answer["entries"] = answer["entries"] + [e | {"seq": answer["cursor"]} for e in self.poison]
             return answer

@@ -152,7 +152,7 @@ def test_a_change_feed_is_bounded_in_paths_held(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(pull_module, "MAX_FEED_PATHS", 2000)
     engine = Engine.__new__(Engine)
     engine.transport = _NewNamesTransport()  # type: ignore[assignment]
-    engine.config = type("C", (), {"box_id": 1})()  # type: ignore[assignment]
+    engine.config = type("C", (), {"box_id": 1, "folder": ""})()  # type: ignore[assignment]
     with pytest.raises(ServerRefused, match="2,000 paths"):
         engine.remote_changes(0)
 

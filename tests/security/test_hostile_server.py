@@ -64,8 +64,8 @@ def test_a_change_feed_that_does_not_move_on_stops_the_pull(evil: tuple[EvilServ
     srv, _, target, _ = evil
     honest_changes = srv.service.journal.changes
 
-    def stuck(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
-        answer = honest_changes(caller, box_id, cursor, limit)
+    def stuck(caller: Any, box_id: int, cursor: int, limit: int, folder: str = "") -> dict[str, Any]:
+        answer = honest_changes(caller, box_id, cursor, limit, folder)
         return answer | {"more": True, "cursor": cursor, "head": cursor + 1000}
 
     srv.service.journal.changes = stuck
@@ -80,9 +80,9 @@ def test_a_change_feed_that_runs_past_its_head_stops_at_the_head(
     honest_changes = srv.service.journal.changes
     calls = []
 
-    def endless(caller: Any, box_id: int, cursor: int, limit: int) -> dict[str, Any]:
+    def endless(caller: Any, box_id: int, cursor: int, limit: int, folder: str = "") -> dict[str, Any]:
         calls.append(cursor)
-        answer = honest_changes(caller, box_id, cursor, limit)
+        answer = honest_changes(caller, box_id, cursor, limit, folder)
         return answer | {"more": True, "cursor": cursor + 1, "head": 50}
 
     srv.service.journal.changes = endless
@@ -107,7 +107,7 @@ class _EndlessTransport:
 def test_a_change_feed_is_bounded_in_pages() -> None:
     engine = Engine.__new__(Engine)
     engine.transport = _EndlessTransport()  # type: ignore[assignment]
-    engine.config = type("C", (), {"box_id": 1})()  # type: ignore[assignment]
+    engine.config = type("C", (), {"box_id": 1, "folder": ""})()  # type: ignore[assignment]
     with pytest.raises(ServerRefused, match="pages"):
         engine.remote_changes(0)
     assert engine.transport.pages == MAX_FEED_PAGES  # type: ignore[attr-defined]

@@ -65,19 +65,22 @@ class AccountsMem(Tables):
                 if owner.device_id == device_id:
                     self.tokens[key] = dataclasses.replace(owner, revoked=True)
 
-    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None) -> None:
+    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None,
+                     folder: str = "") -> None:
         with self._mutex:
             now = time.time()
             if device_id in self.device_rows:
                 self.device_rows[device_id] = dataclasses.replace(self.device_rows[device_id], last_seen=now)
             if box_id is not None and cursor is not None:
-                old = self.cursors.get((device_id, box_id), (cursor, now))[0]
-                self.cursors[(device_id, box_id)] = (max(old, cursor), now)
+                old = self.cursors.get((device_id, box_id, folder), (cursor, now))[0]
+                self.cursors[(device_id, box_id, folder)] = (max(old, cursor), now)
+                if folder:
+                    self.cursors.pop((device_id, box_id, ""), None)
 
     def device_cursors(self, device_id: int) -> list[DeviceCursor]:
         with self._mutex:
-            return [DeviceCursor(box, self.boxes[box].name, cursor, updated)
-                    for (dev, box), (cursor, updated) in sorted(self.cursors.items()) if dev == device_id]
+            return [DeviceCursor(box, self.boxes[box].name, cursor, updated, folder)
+                    for (dev, box, folder), (cursor, updated) in sorted(self.cursors.items()) if dev == device_id]
 
     def create_box(self, owner_id: int, name: str, sizes: tuple[int, int, int]) -> int:
         with self._mutex:

@@ -37,11 +37,9 @@ class FoldersMem(Tables):
         with self._mutex:
             return max((h.rev for p, h in self.files[box_id].items() if under(p, prefix)), default=0)
 
-    def count_under(self, box_id: int, prefix: str, cursor: int, exclude_device: int | None) -> int:
+    def count_under(self, box_id: int, prefix: str, cursor: int) -> int:
         with self._mutex:
-            devices = {c.seq: c.device_id for c in self.commit_rows[box_id]}
-            return sum(1 for e in self._visible(box_id) if e.seq > cursor and under(e.path, prefix)
-                       and (devices[e.seq] is None or devices[e.seq] != exclude_device))
+            return sum(1 for e in self._visible(box_id) if e.seq > cursor and under(e.path, prefix))
 
     def commits_under(self, box_id: int, prefix: str, limit: int, before: int | None) -> list[CommitInfo]:
         with self._mutex:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from server_min.meta.base import STAGE_TTL
 from server_min.meta.memory.tables import Tables, under
@@ -65,7 +66,15 @@ class JournalMem(Tables):
                            key=lambda e: (-e.seq, e.path))[:limit]
             return [Revision(e, self._info(commits[e.seq])) for e in found]
 
-    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
+    def present_before(self, box_id: int, seq: int, paths: Sequence[str]) -> set[str]:
         with self._mutex:
-            return sum(c.changes for c in self.commit_rows[box_id] if cursor < c.seq <= self.head(box_id)
-                       and (c.device_id is None or c.device_id != exclude_device))
+            wanted = set(paths)
+            last: dict[str, Entry] = {}
+            for e in self.journal[box_id]:
+                if e.seq < seq and e.path in wanted and (e.path not in last or last[e.path].seq < e.seq):
+                    last[e.path] = e
+            return {path for path, e in last.items() if e.op == "put"}
+
+    def count_after(self, box_id: int, cursor: int) -> int:
+        with self._mutex:
+            return sum(c.changes for c in self.commit_rows[box_id] if cursor < c.seq <= self.head(box_id))

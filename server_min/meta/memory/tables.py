@@ -51,7 +51,7 @@ class Tables:
         self.users: dict[int, User] = {}
         self.tokens: dict[str, TokenOwner] = {}
         self.device_rows: dict[int, Device] = {}
-        self.cursors: dict[tuple[int, int], tuple[int, float]] = {}
+        self.cursors: dict[tuple[int, int, str], tuple[int, float]] = {}  # (device, box, folder)
         self.boxes: dict[int, Box] = {}
         self.shares: dict[tuple[int, int, str], str] = {}  # (box, user, prefix) -> role
         self.blocks: dict[bytes, StoredBlock] = {}

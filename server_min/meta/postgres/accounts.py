@@ -85,7 +85,8 @@ class AccountsPg(Connections):
             conn.execute("UPDATE tokens SET revoked = true WHERE device_id = %s AND user_id = %s",
                          (device_id, user_id))
 
-    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None) -> None:
+    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None,
+                     folder: str = "") -> None:
         now = time.time()
         if box_id is None or cursor is None:
             self.execute("UPDATE devices SET last_seen = %s WHERE id = %s", (now, device_id))
@@ -93,15 +94,18 @@ class AccountsPg(Connections):
         with self.write() as conn:
             conn.execute("UPDATE devices SET last_seen = %s WHERE id = %s", (now, device_id))
             conn.execute(
-                "INSERT INTO device_cursors (device_id, box_id, cursor, updated) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (device_id, box_id) DO UPDATE SET "
+                "INSERT INTO device_cursors (device_id, box_id, folder, cursor, updated) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (device_id, box_id, folder) DO UPDATE SET "
                 "cursor = GREATEST(device_cursors.cursor, excluded.cursor), updated = excluded.updated",
-                (device_id, box_id, cursor, now))
+                (device_id, box_id, folder, cursor, now))
+            if folder:
+                conn.execute("DELETE FROM device_cursors WHERE device_id = %s AND box_id = %s AND folder = ''",
+                             (device_id, box_id))
 
     def device_cursors(self, device_id: int) -> list[DeviceCursor]:
         return [DeviceCursor(*r) for r in self.rows(
-            "SELECT dc.box_id, b.name, dc.cursor, dc.updated FROM device_cursors dc "
-            "JOIN boxes b ON b.id = dc.box_id WHERE dc.device_id = %s ORDER BY dc.box_id", (device_id,))]
+            "SELECT dc.box_id, b.name, dc.cursor, dc.updated, dc.folder FROM device_cursors dc "
+            "JOIN boxes b ON b.id = dc.box_id WHERE dc.device_id = %s ORDER BY dc.box_id, dc.folder", (device_id,))]
 
     # --- boxes and members ------------------------------------------------------------------
 

@@ -54,13 +54,10 @@ class FoldersPg(Connections):
         row = self.one("SELECT MAX(rev) FROM files WHERE box_id = %s AND path >= %s AND path < %s", (box_id, lo, hi))
         return int(row[0] or 0) if row else 0
 
-    def count_under(self, box_id: int, prefix: str, cursor: int, exclude_device: int | None) -> int:
+    def count_under(self, box_id: int, prefix: str, cursor: int) -> int:
         lo, hi = range_under(prefix)
-        row = self.one(
-            "SELECT COUNT(*) FROM journal j JOIN commits c ON c.box_id = j.box_id AND c.seq = j.seq "
-            "WHERE j.box_id = %s AND j.seq > %s AND j.path >= %s AND j.path < %s "
-            "AND (c.device_id IS DISTINCT FROM %s::bigint OR c.device_id IS NULL)",
-            (box_id, cursor, lo, hi, exclude_device))
+        row = self.one("SELECT COUNT(*) FROM journal WHERE box_id = %s AND seq > %s AND path >= %s AND path < %s",
+                       (box_id, cursor, lo, hi))
         return int(row[0]) if row else 0
 
     def commits_under(self, box_id: int, prefix: str, limit: int, before: int | None) -> list[CommitInfo]:

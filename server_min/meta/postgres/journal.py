@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -103,10 +104,16 @@ class JournalPg(Connections):
             "AND j.path < %s)) ORDER BY j.seq DESC, j.path LIMIT %s", (box_id, prefix, lo, hi, limit))
         return [Revision(Entry._make(r[:11]), commit_info(r[11:])) for r in rows]
 
-    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
-        row = self.one(
-            "SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = %s AND seq > %s "
-            "AND (device_id IS DISTINCT FROM %s::bigint OR device_id IS NULL)", (box_id, cursor, exclude_device))
+    def present_before(self, box_id: int, seq: int, paths: Sequence[str]) -> set[str]:
+        if not paths:
+            return set()
+        rows = self.rows("SELECT DISTINCT ON (path) path, op FROM journal WHERE box_id = %s AND path = ANY(%s) "
+                         "AND seq < %s ORDER BY path, seq DESC", (box_id, list(dict.fromkeys(paths)), seq))
+        return {path for path, op in rows if op == "put"}
+
+    def count_after(self, box_id: int, cursor: int) -> int:
+        row = self.one("SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = %s AND seq > %s",
+                       (box_id, cursor))
         return int(row[0]) if row else 0
 
 

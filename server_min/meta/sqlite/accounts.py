@@ -84,20 +84,24 @@ class AccountsSql(Connections):
             conn.execute("UPDATE devices SET revoked = 1 WHERE id = ? AND user_id = ?", (device_id, user_id))
             conn.execute("UPDATE tokens SET revoked = 1 WHERE device_id = ? AND user_id = ?", (device_id, user_id))
 
-    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None) -> None:
+    def touch_device(self, device_id: int, box_id: int | None = None, cursor: int | None = None,
+                     folder: str = "") -> None:
         with self.write() as conn:
             now = time.time()
             conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (now, device_id))
             if box_id is not None and cursor is not None:
                 conn.execute(
-                    "INSERT INTO device_cursors (device_id, box_id, cursor, updated) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (device_id, box_id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor), "
-                    "updated = excluded.updated", (device_id, box_id, cursor, now))
+                    "INSERT INTO device_cursors (device_id, box_id, folder, cursor, updated) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (device_id, box_id, folder) DO UPDATE SET cursor = MAX(cursor, excluded.cursor), "
+                    "updated = excluded.updated", (device_id, box_id, folder, cursor, now))
+                if folder:
+                    conn.execute("DELETE FROM device_cursors WHERE device_id = ? AND box_id = ? AND folder = ''",
+                                 (device_id, box_id))
 
     def device_cursors(self, device_id: int) -> list[DeviceCursor]:
         return [DeviceCursor(*r) for r in self.conn.execute(
-            "SELECT dc.box_id, b.name, dc.cursor, dc.updated FROM device_cursors dc "
-            "JOIN boxes b ON b.id = dc.box_id WHERE dc.device_id = ? ORDER BY dc.box_id", (device_id,))]
+            "SELECT dc.box_id, b.name, dc.cursor, dc.updated, dc.folder FROM device_cursors dc "
+            "JOIN boxes b ON b.id = dc.box_id WHERE dc.device_id = ? ORDER BY dc.box_id, dc.folder", (device_id,))]
 
     # --- boxes and members ------------------------------------------------------------------
 

@@ -54,12 +54,10 @@ class FoldersSql(Connections):
                                 (box_id, lo, hi)).fetchone()
         return int(row[0] or 0)
 
-    def count_under(self, box_id: int, prefix: str, cursor: int, exclude_device: int | None) -> int:
+    def count_under(self, box_id: int, prefix: str, cursor: int) -> int:
         lo, hi = range_under(prefix)
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM journal j JOIN commits c ON c.box_id = j.box_id AND c.seq = j.seq "
-            "WHERE j.box_id = ? AND j.seq > ? AND j.path >= ? AND j.path < ? "
-            "AND (c.device_id IS NOT ? OR c.device_id IS NULL)", (box_id, cursor, lo, hi, exclude_device)).fetchone()
+        row = self.conn.execute("SELECT COUNT(*) FROM journal WHERE box_id = ? AND seq > ? AND path >= ? AND path < ?",
+                                (box_id, cursor, lo, hi)).fetchone()
         return int(row[0])
 
     def commits_under(self, box_id: int, prefix: str, limit: int, before: int | None) -> list[CommitInfo]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from server_min.meta.base import STAGE_TTL
@@ -89,10 +90,19 @@ class JournalSql(Connections):
             "AND j.path < ?)) ORDER BY j.seq DESC, j.path LIMIT ?", (box_id, prefix, lo, hi, limit)).fetchall()
         return [Revision(Entry._make(tuple(r)[:11]), commit_info(tuple(r)[11:])) for r in rows]
 
-    def count_after(self, box_id: int, cursor: int, exclude_device: int | None) -> int:
-        row = self.conn.execute(
-            "SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = ? AND seq > ? "
-            "AND (device_id IS NOT ? OR device_id IS NULL)", (box_id, cursor, exclude_device)).fetchone()
+    def present_before(self, box_id: int, seq: int, paths: Sequence[str]) -> set[str]:
+        with self.read() as conn:  # one indexed look-up per path (journal_path): a log shows a few hundred
+            present = set()
+            for path in dict.fromkeys(paths):
+                row = conn.execute("SELECT op FROM journal WHERE box_id = ? AND path = ? AND seq < ? "
+                                   "ORDER BY seq DESC LIMIT 1", (box_id, path, seq)).fetchone()
+                if row is not None and row[0] == "put":
+                    present.add(path)
+            return present
+
+    def count_after(self, box_id: int, cursor: int) -> int:
+        row = self.conn.execute("SELECT COALESCE(SUM(nchanges), 0) FROM commits WHERE box_id = ? AND seq > ?",
+                                (box_id, cursor)).fetchone()
         return int(row[0])
 
 
