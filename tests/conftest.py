@@ -25,6 +25,7 @@ BOXCTL = [sys.executable, "-m", "boxctl"]
 # Which stores the servers of a run use: "embedded" (SQLite and a block folder, the default) or "shared"
 # (PostgreSQL, SeaweedFS's S3 and the PostgreSQL bus: the scale-out deployment). `--store` or BOX_TEST_STORE.
 STORES = ("embedded", "shared")
+SHARED_BUCKET = "box-tests"
 store_mode = os.environ.get("BOX_TEST_STORE", "embedded")
 
 
@@ -151,9 +152,10 @@ class SharedStores:
         if cls.s3 is None:
             cls.s3 = S3Server(Path(tempfile.mkdtemp(prefix="box-test-s3-")))
             cls.s3.start()
-        bucket = f"box-{uuid.uuid4().hex[:12]}"
-        cls.s3.make_bucket(bucket)
-        stores = cls(create_database(), bucket, cls.s3.endpoint, cls.s3.env())
+            # One bucket for the run, a prefix per server: SeaweedFS gives every bucket its own volumes,
+            # and a bucket per test ran out of them after about thirty (PutObject answered InternalError).
+            cls.s3.make_bucket(SHARED_BUCKET)
+        stores = cls(create_database(), f"{SHARED_BUCKET}/{uuid.uuid4().hex[:12]}", cls.s3.endpoint, cls.s3.env())
         subprocess.run([sys.executable, "-m", "server_min.cli", "migrate", "--meta", stores.meta], check=True,
                        capture_output=True, env=dict(os.environ, **stores.env))
         cls.made.append(stores)
@@ -164,8 +166,9 @@ class SharedStores:
                 "--notify", "postgresql"]
 
     def objects(self) -> dict[str, int]:
-        """Every object of the bucket, as key -> size."""
-        return type(self).s3.objects(self.bucket)
+        """Every object of this server's part of the bucket, as key -> size."""
+        bucket, prefix = self.bucket.split("/", 1)
+        return {k: n for k, n in type(self).s3.objects(bucket).items() if k.startswith(prefix + "/")}
 
     @classmethod
     def clean_up(cls) -> None:
