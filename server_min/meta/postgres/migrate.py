@@ -9,15 +9,12 @@ transactional: a step that fails leaves the database as it was.
 
 from __future__ import annotations
 
-import re
-from importlib import resources
 from typing import Any
 
 import psycopg
 
 from server_min.meta.base import SchemaTooNew
-
-NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+from server_min.meta.migrations import numbered_migrations
 
 # The key of the advisory lock an upgrade holds ("Box" in ASCII); advisory locks are per database.
 LOCK_KEY = 0x426F78
@@ -27,16 +24,8 @@ SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS box_schema (
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(number, file name, SQL) of every migration, in order; numbered 1, 2, 3... without gaps."""
-    found = []
-    for item in (resources.files(__package__) / "migrations").iterdir():
-        match = NAME.match(item.name)
-        if match:
-            found.append((int(match.group(1)), item.name, item.read_text(encoding="utf-8")))
-    found.sort()
-    if [n for n, _, _ in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations are not numbered 1..{len(found)}: {[name for _, name, _ in found]}")
-    return found
+    """(number, file name, SQL) of every migration of this store, in order."""
+    return numbered_migrations(__package__)
 
 
 def latest() -> int:
